@@ -1,0 +1,407 @@
+"""The typed recipe. A recipe is YAML data; this module turns it into validated dataclasses.
+
+    cfg = load_config("recipes/demo.yaml", ["train.lr=2e-4", "limit=8"])
+
+Unknown keys are errors that name the key (with its line in the recipe) and suggest the closest valid one.
+Every value can be overridden as `key.sub=value` (the value is parsed as YAML).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+DOMAIN_PLUGINS = ("math", "code", "text", "tools")
+
+
+def _check(cond: bool, message: str, field_name: str) -> None:
+    if not cond:
+        raise UserError(message, field=field_name)
+
+
+@dataclass
+class DomainConfig:
+    """One training domain: where its data comes from, how much of it, and which eval tasks belong to it."""
+
+    source: str | None = None        # built-in dataset name, a .jsonl/.json file, or "hf:owner/name[:split]"
+    size: int | None = None          # cap on training records (first N after a seeded shuffle)
+    eval: list[str] = field(default_factory=list)  # eval tasks that measure this domain (used by LODO)
+    weight: float = 1.0              # w_d in the objective (before the domain_weighting scheme)
+    plugin: str | None = None        # domain plug-in (math|code|text|tools); defaults to the domain's name
+
+    def __post_init__(self):
+        _check(self.size is None or self.size >= 0, "must be >= 0", "size")
+        _check(self.weight >= 0, "must be >= 0", "weight")
+
+
+@dataclass
+class DistillConfig:
+    max_new_tokens: int = 384
+    temperature: float = 0.0         # 0 = greedy (the default: reproducible rewrites)
+    top_p: float = 1.0
+    top_k: int = 0
+    batch_size: int = 32
+    backend: str = "hf"              # hf | vllm
+    dtype: str = "auto"              # auto | bfloat16 | float32 | float16
+    sandbox_timeout_s: float = 10.0
+    sandbox_workers: int | None = None
+    copy_threshold: float = 0.9      # similarity to the reference above which a rewrite counts as `copied`
+    enabled: bool = True             # false: targets are the original responses (no rewriting)
+
+    def __post_init__(self):
+        _check(self.max_new_tokens > 0, "must be > 0", "distill.max_new_tokens")
+        _check(self.temperature >= 0, "must be >= 0", "distill.temperature")
+        _check(0 < self.top_p <= 1, "must be in (0, 1]", "distill.top_p")
+        _check(self.batch_size > 0, "must be > 0", "distill.batch_size")
+        _check(self.backend in ("hf", "vllm"), "must be 'hf' or 'vllm'", "distill.backend")
+        _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "distill.dtype")
+        _check(0 < self.copy_threshold <= 1, "must be in (0, 1]", "distill.copy_threshold")
+
+
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+    def __post_init__(self):
+        _check(self.r > 0, "must be > 0", "train.lora.r")
+        _check(0 <= self.dropout < 1, "must be in [0, 1)", "train.lora.dropout")
+
+
+TRAIN_METHODS = ("sft", "sdft", "cdsdft")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+INVARIANCES = ("none", "mmd", "coral", "dann")
+DOMAIN_WEIGHTINGS = ("uniform", "size", "temperature")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "cdsdft"           # sft (original responses, CE) | sdft (distilled, CE) | cdsdft (distilled, full objective)
+    lr: float = 1e-4
+    epochs: float = 1.0
+    max_steps: int | None = None     # overrides epochs when set
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 512
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    dtype: str = "auto"
+    full_finetune: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    domains: list[str] | None = None  # train only on these domains (SDFT per domain); None = all
+    # The objective L = sum_d w_d CE_d + alpha * D(p_seed || p_theta) + beta * L_inv   (cdsdft only)
+    alpha: float = 0.5
+    divergence: str = "forward_kl"
+    jsd_beta: float = 0.5
+    kd_temperature: float = 1.0
+    seed_logprobs: str = "cached"    # cached (top-k, one pass before training) | live (adapter-disabled forward per step)
+    topk: int = 20
+    beta: float = 0.1
+    invariance: str = "mmd"
+    inv_layer: int = -1              # which hidden layer is pooled for L_inv (-1 = last)
+    beta_warmup_steps: int = 0
+    domain_weighting: str = "uniform"
+    domain_temperature: float = 2.0
+    balanced_batches: bool = True
+    logging_steps: int = 1
+    save_steps: int = 50
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        _check(self.method in TRAIN_METHODS, f"must be one of {TRAIN_METHODS}", "train.method")
+        _check(self.lr > 0, "must be > 0", "train.lr")
+        _check(self.epochs > 0, "must be > 0", "train.epochs")
+        _check(self.max_steps is None or self.max_steps > 0, "must be > 0 (or null)", "train.max_steps")
+        _check(self.batch_size > 0, "must be > 0", "train.batch_size")
+        _check(self.grad_accum > 0, "must be > 0", "train.grad_accum")
+        _check(self.max_length >= 16, "must be >= 16", "train.max_length")
+        _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "train.dtype")
+        _check(self.alpha >= 0, "must be >= 0", "train.alpha")
+        _check(self.beta >= 0, "must be >= 0", "train.beta")
+        _check(self.divergence in DIVERGENCES, f"must be one of {DIVERGENCES}", "train.divergence")
+        _check(0 <= self.jsd_beta <= 1, "must be in [0, 1]", "train.jsd_beta")
+        _check(self.kd_temperature > 0, "must be > 0", "train.kd_temperature")
+        _check(self.seed_logprobs in ("cached", "live"), "must be 'cached' or 'live'", "train.seed_logprobs")
+        _check(self.topk > 0, "must be > 0", "train.topk")
+        _check(self.invariance in INVARIANCES, f"must be one of {INVARIANCES}", "train.invariance")
+        _check(self.domain_weighting in DOMAIN_WEIGHTINGS, f"must be one of {DOMAIN_WEIGHTINGS}", "train.domain_weighting")
+        _check(self.domain_temperature > 0, "must be > 0", "train.domain_temperature")
+        _check(self.beta_warmup_steps >= 0, "must be >= 0", "train.beta_warmup_steps")
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=list)   # general tasks, on top of each domain's own eval tasks
+    limit: int | None = None         # per task: first N items of a seeded shuffle
+    batch_size: int = 32
+    max_new_tokens: int = 384
+    n_samples: int = 1               # >1 with temperature > 0 for pass@k
+    pass_k: list[int] = field(default_factory=lambda: [1])
+    temperature: float = 0.0
+    bootstrap: int = 1000
+    dtype: str = "auto"
+    sandbox_timeout_s: float = 10.0
+
+    def __post_init__(self):
+        _check(self.limit is None or self.limit > 0, "must be > 0 (or null)", "eval.limit")
+        _check(self.batch_size > 0, "must be > 0", "eval.batch_size")
+        _check(self.n_samples >= 1, "must be >= 1", "eval.n_samples")
+        _check(all(k <= self.n_samples for k in self.pass_k), "every k must be <= eval.n_samples", "eval.pass_k")
+        _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "eval.dtype")
+
+
+def _default_methods() -> dict[str, dict | None]:
+    return {"seed": None, "sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "cdsdft": {"method": "cdsdft"}}
+
+
+@dataclass
+class Config:
+    model: str = "smollm2-135m-instruct"   # registry name, HF hub id, or local folder
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    limit: int | None = None               # smoke runs: caps every dataset (train and eval) at N records
+    data_dir: str | None = None            # where relative data paths in `domains.*.source` are looked up
+    domains: dict[str, DomainConfig] = field(default_factory=dict)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Named methods the runner compares: name -> overrides of `train` (None for the untouched seed model).
+    methods: dict[str, dict | None] = field(default_factory=_default_methods)
+    lodo: bool = False                     # leave-one-domain-out: also train each method without each domain
+    recipe_path: str | None = None         # where it was loaded from (not a recipe key)
+
+    def __post_init__(self):
+        _check(self.limit is None or self.limit > 0, "must be > 0 (or null)", "limit")
+        for name, d in self.domains.items():
+            plugin = d.plugin or name
+            if plugin not in DOMAIN_PLUGINS:
+                close = difflib.get_close_matches(plugin, DOMAIN_PLUGINS, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise UserError(f"unknown domain plug-in '{plugin}'{hint}; known: {', '.join(DOMAIN_PLUGINS)}",
+                                file=self.recipe_path, field=f"domains.{name}")
+        for name, overrides in self.methods.items():
+            if overrides is not None:
+                self.train_config_for(name)  # validates the overrides now, not at training time
+
+    # --- derived views -------------------------------------------------------------------------
+    def effective_limit(self, n: int | None) -> int | None:
+        """Combine a section's own cap with the global smoke-run `limit`."""
+        if self.limit is None:
+            return n
+        return self.limit if n is None else min(n, self.limit)
+
+    def eval_tasks(self) -> list[str]:
+        """All eval tasks: each domain's own, then the general ones, without repeats."""
+        seen: list[str] = []
+        for d in self.domains.values():
+            for t in d.eval:
+                if t not in seen:
+                    seen.append(t)
+        for t in self.eval.tasks:
+            if t not in seen:
+                seen.append(t)
+        return seen
+
+    def train_config_for(self, method_name: str) -> TrainConfig:
+        """The `train` section with a named method's overrides applied (a plain method name works too)."""
+        base = dataclasses.asdict(self.train)
+        if method_name in self.methods:
+            overrides = self.methods[method_name]
+            if overrides is None:
+                raise UserError(f"method '{method_name}' is the untrained seed model; it has nothing to train",
+                                field=f"methods.{method_name}")
+            merged = _deep_merge(base, overrides)
+            return _build(TrainConfig, merged, f"methods.{method_name}", self.recipe_path, {})
+        if method_name in TRAIN_METHODS:
+            base["method"] = method_name
+            return _build(TrainConfig, base, "train", self.recipe_path, {})
+        close = difflib.get_close_matches(method_name, list(self.methods) + list(TRAIN_METHODS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown method '{method_name}'{hint}; the recipe defines: {', '.join(self.methods)}",
+                        field="train.method")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("recipe_path", None)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def _coerce_number(value: Any, tp: Any) -> Any:
+    """YAML 1.1 reads `2e-4` as a string; accept it where a float is expected."""
+    if isinstance(value, str) and _type_ok(1.5, tp) and not _type_ok(value, tp):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _build(cls, data: Any, path: str, recipe: str | None, lines: dict[str, int]):
+    """Recursively build dataclass `cls` from a dict, with errors naming the recipe, line and key path."""
+    where = lambda key: dict(file=recipe, line=lines.get(key), field=key)  # noqa: E731
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping, got {type(data).__name__}", **where(path))
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "recipe_path"]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{(path + '.' if path else '') + close[0]}'?" if close else ""
+            raise UserError(f"unknown key '{full}'{hint} (valid here: {', '.join(names)})", **where(full))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, full, recipe, lines)
+        elif cls is Config and key == "domains":
+            if not isinstance(value, dict):
+                raise UserError("expected a mapping of domain name -> settings", **where(full))
+            kwargs[key] = {str(n): _build(DomainConfig, v, f"{full}.{n}", recipe, lines) for n, v in value.items()}
+        else:
+            value = _coerce_number(value, tp)
+            if not _type_ok(value, tp):
+                raise UserError(f"expected {_type_name(tp)}, got {value!r}", **where(full))
+            if tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)):
+                value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except UserError as e:
+        # __post_init__ names the field; add the recipe and line.
+        raise UserError(str(e).split(": ", 1)[-1], file=recipe, line=lines.get(e.field or ""), field=e.field) from None
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """key path ('train.lora.r') -> 1-based line in the YAML text, for error messages."""
+    out: dict[str, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                out[key] = k.start_mark.line + 1
+                walk(v, key)
+
+    walk(root, "")
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """['train.lr=2e-4', 'limit=8'] -> nested dict. Values are YAML scalars/lists."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key.sub=value", field=item)
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise UserError(f"override '{item}' has an empty key", field=item)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override '{item}' conflicts with another override", field=key)
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a recipe YAML (or the defaults when None) and apply `key.sub=value` overrides."""
+    data: dict = {}
+    lines: dict[str, int] = {}
+    recipe_str = None
+    if recipe is not None:
+        p = Path(recipe)
+        if not p.exists():
+            raise UserError("recipe file not found", file=str(p))
+        text = p.read_text(encoding="utf-8")
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise UserError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(p),
+                            line=(mark.line + 1) if mark else None) from None
+        if not isinstance(data, dict):
+            raise UserError("a recipe must be a mapping of keys to values", file=str(p))
+        lines = _line_map(text)
+        recipe_str = str(p)
+    over = parse_overrides(overrides or [])
+    # Overrides of a named method's settings (methods.cdsdft.beta=0) merge into that entry.
+    merged = _deep_merge(data, over)
+    cfg = _build(Config, merged, "", recipe_str, lines)
+    cfg.recipe_path = recipe_str
+    return cfg
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Hash of JSON-serialisable data, independent of dict order (cache keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

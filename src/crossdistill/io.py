@@ -1,0 +1,112 @@
+"""Atomic, resumable file writing. Every stage writes through here: a reader never sees a half-written file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Write to a temp file beside `path`, fsync, then rename over it. On error the target is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
+    n = 0
+    with atomic_open(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+class JsonlAppender:
+    """Append-only JSONL log for resumable stages (`<final>.partial`).
+
+    Each row is written whole and flushed, so a SIGKILL leaves at most one torn last line, which
+    `read_complete_rows` drops on resume. `finish()` renames the partial file onto the final path.
+    """
+
+    def __init__(self, final_path: str | os.PathLike):
+        self.final_path = Path(final_path)
+        self.partial_path = self.final_path.with_name(self.final_path.name + ".partial")
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = None
+
+    def existing(self) -> list[dict]:
+        """Rows already written by an earlier, interrupted run (the torn tail, if any, is cut off)."""
+        rows = read_complete_rows(self.partial_path)
+        # Rewrite the file without the torn tail so appends start on a clean line.
+        if self.partial_path.exists():
+            with atomic_open(self.partial_path) as f:
+                for r in rows:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        return rows
+
+    def append(self, row: dict) -> None:
+        if self._f is None:
+            self._f = open(self.partial_path, "a", encoding="utf-8")
+        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+
+    def finish(self, rows_in_order: list[dict] | None = None) -> None:
+        """Publish: write `rows_in_order` (or the partial file as is) atomically to the final path."""
+        self.close()
+        if rows_in_order is not None:
+            write_jsonl(self.final_path, rows_in_order)
+            if self.partial_path.exists():
+                self.partial_path.unlink()
+        else:
+            os.replace(self.partial_path, self.final_path)
+
+
+def read_complete_rows(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # torn last line from a kill
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows

@@ -1,0 +1,304 @@
+"""The report: setup, scores with CIs, forgetting matrix (delta vs seed), plots, LODO table.
+
+Reads only files under OUTPUT_DIR (results.json, data/, distill/stats.json, train/*/log.jsonl), so
+`crossdistill report OUTPUT_DIR` can be rerun at any time. Writes report.md and a self-contained
+report.html (plots embedded as base64 PNG) plus the PNGs under plots/.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from .errors import UserError
+from .io import write_text
+
+SEED = "seed"
+
+
+def _load(path: Path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def _read_log(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return rows
+
+
+def _fmt(v, digits=3):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def primary_metrics(scores: list[dict]) -> dict[str, str]:
+    """task -> the metric the forgetting matrix uses: the first one the task reports."""
+    out: dict[str, str] = {}
+    for s in scores:
+        out.setdefault(s["task"], s["metric"])
+    return out
+
+
+def score_table(scores: list[dict]) -> tuple[list[str], list[tuple[str, str]], dict]:
+    methods, cols, cell = [], [], {}
+    for s in scores:
+        if s.get("left_out_domain"):
+            continue
+        if s["method"] not in methods:
+            methods.append(s["method"])
+        col = (s["task"], s["metric"])
+        if col not in cols:
+            cols.append(col)
+        cell[(s["method"], col)] = s
+    return methods, cols, cell
+
+
+def forgetting_matrix(scores: list[dict]) -> tuple[list[str], list[str], dict]:
+    """(methods, tasks, {(method, task): delta vs seed}) on each task's primary metric."""
+    prim = primary_metrics(scores)
+    base = {s["task"]: s["value"] for s in scores
+            if s["method"] == SEED and not s.get("left_out_domain") and s["metric"] == prim[s["task"]]}
+    methods, tasks, delta = [], [], {}
+    for s in scores:
+        if s.get("left_out_domain") or s["method"] == SEED or s["metric"] != prim[s["task"]]:
+            continue
+        if s["task"] not in base:
+            continue
+        if s["method"] not in methods:
+            methods.append(s["method"])
+        if s["task"] not in tasks:
+            tasks.append(s["task"])
+        delta[(s["method"], s["task"])] = s["value"] - base[s["task"]]
+    return methods, tasks, delta
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_deltas(methods, tasks, delta) -> bytes | None:
+    if not methods or not tasks:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) + 2), 4))
+    width = 0.8 / len(methods)
+    x = np.arange(len(tasks))
+    for i, m in enumerate(methods):
+        vals = [delta.get((m, t), 0.0) for t in tasks]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=m)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, tasks, rotation=20)
+    ax.set_ylabel("score − seed")
+    ax.set_title("Change vs the seed model (primary metric per task)")
+    ax.legend()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def plot_training(logs: dict[str, list[dict]]) -> bytes | None:
+    logs = {m: rows for m, rows in logs.items() if rows}
+    if not logs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = []
+    for rows in logs.values():
+        for r in rows:
+            for k, v in r.items():
+                if k in ("step", "epoch", "lr", "learning_rate", "grad_norm") or not isinstance(v, (int, float)):
+                    continue
+                if k not in terms:
+                    terms.append(k)
+    terms = terms[:9]
+    if not terms:
+        return None
+    cols = min(3, len(terms))
+    rows_n = (len(terms) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3 * rows_n), squeeze=False)
+    for ax, term in zip(axes.flat, terms):
+        for m, rows in logs.items():
+            pts = [(r.get("step", i), r[term]) for i, r in enumerate(rows) if isinstance(r.get(term), (int, float))]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=m, marker=".", linewidth=1)
+        ax.set_title(term, fontsize=10)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(terms):]:
+        ax.axis("off")
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _colour(d: float, scale: float) -> str:
+    a = min(1.0, abs(d) / scale) if scale > 0 else 0.0
+    return f"rgba(46,160,67,{0.15 + 0.6 * a:.2f})" if d > 0 else (f"rgba(215,58,73,{0.15 + 0.6 * a:.2f})" if d < 0 else "transparent")
+
+
+def write_report(output_dir: str) -> dict[str, str]:
+    out = Path(output_dir)
+    results = _load(out / "results.json")
+    if results is None:
+        raise UserError("no results.json here: run `crossdistill run RECIPE` first", file=str(out / "results.json"))
+    scores = results.get("scores", [])
+    sizes = _load(out / "data" / "sizes.json", {})
+    overlap = _load(out / "data" / "overlap.json", {})
+    dstats = _load(out / "distill" / "stats.json", {})
+    logs = {}
+    train_stats = {}
+    for d in sorted((out / "train").glob("*")) if (out / "train").exists() else []:
+        logs[d.name] = _read_log(d / "log.jsonl")
+        train_stats[d.name] = _load(d / "train_stats.json", {})
+    timing = {}
+    for d in sorted((out / "eval").glob("*")) if (out / "eval").exists() else []:
+        timing[d.name] = (_load(d / "results.json", {}) or {}).get("timing", {})
+
+    methods, cols, cell = score_table(scores)
+    fm_methods, fm_tasks, delta = forgetting_matrix(scores)
+    plots_dir = out / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    images = {}
+    for name, data in (("deltas", plot_deltas(fm_methods, fm_tasks, delta)), ("training", plot_training(logs))):
+        if data:
+            (plots_dir / f"{name}.png").write_bytes(data)
+            images[name] = data
+
+    md: list[str] = []
+    h: list[str] = []
+    title = f"crossdistill report — {results.get('model', '?')}"
+    md += [f"# {title}", "", f"Recipe: `{results.get('recipe')}` · seed {results.get('seed')}", ""]
+    h += [f"<h1>{html.escape(title)}</h1>",
+          f"<p>Recipe: <code>{html.escape(str(results.get('recipe')))}</code> · seed {results.get('seed')}</p>"]
+
+    # Setup: sizes, overlap, distillation acceptance
+    md += ["## Setup", ""]
+    h += ["<h2>Setup</h2>"]
+    if sizes:
+        tr = ", ".join(f"{k} {v}" for k, v in sizes.get("train", {}).items())
+        ev = ", ".join(f"{k} {v}" for k, v in sizes.get("eval", {}).items())
+        md += [f"- Training records per domain: {tr}", f"- Eval items per task: {ev}"]
+        h += [f"<ul><li>Training records per domain: {html.escape(tr)}</li><li>Eval items per task: {html.escape(ev)}</li></ul>"]
+    if overlap:
+        worst = overlap.get("max_fraction", 0.0)
+        verdict = "clean" if worst == 0 else f"max contaminated fraction {worst:.3f}"
+        md += [f"- Train/eval overlap ({overlap.get('n', 13)}-gram check): {verdict}"]
+        h += [f"<p>Train/eval overlap ({overlap.get('n', 13)}-gram check): <b>{html.escape(verdict)}</b></p>"]
+    per_domain = dstats.get("domains", {}) if isinstance(dstats, dict) else {}
+    if per_domain:
+        head = ["domain", "records", "accepted", "copied", "self-distilled", "acceptance", "top rejection reasons", "tok/s"]
+        md += ["", "### Distillation", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        h += ["<h3>Distillation</h3><table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
+        for dom, st in per_domain.items():
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(st.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3])
+            row = [dom, st.get("records"), st.get("accepted"), st.get("copied"), st.get("accepted_not_copied"),
+                   _fmt(st.get("acceptance_rate"), 2), reasons or "—", _fmt(st.get("tokens_per_s"), 1)]
+            md.append("| " + " | ".join(str(c) for c in row) + " |")
+            h.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+        h.append("</table>")
+    md.append("")
+
+    # Scores
+    md += ["## Scores (95% bootstrap CI)", ""]
+    h += ["<h2>Scores (95% bootstrap CI)</h2>"]
+    if cols:
+        head = ["method"] + [f"{t} {m}" for t, m in cols]
+        md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        h += ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
+        for m in methods:
+            cells = []
+            for col in cols:
+                s = cell.get((m, col))
+                cells.append("—" if s is None else f"{s['value']:.3f} [{_fmt(s.get('ci_low'), 2)}, {_fmt(s.get('ci_high'), 2)}] n={s.get('n')}")
+            md.append("| " + " | ".join([m] + cells) + " |")
+            h.append("<tr><td><b>" + html.escape(m) + "</b></td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        h.append("</table>")
+    else:
+        md.append("No scores yet.")
+        h.append("<p>No scores yet.</p>")
+
+    # Forgetting matrix
+    md += ["", "## Forgetting matrix (score − seed, primary metric)", ""]
+    h += ["<h2>Forgetting matrix (score − seed, primary metric)</h2>"]
+    if fm_methods:
+        scale = max([abs(v) for v in delta.values()] + [1e-9])
+        md += ["| method | " + " | ".join(fm_tasks) + " |", "|" + "---|" * (len(fm_tasks) + 1)]
+        h += ["<table class='fm'><tr><th>method</th>" + "".join(f"<th>{html.escape(t)}</th>" for t in fm_tasks) + "</tr>"]
+        for m in fm_methods:
+            vals = [delta.get((m, t)) for t in fm_tasks]
+            md.append(f"| {m} | " + " | ".join("—" if v is None else f"{v:+.3f}" for v in vals) + " |")
+            h.append(f"<tr><td><b>{html.escape(m)}</b></td>" + "".join(
+                "<td>—</td>" if v is None else f"<td style='background:{_colour(v, scale)}'>{v:+.3f}</td>" for v in vals) + "</tr>")
+        h.append("</table>")
+    else:
+        md.append("Needs the seed and at least one trained method.")
+        h.append("<p>Needs the seed and at least one trained method.</p>")
+
+    # Plots
+    for name, caption in (("deltas", "Deltas vs seed"), ("training", "Training curves per loss term")):
+        if name in images:
+            md += ["", f"## {caption}", "", f"![{caption}](plots/{name}.png)"]
+            b64 = base64.b64encode(images[name]).decode()
+            h += [f"<h2>{caption}</h2>", f"<img alt='{caption}' src='data:image/png;base64,{b64}'>"]
+
+    # LODO
+    lodo = [s for s in scores if s.get("left_out_domain")]
+    if lodo:
+        full = {(s["method"], s["task"], s["metric"]): s["value"] for s in scores if not s.get("left_out_domain")}
+        head = ["method", "left-out domain", "task", "metric", "with domain", "without domain", "delta"]
+        md += ["", "## Leave-one-domain-out", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        h += ["<h2>Leave-one-domain-out</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
+        for s in lodo:
+            w = full.get((s["method"], s["task"], s["metric"]))
+            row = [s["method"], s["left_out_domain"], s["task"], s["metric"], _fmt(w), _fmt(s["value"]),
+                   "—" if w is None else f"{s['value'] - w:+.3f}"]
+            md.append("| " + " | ".join(row) + " |")
+            h.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        h.append("</table>")
+
+    # Timing
+    if timing or train_stats:
+        md += ["", "## Wall time (s)", ""]
+        h += ["<h2>Wall time (s)</h2><ul>"]
+        if dstats.get("wall_s") is not None:
+            md.append(f"- distill: {dstats['wall_s']:.0f}")
+            h.append(f"<li>distill: {dstats['wall_s']:.0f}</li>")
+        for m, st in train_stats.items():
+            if st.get("wall_s") is not None:
+                md.append(f"- train/{m}: {st['wall_s']:.0f}")
+                h.append(f"<li>train/{html.escape(m)}: {st['wall_s']:.0f}</li>")
+        for m, t in timing.items():
+            if t:
+                s = ", ".join(f"{k} {v:.0f}" for k, v in t.items())
+                md.append(f"- eval/{m}: {s}")
+                h.append(f"<li>eval/{html.escape(m)}: {html.escape(s)}</li>")
+        h.append("</ul>")
+
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>" + "\n".join(h) + "</body></html>\n")
+    write_text(out / "report.md", "\n".join(md) + "\n")
+    write_text(out / "report.html", page)
+    return {"md": str(out / "report.md"), "html": str(out / "report.html")}

@@ -1,0 +1,232 @@
+"""The experiment plan: data -> distill -> train (per method) -> eval (per method) -> report.
+
+Each step's output folder holds `.key` (the hash of everything the step depends on: the recipe sections it
+reads and the keys of the steps before it) and `.done` once it finished. A rerun skips steps whose `.done`
+matches the current key, resumes steps whose `.key` matches but are not done (an interrupted run), and
+clears and reruns steps whose key changed (an edited recipe).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from .config import Config, stable_hash
+from .errors import UserError
+from .io import write_json, write_text
+
+SEED_METHOD = "seed"
+
+
+@dataclass
+class Step:
+    name: str                      # "distill", "train/sft", "eval/sft", ...
+    out: Path                      # the folder this step owns
+    key: str                       # cache key
+    action: Callable[[], None]
+    deps: list[str] = field(default_factory=list)
+
+    def status(self) -> str:
+        done = self.out / ".done"
+        if done.exists() and done.read_text().strip() == self.key:
+            return "cached"
+        key = self.out / ".key"
+        if key.exists() and key.read_text().strip() == self.key:
+            return "resume"
+        return "run"
+
+
+def _lodo_name(method: str, domain: str) -> str:
+    return f"{method}__lodo-{domain}"
+
+
+def _trained_methods(cfg: Config) -> list[str]:
+    return [m for m, o in cfg.methods.items() if o is not None]
+
+
+def build_plan(cfg: Config) -> list[Step]:
+    """Every step of the experiment with its cache key, in execution order."""
+    out = Path(cfg.output_dir)
+    domains = {name: dataclasses.asdict(d) for name, d in cfg.domains.items()}
+    if not domains:
+        raise UserError("the recipe has no training domains", file=cfg.recipe_path, field="domains")
+    data_key = stable_hash({"domains": domains, "limit": cfg.limit, "seed": cfg.seed, "data_dir": cfg.data_dir,
+                            "eval_tasks": cfg.eval_tasks(), "eval_limit": cfg.effective_limit(cfg.eval.limit)})
+    distill_key = stable_hash({"data": data_key, "model": cfg.model, "distill": dataclasses.asdict(cfg.distill)})
+    eval_base = {"eval": dataclasses.asdict(cfg.eval), "limit": cfg.effective_limit(cfg.eval.limit), "seed": cfg.seed,
+                 "model": cfg.model, "data": data_key}
+    steps: list[Step] = [
+        Step("data", out / "data", data_key, lambda: run_data_step(cfg)),
+        Step("distill", out / "distill", distill_key, lambda: run_distill_step(cfg), ["data"]),
+    ]
+    for method, overrides in cfg.methods.items():
+        if overrides is None:
+            ekey = stable_hash({**eval_base, "tasks": cfg.eval_tasks(), "method": "seed"})
+            steps.append(Step(f"eval/{method}", out / "eval" / method, ekey,
+                              (lambda m=method: run_eval_step(cfg, m, None, cfg.eval_tasks())), ["data"]))
+            continue
+        tcfg = cfg.train_config_for(method)
+        tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
+        steps.append(Step(f"train/{method}", out / "train" / method, tkey,
+                          (lambda m=method: run_train_step(cfg, m)), ["distill"]))
+        ekey = stable_hash({**eval_base, "tasks": cfg.eval_tasks(), "train": tkey})
+        steps.append(Step(f"eval/{method}", out / "eval" / method, ekey,
+                          (lambda m=method: run_eval_step(cfg, m, m, cfg.eval_tasks())), [f"train/{method}"]))
+    if cfg.lodo:
+        for method in _trained_methods(cfg):
+            for left_out, dcfg in cfg.domains.items():
+                if not dcfg.eval:
+                    continue  # nothing measures this domain; leaving it out would tell us nothing
+                name = _lodo_name(method, left_out)
+                lcfg = lodo_config(cfg, method, left_out)
+                tcfg = lcfg.train_config_for(name)
+                tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
+                steps.append(Step(f"train/{name}", out / "train" / name, tkey,
+                                  (lambda c=lcfg, n=name: run_train_step(c, n)), ["distill"]))
+                ekey = stable_hash({**eval_base, "tasks": dcfg.eval, "train": tkey})
+                steps.append(Step(f"eval/{name}", out / "eval" / name, ekey,
+                                  (lambda n=name, t=list(dcfg.eval): run_eval_step(cfg, n, n, t)), [f"train/{name}"]))
+    return steps
+
+
+def lodo_config(cfg: Config, method: str, left_out: str) -> Config:
+    """A copy of the config whose method `<method>__lodo-<domain>` trains on every domain but `left_out`."""
+    lcfg = copy.deepcopy(cfg)
+    overrides = dict(cfg.methods[method] or {})
+    keep = [d for d in (overrides.get("domains") or cfg.train.domains or list(cfg.domains)) if d != left_out]
+    overrides["domains"] = keep
+    lcfg.methods[_lodo_name(method, left_out)] = overrides
+    return lcfg
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+def run_data_step(cfg: Config) -> None:
+    """Load every domain's training data and every eval task's items; check train/eval overlap."""
+    from . import data
+    from .records import write_records
+
+    out = Path(cfg.output_dir) / "data"
+    train = data.prepare_domain_data(cfg)
+    for name, recs in train.items():
+        write_records(out / f"train-{name}.jsonl", recs)
+    eval_records = data.load_eval_records(cfg)
+    overlap = data.check_overlap(train, eval_records)
+    sizes = {"train": {k: len(v) for k, v in train.items()}, "eval": {k: len(v) for k, v in eval_records.items()}}
+    write_json(out / "sizes.json", sizes)
+    write_json(out / "overlap.json", overlap)
+
+
+def run_distill_step(cfg: Config) -> None:
+    from .distill import distill
+
+    distill(cfg)
+
+
+def run_train_step(cfg: Config, method: str) -> None:
+    from .training import train
+
+    out = Path(cfg.output_dir)
+    train(cfg, method, str(out / "distill" / "distilled.jsonl"), str(out / "train" / method))
+
+
+def run_eval_step(cfg: Config, method: str, adapter_of: str | None, tasks: list[str]) -> None:
+    from .evaluation import evaluate
+
+    out = Path(cfg.output_dir)
+    adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
+    evaluate(cfg.model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
+             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.seed)
+
+
+# --- running the plan ---------------------------------------------------------------------------
+
+def describe_plan(cfg: Config) -> str:
+    steps = build_plan(cfg)
+    lines = [f"plan for {cfg.recipe_path or '<defaults>'} -> {cfg.output_dir}"]
+    for s in steps:
+        lines.append(f"  [{s.status():6}] {s.name:32} key={s.key}  out={s.out}")
+    lines.append("  [always] report")
+    return "\n".join(lines)
+
+
+def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) -> dict:
+    """Run (or with dry_run, print) the whole plan; returns {step: status/seconds}."""
+    from .report import write_report
+
+    steps = build_plan(cfg)
+    if dry_run:
+        print(describe_plan(cfg))
+        return {s.name: s.status() for s in steps}
+    out = Path(cfg.output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output directory is not writable ({e.strerror})", file=str(out), field="output_dir") from None
+    write_text(out / "recipe.resolved.yaml", cfg.to_yaml())
+    summary: dict[str, dict] = {}
+    bar = tqdm(steps, desc="crossdistill run", unit="step", position=0)
+    for step in bar:
+        if only and not any(step.name.startswith(o) for o in only):
+            continue
+        status = step.status()
+        bar.set_postfix_str(f"{step.name} ({status})")
+        if status == "cached":
+            summary[step.name] = {"status": "cached"}
+            continue
+        if status == "run" and step.out.exists():
+            shutil.rmtree(step.out)  # outputs of another config: never resume from them
+        step.out.mkdir(parents=True, exist_ok=True)
+        write_text(step.out / ".key", step.key)
+        t0 = time.time()
+        step.action()
+        write_text(step.out / ".done", step.key)
+        summary[step.name] = {"status": status, "seconds": round(time.time() - t0, 1)}
+        tqdm.write(f"done {step.name} in {time.time() - t0:.1f}s")
+    collect_results(cfg)
+    write_report(cfg.output_dir)
+    write_json(out / "plan_summary.json", summary)
+    return summary
+
+
+def collect_results(cfg: Config) -> dict:
+    """Gather every eval/<method>/results.json into OUTPUT_DIR/results.json (method-tagged scores)."""
+    out = Path(cfg.output_dir)
+    scores = []
+    methods = []
+    for method in cfg.methods:
+        res = out / "eval" / method / "results.json"
+        if res.exists():
+            methods.append(method)
+            for s in json.loads(res.read_text())["scores"]:
+                scores.append({"method": method, **s})
+    lodo = []
+    if cfg.lodo:
+        for method in _trained_methods(cfg):
+            for left_out in cfg.domains:
+                res = out / "eval" / _lodo_name(method, left_out) / "results.json"
+                if res.exists():
+                    for s in json.loads(res.read_text())["scores"]:
+                        scores.append({"method": method, **s, "left_out_domain": left_out})
+                        lodo.append(left_out)
+    results = {
+        "model": cfg.model,
+        "recipe": cfg.recipe_path,
+        "seed": cfg.seed,
+        "methods": methods,
+        "tasks": cfg.eval_tasks(),
+        "lodo_domains": sorted(set(lodo)),
+        "scores": scores,
+    }
+    write_json(out / "results.json", results)
+    return results

@@ -1,0 +1,16 @@
+import os
+
+import pytest
+
+# Tests never reach a hub: everything they load is built in code or comes from the registry cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer): the 2-layer random Llama built in code."""
+    from crossdistill.models import build_tiny_model
+
+    return build_tiny_model()

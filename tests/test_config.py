@@ -1,0 +1,99 @@
+import pytest
+
+from crossdistill.cli import default_recipe
+from crossdistill.config import load_config, parse_overrides, stable_hash
+from crossdistill.errors import UserError
+
+
+def write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_demo_recipe_loads_and_lists_tasks():
+    cfg = load_config(default_recipe())
+    assert set(cfg.domains) == {"math", "code", "text", "tools"}
+    assert {"seed", "sft", "sdft", "cdsdft"} <= set(cfg.methods)
+    assert len(cfg.eval_tasks()) >= 5
+
+
+def test_overrides_nested_and_typed(tmp_path):
+    p = write(tmp_path, "train: {lr: 1.0e-4}\ndomains: {math: {source: x.jsonl}}\n")
+    cfg = load_config(p, ["train.lr=2e-4", "train.lora.r=8", "limit=3", "eval.tasks=[gsm8k, mmlu]"])
+    assert cfg.train.lr == pytest.approx(2e-4)
+    assert cfg.train.lora.r == 8
+    assert cfg.limit == 3
+    assert cfg.eval.tasks == ["gsm8k", "mmlu"]
+
+
+def test_global_limit_caps_every_size(tmp_path):
+    p = write(tmp_path, "domains: {math: {source: a, size: 100}, text: {source: b}}\neval: {limit: 50}\n")
+    cfg = load_config(p, ["limit=8"])
+    assert cfg.effective_limit(cfg.domains["math"].size) == 8
+    assert cfg.effective_limit(cfg.domains["text"].size) == 8
+    assert cfg.effective_limit(cfg.eval.limit) == 8
+    assert load_config(p).effective_limit(100) == 100
+
+
+def test_unknown_key_names_key_line_and_suggestion(tmp_path):
+    p = write(tmp_path, "model: m\ntrain:\n  lr: 1.0e-4\n  epocs: 2\n")
+    with pytest.raises(UserError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "train.epocs" in msg and "did you mean 'train.epochs'" in msg
+    assert "line 4" in msg and str(p) in msg
+
+
+def test_unknown_override_key_suggests(tmp_path):
+    with pytest.raises(UserError, match="did you mean 'train.lora.alpha'"):
+        load_config(None, ["train.lora.alpah=3"])
+
+
+def test_bad_values_are_rejected_with_field():
+    with pytest.raises(UserError, match="train.method"):
+        load_config(None, ["train.method=dpo"])
+    with pytest.raises(UserError, match="train.lr"):
+        load_config(None, ["train.lr=fast"])
+    with pytest.raises(UserError, match="distill.top_p"):
+        load_config(None, ["distill.top_p=0"])
+
+
+def test_unknown_domain_plugin_suggests(tmp_path):
+    p = write(tmp_path, "domains: {maths: {source: a.jsonl}}\n")
+    with pytest.raises(UserError, match="did you mean 'math'"):
+        load_config(p)
+
+
+def test_named_methods_merge_into_train(tmp_path):
+    p = write(tmp_path, "train: {beta: 0.3, lr: 1.0e-3}\nmethods: {seed: null, no-inv: {method: cdsdft, beta: 0}}\n")
+    cfg = load_config(p)
+    t = cfg.train_config_for("no-inv")
+    assert t.beta == 0 and t.lr == pytest.approx(1e-3)
+    with pytest.raises(UserError, match="seed model"):
+        cfg.train_config_for("seed")
+    with pytest.raises(UserError, match="did you mean"):
+        cfg.train_config_for("no-iv")
+
+
+def test_bad_method_override_fails_at_load(tmp_path):
+    p = write(tmp_path, "methods: {x: {method: cdsdft, bta: 0}}\n")
+    with pytest.raises(UserError, match="methods.x.bta"):
+        load_config(p)
+
+
+def test_parse_overrides_errors():
+    with pytest.raises(UserError):
+        parse_overrides(["novalue"])
+    assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    p = write(tmp_path, "model: m\ntrain: [\n")
+    with pytest.raises(UserError, match="invalid YAML"):
+        load_config(p)
+
+
+def test_stable_hash_ignores_key_order():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
