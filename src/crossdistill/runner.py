@@ -57,11 +57,13 @@ def build_plan(cfg: Config) -> list[Step]:
     domains = {name: dataclasses.asdict(d) for name, d in cfg.domains.items()}
     if not domains:
         raise UserError("the recipe has no training domains", file=cfg.recipe_path, field="domains")
-    data_key = stable_hash({"domains": domains, "limit": cfg.limit, "seed": cfg.seed, "data_dir": cfg.data_dir,
-                            "eval_tasks": cfg.eval_tasks(), "eval_limit": cfg.effective_limit(cfg.eval.limit)})
-    distill_key = stable_hash({"data": data_key, "model": cfg.model, "distill": dataclasses.asdict(cfg.distill)})
+    # Training data and eval items are keyed apart: a new eval limit must not redo the distillation.
+    train_data_key = stable_hash({"domains": domains, "limit": cfg.limit, "seed": cfg.seed, "data_dir": cfg.data_dir})
+    data_key = stable_hash({"train": train_data_key, "eval_tasks": cfg.eval_tasks(),
+                            "eval_limit": cfg.effective_limit(cfg.eval.limit)})
+    distill_key = stable_hash({"data": train_data_key, "model": cfg.model, "distill": dataclasses.asdict(cfg.distill)})
     eval_base = {"eval": dataclasses.asdict(cfg.eval), "limit": cfg.effective_limit(cfg.eval.limit), "seed": cfg.seed,
-                 "model": cfg.model, "data": data_key}
+                 "model": cfg.model}
     steps: list[Step] = [
         Step("data", out / "data", data_key, lambda: run_data_step(cfg)),
         Step("distill", out / "distill", distill_key, lambda: run_distill_step(cfg), ["data"]),

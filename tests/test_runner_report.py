@@ -1,0 +1,151 @@
+"""The plan/caching logic and the report, with the stage functions replaced by fast fakes."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from crossdistill import runner
+from crossdistill.config import load_config
+from crossdistill.report import forgetting_matrix, write_report
+
+RECIPE = """
+model: tiny-random-llama
+output_dir: {out}
+domains:
+  math: {{source: m.jsonl, eval: [gsm8k]}}
+  code: {{source: c.jsonl, eval: [mbpp-heldout]}}
+eval: {{tasks: [arc-easy]}}
+methods: {{seed: null, sft: {{method: sft}}, cdsdft: {{method: cdsdft}}}}
+"""
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    calls = []
+
+    def data(cfg):
+        calls.append("data")
+
+    def distill(cfg):
+        calls.append("distill")
+
+    def train(cfg, method):
+        calls.append(f"train/{method}")
+        d = Path(cfg.output_dir) / "train" / method
+        with open(d / "log.jsonl", "w") as f:
+            for step in range(1, 4):
+                f.write(json.dumps({"step": step, "loss": 2.0 / step, "ce": 1.5 / step, "div": 0.1 * step}) + "\n")
+
+    def evaluate(cfg, method, adapter_of, tasks):
+        calls.append(f"eval/{method}")
+        bonus = {"seed": 0.0, "sft": -0.1, "cdsdft": 0.05}.get(method.split("__")[0], 0.0)
+        scores = [{"task": t, "metric": "acc", "value": 0.5 + bonus, "ci_low": 0.4 + bonus, "ci_high": 0.6 + bonus, "n": 10}
+                  for t in tasks]
+        d = Path(cfg.output_dir) / "eval" / method
+        (d / "results.json").write_text(json.dumps({"model": cfg.model, "adapter": adapter_of, "scores": scores,
+                                                    "timing": {t: 1.0 for t in tasks}}))
+
+    monkeypatch.setattr(runner, "run_data_step", data)
+    monkeypatch.setattr(runner, "run_distill_step", distill)
+    monkeypatch.setattr(runner, "run_train_step", train)
+    monkeypatch.setattr(runner, "run_eval_step", evaluate)
+    return calls
+
+
+def make_cfg(tmp_path, *overrides):
+    p = tmp_path / "r.yaml"
+    p.write_text(RECIPE.format(out=tmp_path / "out"))
+    return load_config(p, list(overrides))
+
+
+def test_plan_order_and_dry_run(tmp_path, fake_stages, capsys):
+    cfg = make_cfg(tmp_path)
+    names = [s.name for s in runner.build_plan(cfg)]
+    assert names == ["data", "distill", "eval/seed", "train/sft", "eval/sft", "train/cdsdft", "eval/cdsdft"]
+    status = runner.run(cfg, dry_run=True)
+    assert set(status.values()) == {"run"} and fake_stages == []
+    assert "train/cdsdft" in capsys.readouterr().out
+
+
+def test_rerun_skips_and_edit_reruns_only_what_changed(tmp_path, fake_stages):
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    assert len(fake_stages) == 7
+    fake_stages.clear()
+    runner.run(cfg)
+    assert fake_stages == []  # everything cached
+    cfg2 = make_cfg(tmp_path, "methods.cdsdft.beta=0.5")
+    runner.run(cfg2)
+    assert fake_stages == ["train/cdsdft", "eval/cdsdft"]
+    fake_stages.clear()
+    runner.run(make_cfg(tmp_path, "methods.cdsdft.beta=0.5", "eval.limit=5"))
+    assert fake_stages == ["data", "eval/seed", "eval/sft", "eval/cdsdft"]  # no re-distill, no retraining
+
+
+def test_interrupted_step_resumes_not_restarts(tmp_path, fake_stages):
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    step = next(s for s in runner.build_plan(cfg) if s.name == "train/sft")
+    (step.out / ".done").unlink()           # as if killed before finishing
+    (step.out / "checkpoint-marker").write_text("keep me")
+    assert step.status() == "resume"
+    fake_stages.clear()
+    runner.run(cfg)
+    assert fake_stages == ["train/sft"]
+    assert (step.out / "checkpoint-marker").exists()  # resumed in place, not wiped
+
+
+def test_results_and_report(tmp_path, fake_stages):
+    cfg = make_cfg(tmp_path, "lodo=true")
+    runner.run(cfg)
+    out = Path(cfg.output_dir)
+    res = json.loads((out / "results.json").read_text())
+    main = [s for s in res["scores"] if not s.get("left_out_domain")]
+    assert {s["method"] for s in main} == {"seed", "sft", "cdsdft"}
+    assert {s["task"] for s in main} == {"gsm8k", "mbpp-heldout", "arc-easy"}
+    lodo = [s for s in res["scores"] if s.get("left_out_domain")]
+    assert {(s["method"], s["left_out_domain"]) for s in lodo} == {(m, d) for m in ("sft", "cdsdft") for d in ("math", "code")}
+    assert {s["task"] for s in lodo if s["left_out_domain"] == "math"} == {"gsm8k"}
+    methods, tasks, delta = forgetting_matrix(res["scores"])
+    assert delta[("sft", "gsm8k")] == pytest.approx(-0.1)
+    assert delta[("cdsdft", "arc-easy")] == pytest.approx(0.05)
+    md = (out / "report.md").read_text()
+    assert "Forgetting matrix" in md and "-0.100" in md and "Leave-one-domain-out" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # deltas + training curves, embedded
+    assert (out / "plots" / "deltas.png").stat().st_size > 1000
+
+
+def test_report_without_results_is_a_user_error(tmp_path):
+    from crossdistill.errors import UserError
+
+    with pytest.raises(UserError, match="results.json"):
+        write_report(str(tmp_path))
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium_with_every_image(tmp_path, fake_stages):
+    """Looked at as a person would: every <img> in report.html decodes in a real browser."""
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    page = Path(cfg.output_dir) / "report.html"
+    # A tiny script injected at the end reports how many images loaded, into the DOM we dump.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace(
+        "</body>", "<script>window.onload=()=>{const i=[...document.images];document.title="
+                   "'IMAGES '+i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;}</script></body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "<title>IMAGES 2/2</title>" in dom.stdout, dom.stdout[:500] + dom.stderr[-1000:]
+    shot = tmp_path / "report.png"
+    subprocess.run([_chromium(), *flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
