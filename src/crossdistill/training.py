@@ -1,0 +1,1009 @@
+"""The train stage: SFT / SDFT / CD-SDFT fine-tuning with one student forward per step.
+
+    stats = train(cfg, "cdsdft", "runs/demo/distill/distilled.jsonl", "runs/demo/train/cdsdft")
+
+Objective (method `cdsdft`; `sft` and `sdft` are the plain token-mean CE, on original / distilled responses):
+
+    L = sum_d w_d CE_d  +  alpha * D(p_seed || p_theta)  +  beta_t * L_inv
+
+* CE_d is the token-mean CE of domain d in the micro-batch; w_d (uniform | size | temperature n_d^(1/T), times the
+  recipe's `domains.<d>.weight`) is renormalised over the domains present in the micro-batch.
+* D is forward KL / reverse KL / generalised JSD (see `losses`), averaged over response tokens. The seed
+  distribution is either *cached* (before training, one pass of the seed model stores its top-k log-probs on every
+  response token: fp16 log-probs + int32 ids, on disk under OUT/seed_cache, reused on resume; the step then needs
+  no extra forward) or *live* (the same PEFT model under `disable_adapter()` in no_grad: no second copy; exact full
+  vocabulary). Full fine-tuning supports `cached` only (the cache is computed from the untouched seed weights before
+  any step, so no frozen copy is needed).
+* L_inv: MMD / CORAL between the domains' pooled hidden states (mean over the positions that predict response
+  tokens, in fp32), averaged over the domain pairs of the micro-batch. `inv_layer` indexes like HF's
+  `hidden_states` tuple: 0 = embeddings, i = output of decoder layer i, -1 (= L) = the final, normed hidden state
+  that feeds the LM head (no hook needed); other layers are captured by a forward hook, not output_hidden_states; or DANN: a domain classifier behind a gradient
+  reversal layer with coefficient beta_t (the classifier itself learns at unit weight). beta_t ramps linearly from
+  0 to beta over `beta_warmup_steps`.
+
+Why `transformers.Trainer` and not `trl.SFTTrainer`: SFTTrainer (TRL 1.x) patches the model's forward with a fused
+LM head that returns only the log-prob of each label (never the distribution a divergence needs), tokenises the
+data itself (dropping the per-example domain and seed-cache index we need, and without counting truncations), and
+collates for padding-free/packing. A subclass would override its __init__ data path, collator and compute_loss,
+i.e. everything. So CrossDistillTrainer subclasses `transformers.Trainer` and keeps TRL's conventions: a
+`CrossDistillConfig(TrainingArguments)` with the extra knobs, completion-only loss, chat-template prompts, a loss
+computed inside the wrapped model's forward (forward redirection, as TRL's distillation trainer does) so DDP /
+FSDP / DeepSpeed see it, and ZeRO-3 gathering of the LM head for the fused projection.
+
+Cost: the LM head is projected only at response positions, chunk by chunk, with the CE and the divergence taken
+from the same fp32 chunk and back-propagated at once (`losses.fused_head_loss`); the (B, T, V) logits never exist.
+The `sft`/`sdft` path runs the same backbone forward + fused CE head and nothing else.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from . import losses as L
+from .config import Config, TrainConfig, stable_hash
+from .errors import UserError
+from .io import read_complete_rows, write_json, write_jsonl, write_text
+
+logger = logging.getLogger("crossdistill.train")
+
+CLASSIFIER_ATTR = "cd_domain_classifier"
+CLASSIFIER_FILE = "domain_classifier.pt"
+COMPLETE_MARKER = ".complete"
+
+
+# =================================================================================================================
+# Data: distilled.jsonl -> tokenised examples
+# =================================================================================================================
+
+def read_distilled(path: str | os.PathLike, target_field: str, domains: list[str] | None = None) -> list[dict]:
+    """Rows of distilled.jsonl that train (id, domain, prompt, target). Bad lines are UserErrors with the line."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError("distilled data not found (run the distill stage first)", file=str(p))
+    rows = []
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"invalid JSON: {e.msg}", file=str(p), line=n) from None
+            if not isinstance(r, dict):
+                raise UserError("expected a JSON object", file=str(p), line=n)
+            for key in ("domain", "prompt", target_field):
+                if key not in r:
+                    raise UserError(f"missing field '{key}'", file=str(p), line=n)
+            if not isinstance(r[target_field], str):
+                raise UserError(f"field '{target_field}' must be a string", file=str(p), line=n)
+            prompt = r["prompt"]
+            if isinstance(prompt, str):
+                prompt = [{"role": "user", "content": prompt}]
+            elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                        for m in prompt)):
+                raise UserError("field 'prompt' must be a string or a list of {role, content} messages",
+                                file=str(p), line=n)
+            rows.append({"id": r.get("id", f"line{n}"), "domain": str(r["domain"]), "messages": prompt,
+                         "target": r[target_field], "line": n})
+    present = sorted({r["domain"] for r in rows})
+    if domains is not None:
+        unknown = [d for d in domains if d not in present]
+        if unknown:
+            raise UserError(f"train.domains names {unknown}, absent from the distilled data (present: {present})",
+                            field="train.domains")
+        rows = [r for r in rows if r["domain"] in set(domains)]
+    if not rows:
+        raise UserError("no training examples (empty distilled data after the domain filter)", file=str(p))
+    return rows
+
+
+def _chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    if getattr(tokenizer, "chat_template", None) is None:
+        from .models import CHAT_TEMPLATE
+
+        tokenizer.chat_template = CHAT_TEMPLATE
+        logger.warning("the tokenizer has no chat template; using ChatML")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def build_examples(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
+    """Tokenise: prompt through the chat template (add_generation_prompt=True), response + eos appended, labels
+    -100 on the prompt. Longer than max_length: the response is cut (counted as `truncated`); a prompt that leaves
+    no room for one response token is dropped (counted in `dropped`). Nothing is skipped silently."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError("the tokenizer has no eos token", field="model")
+    examples, truncated = [], 0
+    dropped = {"prompt_too_long": 0, "empty_response": 0}
+    truncated_ids: list[str] = []
+    for r in rows:
+        if not r["target"].strip():
+            dropped["empty_response"] += 1
+            continue
+        p_ids = _chat_prompt_ids(tokenizer, r["messages"])
+        r_ids = list(tokenizer(r["target"], add_special_tokens=False)["input_ids"]) + [eos]
+        if len(p_ids) >= max_length:
+            dropped["prompt_too_long"] += 1
+            continue
+        if len(p_ids) + len(r_ids) > max_length:
+            r_ids = r_ids[: max_length - len(p_ids)]
+            truncated += 1
+            truncated_ids.append(str(r["id"]))
+        examples.append({"input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids,
+                         "domain": r["domain"], "id": str(r["id"])})
+    stats = {"truncated": truncated, "dropped": dropped, "dropped_total": sum(dropped.values()),
+             "truncated_ids_sample": truncated_ids[:20]}
+    if truncated or stats["dropped_total"]:
+        logger.warning("train data: %d of %d examples truncated to max_length=%d; dropped %s",
+                       truncated, len(rows), max_length, dropped)
+    if not examples:
+        raise UserError(f"every example was dropped ({dropped}); raise train.max_length", field="train.max_length")
+    return examples, stats
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    """Tokenised examples; item i carries its index (for the seed cache) and its domain id."""
+
+    def __init__(self, examples: list[dict], domain_names: list[str]):
+        self.examples = examples
+        self.domain_names = list(domain_names)
+        index = {d: i for i, d in enumerate(self.domain_names)}
+        self.domain_ids = [index[e["domain"]] for e in examples]
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        e = self.examples[i]
+        return {"input_ids": e["input_ids"], "labels": e["labels"], "domain_id": self.domain_ids[i], "idx": i}
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for e in self.examples:
+            h.update(torch.tensor(e["input_ids"], dtype=torch.int64).numpy().tobytes())
+            h.update(torch.tensor(e["labels"], dtype=torch.int64).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def domain_weights(counts: dict[str, int], scheme: str = "uniform", temperature: float = 2.0,
+                   base: dict[str, float] | None = None) -> dict[str, float]:
+    """w_d, normalised to sum 1: uniform (1), size (n_d) or temperature (n_d^(1/T)), times base[d] (recipe weight)."""
+    raw = {}
+    for d, n in counts.items():
+        s = {"uniform": 1.0, "size": float(n), "temperature": float(n) ** (1.0 / temperature)}[scheme]
+        raw[d] = s * (1.0 if base is None else float(base.get(d, 1.0)))
+    total = sum(raw.values())
+    if total <= 0:
+        raise UserError("all domain weights are 0", field="domains")
+    return {d: v / total for d, v in raw.items()}
+
+
+# =================================================================================================================
+# Seed top-k cache
+# =================================================================================================================
+
+@dataclass
+class SeedCache:
+    """The seed model's top-k log-probs on every response token of every example (flat, with offsets).
+
+    Example i owns rows offsets[i]:offsets[i+1] (one per response token, in order); logprobs fp16 (N, k), ids
+    int32 (N, k), log-probs of softmax(z / temperature)."""
+
+    offsets: torch.Tensor
+    logprobs: torch.Tensor
+    ids: torch.Tensor
+    key: str
+
+    def get(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.logprobs[a:b], self.ids[a:b]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"offsets": self.offsets, "logprobs": self.logprobs, "ids": self.ids, "key": self.key}, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, key: str) -> "SeedCache | None":
+        if not path.exists():
+            return None
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:   # torn or foreign file: recompute
+            return None
+        if d.get("key") != key:
+            return None
+        return cls(d["offsets"], d["logprobs"], d["ids"], d["key"])
+
+
+def _causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
+
+
+def _backbone(causal: nn.Module) -> nn.Module:
+    return getattr(causal, causal.base_model_prefix)
+
+
+def _head_params(causal: nn.Module):
+    head = causal.get_output_embeddings()
+    return head, head.weight, getattr(head, "bias", None)
+
+
+def _head_is_plain(head: nn.Module) -> bool:
+    return type(head) is nn.Linear
+
+
+def _logit_transform(causal: nn.Module) -> tuple[float, float | None]:
+    c = causal.config.get_text_config() if hasattr(causal.config, "get_text_config") else causal.config
+    scale = getattr(c, "logit_scale", None)
+    return (1.0 if scale is None else float(scale)), getattr(c, "final_logit_softcapping", None)
+
+
+def _maybe_gather(*params):
+    try:
+        from trl.trainer.utils import maybe_gather_lm_head_ctx
+    except Exception:   # pragma: no cover - trl missing or moved
+        return contextlib.nullcontext()
+    return maybe_gather_lm_head_ctx(*params)
+
+
+def _full(t):
+    """FSDP2 shards parameters as DTensors; the fused head needs the whole matrix."""
+    return t.full_tensor() if t is not None and hasattr(t, "full_tensor") else t
+
+
+def _adapter_disabled(model: nn.Module):
+    return model.disable_adapter() if hasattr(model, "disable_adapter") and hasattr(model, "peft_config") \
+        else contextlib.nullcontext()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    causal = _causal_lm(model)
+    _, w, _ = _head_params(causal)
+    with torch.no_grad():
+        first = next(_backbone(causal).parameters())
+        vals = [float(w.float().sum()), float(w.float().abs().sum()), float(first.float().sum())]
+    n = sum(p.numel() for p in causal.parameters())
+    return stable_hash({"n": n, "vals": [round(v, 3) for v in vals], "V": list(w.shape),
+                        "cls": type(causal).__name__})
+
+
+@torch.no_grad()
+def compute_seed_cache(model: nn.Module, dataset: ExampleDataset, k: int, temperature: float, key: str,
+                       batch_size: int = 8, device: torch.device | str | None = None,
+                       autocast_dtype: torch.dtype | None = None) -> SeedCache:
+    """One pass of the seed model (PEFT adapter disabled) over every example: top-k of log softmax(z / tau) at each
+    response position. Length-sorted batches; the head is projected only at response positions, in chunks."""
+    causal = _causal_lm(model)
+    backbone = _backbone(causal)
+    head, weight, bias = _head_params(causal)
+    scale, softcap = _logit_transform(causal)
+    device = torch.device(device) if device is not None else weight.device
+    was_training = model.training
+    model.eval()
+    n = len(dataset)
+    lengths = [len(dataset.examples[i]["input_ids"]) for i in range(n)]
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    per_ex: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    pad = 0
+    chunk = L.default_chunk_rows(weight.shape[0])
+    amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, desc="seed top-k cache", disable=n < 2 * batch_size)
+    except Exception:   # pragma: no cover
+        bar = None
+    with _adapter_disabled(model):
+        for s in range(0, n, batch_size):
+            idx = order[s:s + batch_size]
+            T = max(lengths[i] for i in idx)
+            ids = torch.full((len(idx), T), pad, dtype=torch.long)
+            lab = torch.full((len(idx), T), -100, dtype=torch.long)
+            att = torch.zeros((len(idx), T), dtype=torch.long)
+            for b, i in enumerate(idx):
+                e = dataset.examples[i]
+                ids[b, :lengths[i]] = torch.tensor(e["input_ids"])
+                lab[b, :lengths[i]] = torch.tensor(e["labels"])
+                att[b, :lengths[i]] = 1
+            ids, lab, att = ids.to(device), lab.to(device), att.to(device)
+            sel = lab[:, 1:] != -100
+            lps, tids = [], []
+            with amp:
+                hidden = backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+                h = hidden[:, :-1][sel]
+                for c in range(0, h.shape[0], chunk):
+                    if _head_is_plain(head):
+                        z = torch.nn.functional.linear(h[c:c + chunk], weight, bias)
+                    else:
+                        z = head(h[c:c + chunk])
+                    z = z.float() * scale
+                    if softcap:
+                        z = torch.tanh(z / softcap) * softcap
+                    lp = torch.log_softmax(z / temperature, dim=-1)
+                    v, t = lp.topk(min(k, lp.shape[-1]), dim=-1)
+                    lps.append(v.float().clamp(min=-1.0e4).cpu())
+                    tids.append(t.to(torch.int32).cpu())
+            lps = [x.to(torch.float16) for x in lps]
+            lp_all, id_all = torch.cat(lps), torch.cat(tids)
+            counts = sel.sum(1).tolist()
+            off = 0
+            for b, i in enumerate(idx):
+                per_ex[i] = (lp_all[off:off + counts[b]], id_all[off:off + counts[b]])
+                off += counts[b]
+            if bar is not None:
+                bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    model.train(was_training)
+    sizes = torch.tensor([0] + [per_ex[i][0].shape[0] for i in range(n)], dtype=torch.int64)
+    offsets = torch.cumsum(sizes, 0)
+    return SeedCache(offsets, torch.cat([per_ex[i][0] for i in range(n)]),
+                     torch.cat([per_ex[i][1] for i in range(n)]), key)
+
+
+# =================================================================================================================
+# Batching
+# =================================================================================================================
+
+class CrossDistillCollator:
+    """Right-pads a list of examples; adds domain ids and, with a seed cache, the flat (N_resp, k) top-k tensors
+    in the same row-major order in which the trainer selects response positions."""
+
+    def __init__(self, pad_token_id: int, seed_cache: SeedCache | None = None, pad_to_multiple_of: int | None = None):
+        self.pad = int(pad_token_id)
+        self.cache = seed_cache
+        self.multiple = pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        T = max(len(f["input_ids"]) for f in features)
+        if self.multiple:
+            T = int(math.ceil(T / self.multiple) * self.multiple)
+        B = len(features)
+        ids = torch.full((B, T), self.pad, dtype=torch.long)
+        lab = torch.full((B, T), -100, dtype=torch.long)
+        att = torch.zeros((B, T), dtype=torch.long)
+        for b, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[b, :n] = torch.tensor(f["input_ids"], dtype=torch.long)
+            lab[b, :n] = torch.tensor(f["labels"], dtype=torch.long)
+            att[b, :n] = 1
+        out = {"input_ids": ids, "attention_mask": att, "labels": lab,
+               "domain_ids": torch.tensor([f["domain_id"] for f in features], dtype=torch.long)}
+        if self.cache is not None:
+            parts = [self.cache.get(f["idx"]) for f in features]
+            out["seed_topk_logprobs"] = torch.cat([p[0] for p in parts])
+            out["seed_topk_ids"] = torch.cat([p[1] for p in parts])
+        return out
+
+
+class DomainBalancedSampler(torch.utils.data.Sampler):
+    """Yields indices in batches of `batch_size` (consecutive chunks = batches, as the DataLoader cuts them).
+
+    Per batch slot a domain is drawn with probability p_d, then the next example of that domain (each domain's
+    examples are walked in a fresh permutation, reshuffled when used up). With `min_domains=2` a batch that drew a
+    single domain has its last slot redrawn among the other domains (per their p_d), so every batch holds >= 2
+    domains. One epoch = ceil(N / batch_size) full batches. Deterministic for (seed, epoch)."""
+
+    def __init__(self, domain_ids: list[int], probs: list[float], batch_size: int, seed: int = 0,
+                 min_domains: int = 1):
+        self.domain_ids = list(domain_ids)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.pools = {}
+        for i, d in enumerate(self.domain_ids):
+            self.pools.setdefault(d, []).append(i)
+        p = torch.zeros(max(self.pools) + 1, dtype=torch.float64)
+        for d in self.pools:
+            p[d] = float(probs[d])
+        if p.sum() <= 0:
+            raise ValueError("domain sampling probabilities are all 0")
+        self.probs = p / p.sum()
+        active = int((self.probs > 0).sum())
+        self.min_domains = min(int(min_domains), active)
+        if self.min_domains >= 2 and self.batch_size < 2:
+            raise UserError("a batch cannot hold 2 domains with batch_size 1 (invariance needs >= 2)",
+                            field="train.batch_size")
+        self.num_batches = max(1, math.ceil(len(self.domain_ids) / self.batch_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perms = {d: torch.randperm(len(v), generator=g).tolist() for d, v in self.pools.items()}
+        ptr = {d: 0 for d in self.pools}
+
+        def take(d):
+            if ptr[d] >= len(perms[d]):
+                perms[d] = torch.randperm(len(self.pools[d]), generator=g).tolist()
+                ptr[d] = 0
+            i = self.pools[d][perms[d][ptr[d]]]
+            ptr[d] += 1
+            return i
+
+        for _ in range(self.num_batches):
+            doms = torch.multinomial(self.probs, self.batch_size, replacement=True, generator=g).tolist()
+            if self.min_domains >= 2 and len(set(doms)) < 2:
+                others = self.probs.clone()
+                others[doms[0]] = 0
+                doms[-1] = int(torch.multinomial(others / others.sum(), 1, generator=g))
+            for d in doms:
+                yield take(d)
+
+
+# =================================================================================================================
+# Trainer
+# =================================================================================================================
+
+@dataclass
+class CrossDistillConfig(TrainingArguments):
+    """TrainingArguments + the CD-SDFT knobs (TRL style: `XConfig(TrainingArguments)`)."""
+
+    method: str = field(default="cdsdft", metadata={"help": "sft | sdft (token-mean CE) | cdsdft (full objective)"})
+    alpha: float = field(default=0.5, metadata={"help": "weight of the seed divergence"})
+    divergence: str = field(default="forward_kl", metadata={"help": "forward_kl | reverse_kl | jsd"})
+    jsd_beta: float = field(default=0.5, metadata={"help": "mixture weight of the generalised JSD"})
+    kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the divergence"})
+    seed_logprobs: str = field(default="cached", metadata={"help": "cached (top-k, precomputed) | live"})
+    topk: int = field(default=20, metadata={"help": "k of the cached seed distribution"})
+    inv_beta: float = field(default=0.1, metadata={"help": "weight beta of L_inv (after warm-up)"})
+    invariance: str = field(default="mmd", metadata={"help": "none | mmd | coral | dann"})
+    inv_layer: int = field(default=-1, metadata={"help": "hidden_states index pooled for L_inv (-1: final, normed)"})
+    beta_warmup_steps: int = field(default=0, metadata={"help": "linear warm-up of beta over this many steps"})
+    balanced_batches: bool = field(default=True, metadata={"help": "domain-balanced sampler (cdsdft)"})
+    head_chunk_size: int | None = field(default=None, metadata={"help": "rows per LM-head chunk (None: auto)"})
+
+    @property
+    def full_objective(self) -> bool:
+        return self.method == "cdsdft"
+
+
+def _call_through(wrapper: nn.Module, inner: nn.Module, fn, *args, **kwargs):
+    """Run `fn(*args)` *as the forward* of `wrapper` (DDP / FSDP / DeepSpeed / PEFT): the wrapper's pre-forward
+    machinery (gradient-sync bookkeeping, parameter gathering) runs around the whole loss computation."""
+    had = "forward" in inner.__dict__
+    original = inner.__dict__.get("forward")
+
+    def patched(*a, **k):
+        _restore()
+        return fn(*a, **k)
+
+    def _restore():
+        if had:
+            inner.forward = original
+        else:
+            inner.__dict__.pop("forward", None)
+
+    inner.forward = patched
+    try:
+        return wrapper(*args, **kwargs)
+    finally:
+        _restore()
+
+
+class CrossDistillTrainer(Trainer):
+    """transformers.Trainer whose loss is the CD-SDFT objective computed from ONE student forward.
+
+    Extra inputs of each batch (from CrossDistillCollator): `domain_ids` (B,), and with a cached seed
+    `seed_topk_logprobs` / `seed_topk_ids` (N_resp, k). The domain classifier for DANN, when used, is a submodule
+    of the CausalLM (attribute `cd_domain_classifier`) so optimizers, DDP and checkpoints see it."""
+
+    loss_is_scaled_for_ga = False   # compute_loss returns a per-micro-batch mean; Trainer divides by GA steps
+
+    def __init__(self, *args, domain_names: list[str], domain_weights: list[float] | None = None,
+                 sampling_probs: list[float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        a: CrossDistillConfig = self.args
+        if a.method not in ("sft", "sdft", "cdsdft"):
+            raise UserError(f"unknown method '{a.method}'", field="train.method")
+        self.domain_names = list(domain_names)
+        D = len(self.domain_names)
+        w = domain_weights or [1.0 / D] * D
+        self._w = torch.tensor(w, dtype=torch.float32)
+        self.sampling_probs = list(sampling_probs or w)
+        self._acc: torch.Tensor | None = None
+        self._acc_len = 6 + 2 * D
+
+    # -- knobs ----------------------------------------------------------------------------------------------------
+    @property
+    def use_div(self) -> bool:
+        return self.args.full_objective and self.args.alpha > 0
+
+    @property
+    def use_inv(self) -> bool:
+        return self.args.full_objective and self.args.invariance != "none" and self.args.inv_beta > 0
+
+    def current_beta(self) -> float:
+        a = self.args
+        if a.beta_warmup_steps and a.beta_warmup_steps > 0:
+            return a.inv_beta * min(1.0, self.state.global_step / a.beta_warmup_steps)
+        return a.inv_beta
+
+    # -- sampler --------------------------------------------------------------------------------------------------
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        a = self.args
+        if (a.full_objective and a.balanced_batches and isinstance(ds, ExampleDataset)
+                and len(set(ds.domain_ids)) >= 2):
+            return DomainBalancedSampler(ds.domain_ids, self.sampling_probs, self._train_batch_size,
+                                         seed=a.data_seed if a.data_seed is not None else a.seed,
+                                         min_domains=2 if self.use_inv else 1)
+        return super()._get_train_sampler(train_dataset)
+
+    # -- loss -----------------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        unwrapped = self.accelerator.unwrap_model(model)
+        out = _call_through(model, unwrapped, self._loss_forward, unwrapped, inputs)
+        self._accumulate(out)
+        return (out["loss"], out) if return_outputs else out["loss"]
+
+    def _loss_forward(self, unwrapped: nn.Module, inputs: dict) -> dict:
+        a: CrossDistillConfig = self.args
+        causal = _causal_lm(unwrapped)
+        backbone = _backbone(causal)
+        head, weight, bias = _head_params(causal)
+        scale, softcap = _logit_transform(causal)
+        input_ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+        dom = inputs["domain_ids"]
+        sel = labels[:, 1:] != -100                                  # positions t predicting a response token
+        use_div, use_inv = self.use_div, self.use_inv
+        beta_t = self.current_beta() if use_inv else 0.0
+        if use_inv and a.invariance in ("mmd", "coral") and beta_t == 0.0:
+            use_inv = False                                           # warm-up start: nothing to add
+
+        # student forward (one), with a hook on the pooled layer when it is not the final hidden state
+        captured: dict[str, torch.Tensor] = {}
+        handle = None
+        if use_inv:
+            n_layers = len(backbone.layers)
+            li = a.inv_layer % (n_layers + 1)
+            if li != n_layers:
+                mod = backbone.embed_tokens if li == 0 else backbone.layers[li - 1]
+                handle = mod.register_forward_hook(
+                    lambda m, i, o: captured.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+        try:
+            hidden = backbone(input_ids=input_ids, attention_mask=attn, use_cache=False).last_hidden_state
+        finally:
+            if handle is not None:
+                handle.remove()
+        h_sel = hidden[:, :-1][sel]
+        targets = labels[:, 1:][sel]
+        tok_dom = dom.unsqueeze(1).expand_as(sel)[sel]
+        N = h_sel.shape[0]
+        D = len(self.domain_names)
+
+        # per-token CE weights
+        counts = torch.bincount(tok_dom, minlength=D).to(torch.float32)
+        if a.full_objective:
+            w = self._w.to(h_sel.device)
+            present_w = (w * (counts > 0)).sum().clamp(min=1e-12)
+            ce_w = w[tok_dom] / (counts[tok_dom].clamp(min=1) * present_w)
+        else:
+            ce_w = torch.full((N,), 1.0 / max(N, 1), device=h_sel.device)
+
+        # seed distribution
+        t_lp = t_ids = t_hidden = None
+        div_w = None
+        if use_div:
+            div_w = torch.full((N,), a.alpha / max(N, 1), device=h_sel.device)
+            if a.seed_logprobs == "cached":
+                t_lp, t_ids = inputs["seed_topk_logprobs"], inputs["seed_topk_ids"]
+                if t_lp.shape[0] != N:
+                    raise RuntimeError(f"seed cache misaligned: {t_lp.shape[0]} cached rows for {N} response tokens")
+            else:
+                with torch.no_grad(), _adapter_disabled(unwrapped):
+                    t_hidden = backbone(input_ids=input_ids, attention_mask=attn,
+                                        use_cache=False).last_hidden_state[:, :-1][sel]
+
+        if _head_is_plain(head):
+            with _maybe_gather(weight, bias):
+                loss, ce_tok, div_tok = L.fused_head_loss(
+                    h_sel, _full(weight), targets, ce_w, bias=_full(bias), div_weights=div_w,
+                    teacher_topk_logprobs=t_lp, teacher_topk_ids=t_ids, teacher_hidden=t_hidden,
+                    kind=a.divergence, beta=a.jsd_beta, temperature=a.kd_temperature,
+                    chunk_size=a.head_chunk_size, logit_scale=scale, softcap=softcap)
+        else:   # the head itself is adapted (LoRA on lm_head / modules_to_save): call it as a module
+            loss, ce_tok, div_tok = self._unfused_head(unwrapped, head, h_sel, targets, ce_w, div_w, t_lp, t_ids,
+                                                       t_hidden, scale, softcap)
+
+        inv = torch.zeros((), device=h_sel.device)
+        if use_inv:
+            feats_src = captured.get("h", hidden)
+            feats = L.masked_mean_pool(feats_src[:, :-1].float(), sel)
+            if a.invariance == "mmd":
+                inv = L.pairwise_mmd(feats, dom)
+                loss = loss + beta_t * inv
+            elif a.invariance == "coral":
+                inv = L.pairwise_coral(feats, dom)
+                loss = loss + beta_t * inv
+            else:
+                clf = getattr(causal, CLASSIFIER_ATTR)
+                inv = L.dann_loss(feats, dom, clf, lambda_=beta_t)
+                loss = loss + inv
+        ce_sum_d = torch.zeros(D, device=h_sel.device).index_add_(0, tok_dom, ce_tok.float())
+        ce_term = (ce_tok * ce_w).sum()
+        div_mean = div_tok.mean() if N else torch.zeros((), device=h_sel.device)
+        return {"loss": loss, "ce": ce_term.detach(), "div": div_mean.detach(), "inv": inv.detach(),
+                "beta_t": torch.tensor(beta_t, device=h_sel.device), "ce_sum_d": ce_sum_d, "count_d": counts}
+
+    def _unfused_head(self, unwrapped, head, h_sel, targets, ce_w, div_w, t_lp, t_ids, t_hidden, scale, softcap):
+        a = self.args
+
+        def project(h):
+            z = head(h).float() * scale
+            return torch.tanh(z / softcap) * softcap if softcap else z
+
+        z = project(h_sel)
+        ce = torch.nn.functional.cross_entropy(z, targets, reduction="none")
+        loss = (ce * ce_w).sum()
+        div = torch.zeros_like(ce)
+        if div_w is not None:
+            if t_lp is not None:
+                div = L.topk_divergence_per_token(z, t_lp, t_ids, a.divergence, a.jsd_beta, a.kd_temperature)
+            else:
+                with torch.no_grad(), _adapter_disabled(unwrapped):
+                    zt = project(t_hidden)
+                div = L.divergence_from_logprobs(torch.log_softmax(z / a.kd_temperature, -1),
+                                                 torch.log_softmax(zt / a.kd_temperature, -1),
+                                                 a.divergence, a.jsd_beta)
+            loss = loss + (div * div_w).sum()
+        return loss, ce.detach(), div.detach()
+
+    # -- metrics --------------------------------------------------------------------------------------------------
+    def _accumulate(self, out: dict) -> None:
+        dev = out["loss"].device
+        if self._acc is None or self._acc.device != dev:
+            self._acc = torch.zeros(self._acc_len, device=dev, dtype=torch.float64)
+        D = len(self.domain_names)
+        vec = torch.cat([torch.stack([torch.ones((), device=dev), out["loss"].detach().float(), out["ce"].float(),
+                                      out["div"].float(), out["inv"].float(), out["beta_t"].float()]),
+                         out["ce_sum_d"].float(), out["count_d"].float()]).to(torch.float64)
+        assert vec.numel() == 6 + 2 * D
+        self._acc += vec
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._acc is not None:
+            acc = self._acc
+            if self.accelerator.num_processes > 1:
+                acc = self.accelerator.reduce(acc.clone(), reduction="sum")
+            acc = acc.cpu().tolist()
+            n = max(acc[0], 1.0)
+            logs["ce"] = acc[2] / n
+            logs["div"] = acc[3] / n
+            logs["inv"] = acc[4] / n
+            D = len(self.domain_names)
+            for i, d in enumerate(self.domain_names):
+                s, c = acc[6 + i], acc[6 + D + i]
+                if c > 0:
+                    logs[f"ce/{d}"] = s / c
+            logs["beta_t"] = acc[5] / n
+            for i, d in enumerate(self.domain_names):
+                logs[f"tokens/{d}"] = acc[6 + D + i]
+            self._acc.zero_()
+        super().log(logs, start_time)
+
+    # -- DANN classifier in checkpoints ---------------------------------------------------------------------------
+    def _classifier(self) -> nn.Module | None:
+        return getattr(_causal_lm(self.accelerator.unwrap_model(self.model)), CLASSIFIER_ATTR, None)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        clf = self._classifier()
+        if clf is not None and self.args.should_save:
+            out = output_dir or self.args.output_dir
+            os.makedirs(out, exist_ok=True)
+            torch.save({k: v.detach().cpu() for k, v in clf.state_dict().items()}, os.path.join(out, CLASSIFIER_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        clf = self._classifier()
+        f = os.path.join(resume_from_checkpoint, CLASSIFIER_FILE)
+        if clf is not None and os.path.exists(f):
+            clf.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
+
+
+class _JsonlLogCallback(TrainerCallback):
+    """Appends every training log to OUT/log.jsonl: {"step", "loss", "ce", "div", "inv", "ce/<domain>", "lr", ...}."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        row: dict[str, Any] = {"step": state.global_step}
+        for k, v in logs.items():
+            key = {"learning_rate": "lr"}.get(k, k)
+            row[key] = v.item() if hasattr(v, "item") else v
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+# =================================================================================================================
+# Entry point
+# =================================================================================================================
+
+_RESUME_NEUTRAL = ("max_steps", "epochs", "save_steps", "logging_steps")
+
+
+def _last_valid_checkpoint(ckpt_dir: Path, is_main: bool) -> Path | None:
+    """Newest checkpoint-N whose trainer_state.json exists (written last by the Trainer); torn ones are removed."""
+    if not ckpt_dir.is_dir():
+        return None
+    cands = []
+    for d in ckpt_dir.iterdir():
+        if d.is_dir() and d.name.startswith("checkpoint-") and d.name.split("-")[-1].isdigit():
+            cands.append((int(d.name.split("-")[-1]), d))
+    for _, d in sorted(cands, reverse=True):
+        if (d / "trainer_state.json").exists():
+            return d
+        if is_main:
+            logger.warning("removing incomplete checkpoint %s (interrupted while saving)", d)
+            shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARKER).exists()
+
+
+def _run_config(cfg: Config, method_name: str, tc: TrainConfig, model_desc: str, distilled_path: str,
+                weights: dict[str, float]) -> dict:
+    return {"model": cfg.model, "model_path": model_desc, "method_name": method_name, "seed": cfg.seed,
+            "distilled_path": str(distilled_path), "domain_weights": weights, "train": dataclasses.asdict(tc)}
+
+
+def _check_resumable(out: Path, new: dict) -> None:
+    f = out / "config.yaml"
+    if not f.exists():
+        return
+    try:
+        old = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return
+
+    def core(d):
+        d = json.loads(json.dumps(d, default=str))
+        for k in _RESUME_NEUTRAL:
+            (d.get("train") or {}).pop(k, None)
+        d.pop("distilled_path", None)
+        d.pop("model_path", None)
+        return d
+
+    if core(old) != core(new):
+        raise UserError(f"{out} holds checkpoints of a run with a different configuration; resuming would mix "
+                        "them. Use a fresh output directory or delete this one", file=str(f))
+
+
+def _truncate_log(path: Path, max_step: int) -> None:
+    if not path.exists():
+        return
+    rows = [r for r in read_complete_rows(path) if int(r.get("step", 0)) <= max_step]
+    write_jsonl(path, rows)
+
+
+def _checkpointing_kwargs(enabled: bool) -> dict:
+    """Activation checkpointing (non-reentrant: no input-grad hook needed for PEFT). transformers >= 5.2x renamed
+    `gradient_checkpointing` to `activation_checkpointing`; pass whichever this version has, and only when on."""
+    if not enabled:
+        return {}
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "activation_checkpointing" in names:
+        return {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+    return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+
+
+def _report_to() -> list[str] | str:
+    import importlib.util
+
+    return ["tensorboard"] if (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")) \
+        else "none"
+
+
+def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, model=None, tokenizer=None,
+          callbacks: list | None = None) -> dict:
+    """Train one method; write OUT/adapter (PEFT folder, or the full model for full fine-tuning), OUT/log.jsonl,
+    OUT/config.yaml, OUT/train_stats.json; checkpoints in OUT/checkpoints. Returns the train stats.
+
+    Idempotent (a complete OUT/adapter returns at once) and resumable (re-running after a kill continues from the
+    newest complete checkpoint). `model`/`tokenizer` pass an in-memory model (tests); otherwise `cfg.model` is
+    loaded. `callbacks` are extra transformers TrainerCallbacks."""
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from .models import load_tokenizer, resolve_dtype, resolve_model_path
+
+    t_start = time.time()
+    tc = cfg.train_config_for(method_name)
+    out = Path(out_dir)
+    adapter_dir = out / "adapter"
+    stats_path = out / "train_stats.json"
+    if _is_complete(adapter_dir):
+        if stats_path.exists():
+            stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        else:
+            stats = {"adapter_dir": str(adapter_dir)}
+        stats["skipped"] = True
+        return stats
+    if tc.full_finetune and tc.method == "cdsdft" and tc.alpha > 0 and tc.seed_logprobs == "live":
+        raise UserError("seed_logprobs 'live' needs a LoRA adapter to disable; with full fine-tuning use 'cached' "
+                        "(computed from the seed weights before the first step)", field="train.seed_logprobs")
+
+    target_field = "original_response" if tc.method == "sft" else "response"
+    rows = read_distilled(distilled_path, target_field, tc.domains)
+
+    # ---- model ---------------------------------------------------------------------------------------------
+    resolved = resolve_dtype(tc.dtype)
+    if model is None:
+        path = resolve_model_path(cfg.model)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(path)
+        # LoRA: frozen base in the compute dtype. Full FT: fp32 master weights + autocast.
+        load_dtype = torch.float32 if tc.full_finetune else resolved
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype)
+        except OSError as e:
+            raise UserError(f"could not load model '{cfg.model}': {str(e).splitlines()[0]}", field="model") from None
+        model_desc = path
+    else:
+        if tokenizer is None:
+            raise UserError("an in-memory model needs its tokenizer", field="model")
+        model_desc = f"<in-memory {type(model).__name__}>"
+        if tc.dtype == "auto":   # follow the given model's own dtype
+            resolved = next(model.parameters()).dtype
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    mixed_bf16 = resolved == torch.bfloat16
+    mixed_fp16 = resolved == torch.float16
+
+    # ---- data ----------------------------------------------------------------------------------------------
+    examples, data_stats = build_examples(rows, tokenizer, tc.max_length)
+    domain_names = sorted({e["domain"] for e in examples})
+    counts = {d: sum(1 for e in examples if e["domain"] == d) for d in domain_names}
+    base_w = {d: (cfg.domains[d].weight if d in cfg.domains else 1.0) for d in domain_names}
+    weights = domain_weights(counts, tc.domain_weighting, tc.domain_temperature, base_w)
+    dataset = ExampleDataset(examples, domain_names)
+
+    # ---- run bookkeeping / resume --------------------------------------------------------------------------
+    run_cfg = _run_config(cfg, method_name, tc, model_desc, distilled_path, weights)
+    ckpt_dir = out / "checkpoints"
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    resume = _last_valid_checkpoint(ckpt_dir, is_main)
+    if resume is not None:
+        _check_resumable(out, run_cfg)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False))
+        resume_step = int(resume.name.split("-")[-1]) if resume is not None else 0
+        _truncate_log(out / "log.jsonl", resume_step)
+
+    # ---- adapter -------------------------------------------------------------------------------------------
+    set_seed(cfg.seed)
+    if not tc.full_finetune:
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
+                          target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lcfg)
+    model.train()
+    use_inv = tc.method == "cdsdft" and tc.invariance != "none" and tc.beta > 0
+    if use_inv and tc.invariance == "dann":
+        causal = _causal_lm(model)
+        hidden_size = causal.config.get_text_config().hidden_size
+        clf = L.DomainClassifier(hidden_size, max(2, len(domain_names)))
+        clf.to(next(model.parameters()).device)
+        causal.add_module(CLASSIFIER_ATTR, clf)
+    if use_inv and len(domain_names) < 2:
+        logger.warning("invariance '%s' needs >= 2 domains; the data has %s, so L_inv is 0", tc.invariance,
+                       domain_names)
+
+    # ---- arguments -----------------------------------------------------------------------------------------
+    on_cpu = not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
+    args = CrossDistillConfig(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=tc.batch_size, gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=tc.lr, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
+        lr_scheduler_type=tc.lr_scheduler, warmup_steps=float(min(max(tc.warmup_ratio, 0.0), 0.999)),
+        weight_decay=tc.weight_decay, logging_strategy="steps", logging_steps=tc.logging_steps,
+        save_strategy="steps", save_steps=tc.save_steps, save_total_limit=2, seed=cfg.seed,
+        bf16=mixed_bf16, fp16=mixed_fp16 and not on_cpu, use_cpu=on_cpu and mixed_bf16,
+        **_checkpointing_kwargs(tc.gradient_checkpointing),
+        remove_unused_columns=False, label_names=["labels"], report_to=_report_to(),
+        dataloader_pin_memory=not on_cpu, ddp_find_unused_parameters=False, eval_strategy="no",
+        method=tc.method, alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta,
+        kd_temperature=tc.kd_temperature, seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta,
+        invariance=tc.invariance, inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps,
+        balanced_batches=tc.balanced_batches,
+    )
+
+    # ---- seed cache ----------------------------------------------------------------------------------------
+    cache = None
+    cache_info: dict[str, Any] = {}
+    if tc.method == "cdsdft" and tc.alpha > 0 and tc.seed_logprobs == "cached":
+        key = stable_hash({"model": cfg.model, "fp": model_fingerprint(model), "data": dataset.fingerprint(),
+                           "k": tc.topk, "tau": tc.kd_temperature})
+        cache_path = out / "seed_cache" / f"seed_topk-{key}.pt"
+        with args.main_process_first(local=False, desc="seed top-k cache"):
+            t0 = time.time()
+            cache = SeedCache.load(cache_path, key)
+            reused = cache is not None
+            if cache is None:
+                model.to(args.device)
+                cache = compute_seed_cache(model, dataset, tc.topk, tc.kd_temperature, key,
+                                           batch_size=max(1, tc.batch_size * 2), device=args.device,
+                                           autocast_dtype=torch.bfloat16 if mixed_bf16 else None)
+                if args.process_index == 0:
+                    cache.save(cache_path)
+        cache_info = {"path": str(cache_path), "tokens": cache.num_tokens, "k": tc.topk, "reused": reused,
+                      "seconds": round(time.time() - t0, 2)}
+        logger.info("seed cache: %s", cache_info)
+
+    trainer = CrossDistillTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        data_collator=CrossDistillCollator(tokenizer.pad_token_id, cache),
+        callbacks=[_JsonlLogCallback(out / "log.jsonl")] + list(callbacks or []),
+        domain_names=domain_names, domain_weights=[weights[d] for d in domain_names],
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+
+    # ---- final save, atomically ----------------------------------------------------------------------------
+    tmp = out / ".adapter.partial"
+    if trainer.accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.accelerator.wait_for_everyone()
+    causal = _causal_lm(trainer.accelerator.unwrap_model(trainer.model))
+    clf = getattr(causal, CLASSIFIER_ATTR, None)
+    if clf is not None:
+        del causal._modules[CLASSIFIER_ATTR]     # keep it out of the saved model
+    trainer.save_model(str(tmp))
+    if clf is not None:
+        causal.add_module(CLASSIFIER_ATTR, clf)
+
+    stats = {
+        "method_name": method_name, "method": tc.method, "model": cfg.model,
+        "examples": len(examples), "examples_per_domain": counts, "domain_weights": weights,
+        "records_read": len(rows), "truncated": data_stats["truncated"], "dropped": data_stats["dropped"],
+        "max_length": tc.max_length, "steps": trainer.state.global_step,
+        "train_loss": getattr(result, "training_loss", None),
+        "resumed_from": str(resume) if resume is not None else None,
+        "wall_s": round(time.time() - t_start, 2), "seed_cache": cache_info,
+        "full_finetune": tc.full_finetune, "adapter_dir": str(adapter_dir),
+        "precision": "bf16" if mixed_bf16 else ("fp16" if mixed_fp16 else "fp32"),
+    }
+    if trainer.accelerator.is_main_process:
+        if clf is not None:
+            torch.save({k: v.detach().cpu() for k, v in clf.state_dict().items()}, tmp / CLASSIFIER_FILE)
+        write_json(tmp / "train_stats.json", stats)
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        write_json(stats_path, stats)
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        os.replace(tmp, adapter_dir)
+    trainer.accelerator.wait_for_everyone()
+    return stats
