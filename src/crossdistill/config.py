@@ -21,7 +21,11 @@ import yaml
 
 from .errors import UserError
 
-DOMAIN_PLUGINS = ("math", "code", "text", "tools")
+def domain_plugins() -> list[str]:
+    """Built-in domain plug-ins plus any registered under the `crossdistill.domains` entry point group."""
+    from .domains import available_domains
+
+    return available_domains()
 
 
 def _check(cond: bool, message: str, field_name: str) -> None:
@@ -190,10 +194,11 @@ class Config:
         _check(self.limit is None or self.limit > 0, "must be > 0 (or null)", "limit")
         for name, d in self.domains.items():
             plugin = d.plugin or name
-            if plugin not in DOMAIN_PLUGINS:
-                close = difflib.get_close_matches(plugin, DOMAIN_PLUGINS, n=1)
+            known = domain_plugins()
+            if plugin not in known:
+                close = difflib.get_close_matches(plugin, known, n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UserError(f"unknown domain plug-in '{plugin}'{hint}; known: {', '.join(DOMAIN_PLUGINS)}",
+                raise UserError(f"unknown domain plug-in '{plugin}'{hint}; known: {', '.join(known)}",
                                 file=self.recipe_path, field=f"domains.{name}")
         for name, overrides in self.methods.items():
             if overrides is not None:

@@ -1,0 +1,240 @@
+"""Function calling (Glaive-style records: a conversation, the functions offered, and the expected call).
+
+Rewrite prompt: the functions offered, the conversation, and the reference call; the seed is asked to reply with
+only the call as one JSON object ``{"name": ..., "arguments": {...}}``. The assistant turn is pre-filled with
+``{"name": "`` so the reply starts as a call.
+
+Verification (after the shared checks of `base`; leaks and loops are searched in the call only, and a reply cut at
+max_new_tokens is fine once it holds a complete call):
+
+* ``no_call``          – no call can be parsed (`parse_call`);
+* ``wrong_name``       – a different function;
+* ``wrong_arguments``  – a different set of argument names;
+* ``wrong_value``      – an argument value differs (`values_equal`: numbers numerically, also against numeric
+  strings; strings after whitespace collapsing and case folding; booleans, also against "true"/"false"; lists
+  element-wise in any order; dicts key by key, recursively).
+
+Target: the parsed call as canonical JSON (``json.dumps``, the rewrite's own argument order and values) put where the
+call stands in the reference response, so the target has the reference's textual form. Because the call is the
+whole of the target and must equal the reference's, most accepted tool rewrites are flagged `copied`: that is the
+honest count of how little self-distillation a tool call admits.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from typing import Any
+
+from ..records import Record
+from .base import Domain, VerifyContext, VerifyResult, similarity
+
+SYSTEM = (
+    "You are an assistant that calls functions. You will see the functions available, a conversation, and a "
+    "reference function call that correctly serves the user's last request. Decide which function to call and "
+    "with which arguments, and reply with only that call, as one JSON object of the form "
+    "{\"name\": <function name>, \"arguments\": {<argument>: <value>, ...}}. Write nothing else."
+)
+PREFILL = '{"name": "'
+
+
+def _normalize_call(obj: Any) -> dict | None:
+    """{"name", "arguments"} from the shapes models write, or None when `obj` is not a call."""
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("tool_calls"), list) and obj["tool_calls"]:
+        return _normalize_call(obj["tool_calls"][0])
+    if isinstance(obj.get("function"), dict):             # OpenAI: {"type": "function", "function": {...}}
+        return _normalize_call(obj["function"])
+    name = obj.get("name")
+    if not isinstance(name, str):
+        name = obj.get("function") if isinstance(obj.get("function"), str) else None
+    if not name:
+        return None
+    args: Any = None
+    for key in ("arguments", "parameters", "args", "params"):
+        if key in obj:
+            args = obj[key]
+            break
+    if args is None:
+        args = {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(args, dict):
+        return None
+    return {"name": name.strip(), "arguments": args}
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """Index after the `}` that closes the `{` at `start` (strings respected), or None."""
+    depth, i, quote = 0, start, None
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 2
+                continue
+            if c == quote:
+                quote = None
+        elif c in "\"'":
+            quote = c
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
+def find_call(text: str) -> tuple[dict, int, int] | None:
+    """(call, start, end) of the first function call written in `text` as a JSON object (also a Python dict literal
+    with single quotes, or a call inside ``` fences), or None."""
+    if not text:
+        return None
+    decoder = json.JSONDecoder()
+    pos = 0
+    while (start := text.find("{", pos)) >= 0:
+        obj, end = None, None
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            e = _balanced_end(text, start)
+            if e is not None:
+                try:
+                    obj = ast.literal_eval(text[start:e])
+                    end = e
+                except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+                    obj = None
+        call = _normalize_call(obj)
+        if call is not None and end is not None:
+            return call, start, end
+        pos = start + 1
+    return None
+
+
+def parse_call(text: str) -> dict | None:
+    """The first function call in `text` as {"name": str, "arguments": dict}, or None.
+
+    Accepts {"name": .., "arguments": {..}}, {"function": .., "parameters": ..}, OpenAI's
+    {"function": {"name", "arguments"}} and {"tool_calls": [...]}; arguments may be a JSON string.
+    """
+    found = find_call(text)
+    return found[0] if found else None
+
+
+def _norm_str(s: str) -> str:
+    return " ".join(s.split()).casefold()
+
+
+def _as_number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v.strip().replace(",", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Structural equality of two argument values (see the module docstring)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        ta = a if isinstance(a, bool) else {"true": True, "false": False}.get(_norm_str(a)) if isinstance(a, str) else None
+        tb = b if isinstance(b, bool) else {"true": True, "false": False}.get(_norm_str(b)) if isinstance(b, str) else None
+        return ta is not None and ta == tb
+    if isinstance(a, (int, float)) or isinstance(b, (int, float)):
+        na, nb = _as_number(a), _as_number(b)
+        return na is not None and nb is not None and abs(na - nb) <= 1e-9 * max(1.0, abs(na), abs(nb))
+    if isinstance(a, str) and isinstance(b, str):
+        return _norm_str(a) == _norm_str(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return set(a) == set(b) and all(values_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return False
+        if all(values_equal(x, y) for x, y in zip(a, b)):
+            return True
+        left = list(b)
+        for x in a:
+            j = next((j for j, y in enumerate(left) if values_equal(x, y)), None)
+            if j is None:
+                return False
+            left.pop(j)
+        return True
+    return a == b
+
+
+def compare_calls(pred: dict | None, gold: dict) -> str:
+    """"ok", or the reason the predicted call differs from the gold one."""
+    if pred is None:
+        return "no_call"
+    if _norm_str(pred["name"]) != _norm_str(str(gold.get("name", ""))):
+        return "wrong_name"
+    gargs = gold.get("arguments") or {}
+    if isinstance(gargs, str):
+        gargs = json.loads(gargs) if gargs.strip() else {}
+    if set(pred["arguments"]) != set(gargs):
+        return "wrong_arguments"
+    if not all(values_equal(pred["arguments"][k], gargs[k]) for k in gargs):
+        return "wrong_value"
+    return "ok"
+
+
+def _conversation(record: Record) -> str:
+    if isinstance(record.prompt, str):
+        return f"User: {record.prompt}"
+    label = {"user": "User", "assistant": "Assistant", "tool": "Function result", "system": "System"}
+    msgs = [m for m in record.prompt if not (record.tools and m.get("role") == "system")]
+    return "\n\n".join(f"{label.get(m.get('role'), m.get('role', '').title())}: {m.get('content', '')}" for m in msgs)
+
+
+class ToolsDomain(Domain):
+    name = "tools"
+
+    def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
+        parts = []
+        if record.tools:
+            parts.append("Available functions:\n" + json.dumps(record.tools, indent=2, ensure_ascii=False))
+        parts.append("Conversation:\n" + _conversation(record))
+        parts.append("Reference call:\n" + (record.response or json.dumps(record.expected_call, ensure_ascii=False)).strip())
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}], PREFILL
+
+    def target_scope(self, record: Record, text: str) -> str:
+        found = find_call(text)
+        return text[found[1]:found[2]] if found else text
+
+    def complete_part(self, record: Record, text: str) -> bool:
+        return find_call(text) is not None
+
+    @staticmethod
+    def make_target(record: Record, call: dict) -> str:
+        canonical = json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
+        ref = record.response or ""
+        found = find_call(ref)
+        if found is None:
+            return canonical
+        return ref[:found[1]] + canonical + ref[found[2]:]
+
+    def copy_similarity(self, record: Record, text: str, target: str) -> float:
+        return similarity(target, record.response or "")
+
+    def check(self, record: Record, text: str, ctx: VerifyContext) -> VerifyResult:
+        call = parse_call(text)
+        reason = compare_calls(call, record.expected_call or {})
+        details = {"call": call}
+        if reason != "ok":
+            return VerifyResult(False, reason, details=details)
+        return VerifyResult(True, "ok", target=self.make_target(record, call), details=details)
+
+    def score(self, record: Record, output: str) -> dict:
+        call = parse_call(output or "")
+        reason = compare_calls(call, record.expected_call or {})
+        return {"correct": reason == "ok", "reason": reason, "parsed": call is not None,
+                "name_correct": reason not in ("no_call", "wrong_name")}

@@ -1,0 +1,385 @@
+"""The distill stage: fallback on the tiny random model, the accepted path with a fake generator, resume after a
+kill, shards, the disabled switch, caching; and one slow run of the real default model."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from crossdistill import generation
+from crossdistill.config import Config, DistillConfig, DomainConfig
+from crossdistill.distill import distill, merge_shards
+from crossdistill.domains.code import PREFILL as CODE_PREFILL
+from crossdistill.domains.math import PREFILL as MATH_PREFILL
+from crossdistill.domains.tools import PREFILL as TOOLS_PREFILL
+from crossdistill.io import read_complete_rows
+from crossdistill.records import Record
+
+
+def make_records() -> dict[str, list[Record]]:
+    math = [Record(id=f"m{i}", domain="math",
+                   prompt=f"Tom has {i + 2} bags with 3 apples each. How many apples does he have?",
+                   response=f"Tom has {i + 2} * 3 = {(i + 2) * 3} apples.\n#### {(i + 2) * 3}", answer=str((i + 2) * 3))
+            for i in range(3)]
+    code = [Record(id=f"c{i}", domain="code", prompt=f"Write a function add{i}(a, b) that returns a + b + {i}.",
+                   response=f"def add{i}(a, b):\n    return a + b + {i}\n",
+                   tests=[f"assert add{i}(1, 2) == {3 + i}", f"assert add{i}(0, 0) == {i}"], entry_point=f"add{i}")
+            for i in range(2)]
+    text = [Record(id=f"x{i}", domain="text", prompt=f"Name a colour number {i}.", response=f"Blue is colour {i}.")
+            for i in range(2)]
+    tools = [Record(id=f"t{i}", domain="tools", prompt=f"Set a timer for {i + 1} minutes.",
+                    response=json.dumps({"name": "set_timer", "arguments": {"minutes": i + 1}}),
+                    tools=[{"name": "set_timer", "parameters": {"type": "object",
+                                                                "properties": {"minutes": {"type": "integer"}}}}],
+                    expected_call={"name": "set_timer", "arguments": {"minutes": i + 1}})
+             for i in range(2)]
+    return {"math": math, "code": code, "text": text, "tools": tools}
+
+
+def make_cfg(out: Path, **distill_kw) -> Config:
+    kw = {"max_new_tokens": 12, "batch_size": 16, **distill_kw}
+    return Config(model="tiny-random-llama", output_dir=str(out),
+                  domains={d: DomainConfig() for d in ("math", "code", "text", "tools")},
+                  distill=DistillConfig(**kw))
+
+
+ALL_IDS = ["m0", "m1", "m2", "c0", "c1", "x0", "x1", "t0", "t1"]
+
+
+def rows_of(out: Path, sub: str = "") -> list[dict]:
+    return read_complete_rows(out / "distill" / sub / "distilled.jsonl")
+
+
+# --- a fake generator: good rewrites for some records, garbage for the rest -----------------------
+
+def good_rewrite(prompt: str) -> str | None:
+    """The continuation (after the domain's prefill) that a capable seed would write, keyed on the prompt."""
+    if "Tom has 2 bags" in prompt:
+        return "There are 2 bags and each holds 3 apples, so 2 * 3 = 6 apples.\n#### 6"
+    if "Tom has 3 bags" in prompt:                    # a verbatim copy of the reference
+        return "Tom has 3 * 3 = 9 apples.\n#### 9"
+    if "Tom has 4 bags" in prompt:                    # right number, wrong stated arithmetic
+        return "Each bag has 3 apples, so 4 * 3 = 11 apples.\n#### 12"
+    if "add0(a, b)" in prompt:
+        return "def add0(x, y):\n    total = x + y\n    return total\n```\nIt adds."
+    if "add1(a, b)" in prompt:
+        return "def add1(x, y):\n    return x - y\n```"
+    if "colour number 0" in prompt:
+        return "A nice colour is blue, which is colour 0."
+    if "for 1 minutes" in prompt:
+        return 'set_timer", "arguments": {"minutes": 1}}'
+    if "for 2 minutes" in prompt:
+        return 'set_timer", "arguments": {"minutes": 5}}'
+    return None
+
+
+def fake_generate_text(prompt: str) -> "generation.Generation":
+    text = good_rewrite(prompt)
+    if text is None:
+        return generation.Generation(text="zq zq qz", n_tokens=12, finished=False)
+    return generation.Generation(text=text, n_tokens=len(text.split()), finished=True)
+
+
+class FakeGenerator:
+    """Stands in for generation.generate / generate_iter; records which prompts it saw; can fail after N rows."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.fail_after = fail_after
+        self.seen: list[str] = []
+
+    def _one(self, p):
+        if self.fail_after is not None and len(self.seen) >= self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        self.seen.append(p)
+        return fake_generate_text(p)
+
+    def generate(self, model, tokenizer, prompts, cfg, *, progress=None, backend="hf"):
+        return [self._one(p) for p in prompts]
+
+    def generate_iter(self, model, tokenizer, prompts, cfg, *, progress=None, backend="hf"):
+        for i, p in enumerate(prompts):
+            yield i, self._one(p)
+
+
+@pytest.fixture(params=["iter", "chunks"])
+def fake(request, monkeypatch):
+    """Install a FakeGenerator; with 'chunks' the stage sees no generate_iter and checkpoints per chunk."""
+
+    def install(fail_after=None):
+        g = FakeGenerator(fail_after)
+        monkeypatch.setattr(generation, "generate", g.generate)
+        if request.param == "iter":
+            monkeypatch.setattr(generation, "generate_iter", g.generate_iter, raising=False)
+        else:
+            monkeypatch.delattr(generation, "generate_iter", raising=False)
+        return g
+
+    install.mode = request.param
+    return install
+
+
+@pytest.fixture(scope="module")
+def tiny_tok():
+    from crossdistill.models import build_tiny_tokenizer
+
+    return build_tiny_tokenizer()
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+def test_tiny_model_falls_back_to_every_original(tmp_path, tiny):
+    model, tok = tiny
+    cfg = make_cfg(tmp_path)
+    stats = distill(cfg, records_by_domain=make_records(), model=model, tokenizer=tok, progress=False)
+    rows = rows_of(tmp_path)
+    assert [r["id"] for r in rows] == ALL_IDS
+    assert [r["domain"] for r in rows] == ["math"] * 3 + ["code"] * 2 + ["text"] * 2 + ["tools"] * 2
+    for r in rows:
+        assert r["accepted"] is False and r["copied"] is False
+        assert r["response"] == r["original_response"]
+        assert r["reason"] not in ("", "ok")
+        assert r["n_tokens"] > 0 and isinstance(r["generated"], str)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["m0"]["answer"] == "6" and by_id["c0"]["tests"] and by_id["t0"]["expected_call"]
+    assert by_id["m0"]["generated"].startswith(MATH_PREFILL)
+    assert stats["totals"]["records"] == 9 and stats["totals"]["accepted"] == 0
+    assert sum(stats["totals"]["reasons"].values()) == 9
+    assert set(stats["domains"]) == {"math", "code", "text", "tools"}
+    assert stats["totals"]["tokens_generated"] == sum(r["n_tokens"] for r in rows)
+    on_disk = json.loads((tmp_path / "distill" / "stats.json").read_text())
+    assert on_disk["inputs_hash"] == stats["inputs_hash"] and on_disk["model"] == "tiny-random-llama"
+    assert not (tmp_path / "distill" / "generations.jsonl.partial").exists()
+    assert len(read_complete_rows(tmp_path / "distill" / "generations.jsonl")) == 9
+
+
+def test_fake_seed_accepted_path_and_stats(tmp_path, fake, tiny_tok):
+    gen = fake()
+    stats = distill(make_cfg(tmp_path), records_by_domain=make_records(), model=object(), tokenizer=tiny_tok,
+                    progress=False)
+    assert len(gen.seen) == 9
+    by_id = {r["id"]: r for r in rows_of(tmp_path)}
+    assert [r for r in by_id] == ALL_IDS
+
+    m0 = by_id["m0"]
+    assert m0["accepted"] and not m0["copied"] and m0["reason"] == "ok"
+    assert m0["response"] == MATH_PREFILL + "There are 2 bags and each holds 3 apples, so 2 * 3 = 6 apples.\n#### 6"
+    assert by_id["m1"]["accepted"] and by_id["m1"]["copied"]
+    assert by_id["m2"]["reason"] == "arithmetic_error" and by_id["m2"]["response"] == by_id["m2"]["original_response"]
+
+    c0 = by_id["c0"]
+    assert c0["accepted"] and c0["response"] == "```python\ndef add0(x, y):\n    total = x + y\n    return total\n```"
+    assert c0["generated"].startswith(CODE_PREFILL)
+    assert by_id["c1"]["reason"] == "tests_failed"
+
+    assert by_id["x0"]["accepted"] and by_id["x0"]["response"] == "A nice colour is blue, which is colour 0."
+    assert by_id["x1"]["reason"] == "truncated"
+
+    t0 = by_id["t0"]
+    assert t0["accepted"] and t0["copied"] and json.loads(t0["response"]) == {"name": "set_timer", "arguments": {"minutes": 1}}
+    assert t0["generated"].startswith(TOOLS_PREFILL)
+    assert by_id["t1"]["reason"] == "wrong_value"
+
+    d = stats["domains"]
+    assert (d["math"]["accepted"], d["math"]["copied"], d["math"]["accepted_not_copied"]) == (2, 1, 1)
+    assert d["math"]["acceptance_rate"] == round(2 / 3, 4) and d["math"]["self_distilled_rate"] == round(1 / 3, 4)
+    assert d["math"]["reasons"] == {"arithmetic_error": 1}
+    assert d["code"]["reasons"] == {"tests_failed": 1} and d["code"]["accepted"] == 1
+    assert d["tools"]["copied"] == 1 and d["tools"]["self_distilled_rate"] == 0.0
+    tot = stats["totals"]
+    assert (tot["records"], tot["accepted"], tot["copied"]) == (9, 5, 2)
+    assert tot["tokens_generated"] == sum(r["n_tokens"] for r in by_id.values())
+    for k in ("tokens_per_s", "wall_s", "generation_s", "verify_s"):
+        assert k in d["code"]
+
+
+def test_second_run_returns_cached_and_settings_change_reverifies_without_regenerating(tmp_path, fake, tiny_tok):
+    recs = make_records()
+    fake()
+    first = distill(make_cfg(tmp_path), records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
+    gen = fake(fail_after=0)    # any generation now would raise
+    again = distill(make_cfg(tmp_path), records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
+    assert again == first and gen.seen == []
+    # a verifier-only setting: same generations, new verdicts (every acceptance now counts as a copy)
+    strict = distill(make_cfg(tmp_path, copy_threshold=0.01), records_by_domain=recs, model=object(),
+                     tokenizer=tiny_tok, progress=False)
+    assert gen.seen == [] and strict["inputs_hash"] != first["inputs_hash"]
+    assert strict["totals"]["copied"] == strict["totals"]["accepted"] == first["totals"]["accepted"]
+    # a changed record regenerates only that record
+    recs["text"][1] = Record(id="x1", domain="text", prompt="Name a colour number 0.", response="Red.")
+    gen = fake()
+    distill(make_cfg(tmp_path), records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
+    assert len(gen.seen) == 1 and "Name a colour number 0." in gen.seen[0]
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, fake, tiny_tok):
+    recs = make_records()
+    fake()
+    distill(make_cfg(tmp_path / "whole"), records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
+    whole = rows_of(tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    cfg = make_cfg(out, batch_size=1)     # chunks of 4 rows without generate_iter
+    fake(fail_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        distill(cfg, records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
+    partial = read_complete_rows(out / "distill" / "generations.jsonl.partial")
+    assert len(partial) == (5 if fake.mode == "iter" else 4)
+    assert not (out / "distill" / "distilled.jsonl").exists()
+
+    gen = fake()
+    distill(cfg, records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
+    assert len(gen.seen) == 9 - len(partial)              # only the missing rows were generated
+    resumed = rows_of(out)
+    assert [r["id"] for r in resumed] == ALL_IDS
+    assert resumed == whole
+    assert not (out / "distill" / "generations.jsonl.partial").exists()
+
+
+def test_resume_after_sigkill_of_a_real_run(tmp_path, tiny):
+    """A subprocess distills on the tiny model and is SIGKILLed mid-way; the rerun finishes what is missing."""
+    out = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_distill import make_records, make_cfg
+        from crossdistill import generation
+        from crossdistill.distill import distill
+        from crossdistill.models import build_tiny_model
+        from pathlib import Path
+        real = generation.generate_iter
+        def slow(*a, **k):             # rows reach the partial file one by one, 0.3 s apart
+            for item in real(*a, **k):
+                yield item
+                time.sleep(0.3)
+        generation.generate_iter = slow
+        model, tok = build_tiny_model()
+        distill(make_cfg(Path({str(out)!r}), max_new_tokens=8), records_by_domain=make_records(),
+                model=model, tokenizer=tok, progress=False)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    partial = out / "distill" / "generations.jsonl.partial"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(read_complete_rows(partial)) < 3:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(read_complete_rows(partial))
+    assert 3 <= n_before < 9
+    assert not (out / "distill" / "distilled.jsonl").exists()
+
+    model, tok = tiny
+    stats = distill(make_cfg(out, max_new_tokens=8), records_by_domain=make_records(), model=model, tokenizer=tok,
+                    progress=False)
+    assert stats["reused_generations"] == n_before and stats["generated_now"] == 9 - n_before
+    resumed = rows_of(out)
+    assert [r["id"] for r in resumed] == ALL_IDS
+    distill(make_cfg(tmp_path / "whole", max_new_tokens=8), records_by_domain=make_records(),
+            model=model, tokenizer=tok, progress=False)
+    assert resumed == rows_of(tmp_path / "whole")
+
+
+def test_shards_merge_to_the_unsharded_run(tmp_path, fake, tiny_tok):
+    recs = make_records()
+    fake()
+    whole = distill(make_cfg(tmp_path / "whole"), records_by_domain=recs, model=object(), tokenizer=tiny_tok,
+                    progress=False)
+    out = tmp_path / "sharded"
+    for i in range(3):
+        distill(make_cfg(out), records_by_domain=recs, model=object(), tokenizer=tiny_tok, shard=f"{i}/3",
+                progress=False)
+        assert [r["id"] for r in rows_of(out, f"shards/{i}-of-3")] == ALL_IDS[i::3]
+    merged = merge_shards(make_cfg(out))
+    assert rows_of(out) == rows_of(tmp_path / "whole")
+    for key in ("records", "accepted", "copied", "reasons", "tokens_generated", "acceptance_rate"):
+        assert merged["totals"][key] == whole["totals"][key]
+        for d in whole["domains"]:
+            assert merged["domains"][d][key] == whole["domains"][d][key]
+    # the merged output counts as the finished unsharded stage
+    gen = fake(fail_after=0)
+    assert distill(make_cfg(out), records_by_domain=recs, model=object(), tokenizer=tiny_tok,
+                   progress=False)["inputs_hash"] == merged["inputs_hash"]
+    assert gen.seen == []
+
+
+def test_merge_refuses_missing_shards_and_bad_specs(tmp_path, fake, tiny_tok):
+    from crossdistill.errors import UserError
+
+    fake()
+    distill(make_cfg(tmp_path), records_by_domain=make_records(), model=object(), tokenizer=tiny_tok, shard="0/2",
+            progress=False)
+    with pytest.raises(UserError, match="1/2"):
+        merge_shards(make_cfg(tmp_path))
+    with pytest.raises(UserError, match="shard"):
+        distill(make_cfg(tmp_path), records_by_domain=make_records(), shard="2/2", progress=False)
+
+
+def test_disabled_writes_originals_without_loading_a_model(tmp_path, monkeypatch):
+    import crossdistill.models as models
+
+    def boom(*a, **k):
+        raise AssertionError("no model may be loaded when distill.enabled is false")
+
+    monkeypatch.setattr(models, "load_model", boom)
+    monkeypatch.setattr(models, "load_tokenizer", boom)
+    stats = distill(make_cfg(tmp_path, enabled=False), records_by_domain=make_records(), progress=False)
+    rows = rows_of(tmp_path)
+    assert [r["id"] for r in rows] == ALL_IDS
+    assert all(r["response"] == r["original_response"] and r["reason"] == "disabled" and not r["accepted"]
+               for r in rows)
+    assert stats["totals"]["reasons"] == {"disabled": 9}
+
+
+def test_domain_plugin_and_order_follow_the_recipe(tmp_path, fake, tiny_tok):
+    fake()
+    recs = make_records()
+    cfg = make_cfg(tmp_path)
+    cfg.domains = {"tools": DomainConfig(), "arith": DomainConfig(plugin="math")}
+    stats = distill(cfg, records_by_domain={"arith": recs["math"], "tools": recs["tools"]}, model=object(),
+                    tokenizer=tiny_tok, progress=False)
+    rows = rows_of(tmp_path)
+    assert [r["domain"] for r in rows] == ["tools"] * 2 + ["arith"] * 3
+    assert stats["domains"]["arith"]["accepted"] == 2
+
+
+# --- the real default model --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_default_model_distills_every_domain(tmp_path):
+    from crossdistill.models import load_model, prepare_model
+
+    prepare_model("smollm2-135m-instruct")
+    model, tok = load_model("smollm2-135m-instruct")
+    recs = {d: rs[:2] for d, rs in make_records().items()}
+    recs["math"] = [Record(id="g0", domain="math",
+                           prompt="Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+                                  "clips in May. How many clips did Natalia sell altogether in April and May?",
+                           response="Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether "
+                                    "in April and May.\n#### 72", answer="72"),
+                    Record(id="g1", domain="math",
+                           prompt="Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of "
+                                  "babysitting. How much did she earn?",
+                           response="Weng earns 12/60 = $0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+                                    "$10.\n#### 10", answer="10")]
+    cfg = Config(model="smollm2-135m-instruct", output_dir=str(tmp_path),
+                 domains={d: DomainConfig() for d in ("math", "code", "text", "tools")},
+                 distill=DistillConfig(max_new_tokens=64, batch_size=8))
+    stats = distill(cfg, records_by_domain=recs, model=model, tokenizer=tok, progress=False)
+    rows = rows_of(tmp_path)
+    assert len(rows) == 8 and {r["domain"] for r in rows} == {"math", "code", "text", "tools"}
+    assert (tmp_path / "distill" / "stats.json").exists()
+    assert set(stats["domains"]) == {"math", "code", "text", "tools"}
+    for r in rows:
+        assert r["generated"] and r["n_tokens"] > 0
+        assert r["response"] == (r["original_response"] if not r["accepted"] else r["response"])
+        assert r["accepted"] or r["reason"] != "ok"
+    assert stats["totals"]["tokens_per_s"] and stats["totals"]["tokens_per_s"] > 0
