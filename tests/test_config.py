@@ -97,3 +97,14 @@ def test_invalid_yaml_names_line(tmp_path):
 def test_stable_hash_ignores_key_order():
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in __import__("pathlib").Path(__file__).parent.parent.joinpath("recipes").glob("*.yaml")))
+def test_shipped_recipes_are_valid(recipe):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parent.parent / "recipes" / recipe)
+    assert cfg.domains and cfg.eval_tasks()
+    for name, over in cfg.methods.items():
+        if over is not None:
+            cfg.train_config_for(name)
