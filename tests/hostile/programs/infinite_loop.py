@@ -1,0 +1,5 @@
+# Infinite loop inside the candidate.
+# expect: timeout
+def add(a, b):
+    while True:
+        pass
