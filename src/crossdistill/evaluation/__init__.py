@@ -1,0 +1,16 @@
+"""The eval stage: builtin and spec-defined tasks, metrics with bootstrap CIs, and the runner.
+
+    from crossdistill.evaluation import evaluate, evaluate_recipe
+    res = evaluate("smollm2-135m-instruct", ["gsm8k", "humaneval", "arc-easy"], limit=50, out_dir="runs/eval")
+
+Modules: `tasks` (task types, builtin registry, spec YAML), `loglik` (prefix-shared multiple-choice scoring),
+`metrics` (pass@k, bootstrap), `refusal` (pattern judge), `ifeval` (instruction checkers), `runner` (evaluate).
+"""
+from __future__ import annotations
+
+from .metrics import bootstrap_ci, pass_at_k
+from .runner import evaluate, evaluate_recipe
+from .tasks import BUILTIN_TASKS, TASK_TYPES, TaskSpec, load_task_spec, resolve_task, task_names
+
+__all__ = ["evaluate", "evaluate_recipe", "pass_at_k", "bootstrap_ci", "BUILTIN_TASKS", "TASK_TYPES", "TaskSpec",
+           "load_task_spec", "resolve_task", "task_names"]

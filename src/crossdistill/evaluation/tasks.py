@@ -1,0 +1,454 @@
+"""Evaluation tasks: the five task types, the builtin task registry, and custom tasks from a spec YAML.
+
+Task types
+----------
+* ``generate_match``  — generate (greedy), extract the final answer, compare with `record.answer` -> `exact_match`.
+* ``generate_code``   — generate, extract the code, run it against `record.tests` in the sandbox -> `pass@1`
+  (greedy) and, with `eval.n_samples` > 1, `pass@k_sampled` (unbiased estimator over n samples).
+* ``multiple_choice`` — log-likelihood of each choice given the context (no generation) -> `acc`, `acc_norm`.
+* ``refusal``         — generate, judge with the pattern judge of `refusal.py` -> `refusal_rate`.
+* ``instruction``     — generate, run the instruction checkers of `ifeval.py` -> `prompt_strict_acc`,
+  `instruction_acc`.
+
+Builtin tasks (BUILTIN_TASKS): gsm8k, math500 (generate_match); humaneval, mbpp, mbpp-heldout (generate_code);
+arc-easy, arc-challenge, mmlu, hellaswag, boolq (multiple_choice); refusal (on harmbench); ifeval (on ifbench).
+
+Prompt formats of the builtin tasks
+-----------------------------------
+Generation tasks use the record's own prompt (the same text the training stage shows the model) rendered with
+the model's chat template: gsm8k / math500 the bare problem; humaneval "Complete the following Python function.
+Reply with the complete function in a ```python code block." + the signature and docstring; mbpp the standard MBPP
+prompt ("You are an expert Python programmer, and here is your task: {text} Your code should pass these
+tests:\\n\\n{tests}"); refusal the HarmBench behaviour; ifeval the IFBench prompt.
+
+Multiple-choice tasks follow lm-evaluation-harness (plain text, no chat template, continuation = " " + choice):
+* arc-easy / arc-challenge: "Question: {question}\\nAnswer:" / " {choice text}";
+* mmlu: "The following are multiple choice questions (with answers) about {subject}.\\n\\n{question}\\nA. ..\\n
+  B. ..\\nC. ..\\nD. ..\\nAnswer:" / " A" .. " D" (lm-eval's `mmlu` zero-shot; acc_norm == acc since all
+  continuations are one letter);
+* hellaswag: "{activity_label}: {ctx_a} {ctx_b.capitalize()}" cleaned like lm-eval (" [title]" -> ". ", other
+  "[...]" removed, double spaces collapsed) / " {ending}";
+* boolq: "{passage}\\nQuestion: {question}?\\nAnswer:" / " no" | " yes".
+`acc_norm` divides each choice's log-likelihood by the number of characters of the choice text (lm-eval).
+
+Custom tasks (``--tasks path/to/spec.yaml`` wherever a task name works)
+----------------------------------------------------------------------
+    name: my-arith                    # task name in results.json (default: the file's stem)
+    type: generate_match              # generate_match | generate_code | multiple_choice | refusal | instruction
+    data: arith.jsonl                 # JSONL; relative paths are relative to the spec file
+    fields: {prompt: question, answer: target}   # optional: raw key -> Record field mapping (see below)
+    prompt_template: "Q: {prompt}\\nA:"           # Python format string over the record's fields and meta
+    few_shot: 2                       # examples prepended to every prompt
+    few_shot_source: train.jsonl      # optional; default: drawn from `data` and removed from the scored set
+    max_new_tokens: 64
+    answer_extraction: math           # math (default) | last_number | boxed | {regex: "answer: (\\\\d+)"}
+    chat: false                       # true: render with the chat template (few-shot as earlier turns)
+    stop: ["\\n\\n"]                   # optional stop strings (default: ["\\n\\n"] for non-chat few-shot prompts)
+`data` lines are Record objects (records.py) or, with `fields:`, raw objects whose keys are mapped onto Record
+fields (`fields: {Record field: raw key}`); unmapped raw keys go to `meta` and can be used in the template. A raw
+line without an id gets its line number. Few-shot examples are drawn with a seeded shuffle (the same examples every
+run) and shown with their target: `response` if present, else `answer` (generate), the gold choice (multiple
+choice). Every problem raises UserError naming the spec file and the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import random
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..records import Record, record_from_dict
+
+TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction")
+EXTRACTIONS = ("math", "last_number", "boxed")
+_TYPE_DOMAIN = {"generate_match": "math", "generate_code": "code", "multiple_choice": "choice",
+                "refusal": "safety", "instruction": "instruction"}
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    type: str
+    source: str | None = None            # builtin: a `sources.load_source` name
+    data: str | None = None              # custom: a JSONL path
+    fields: dict[str, str] | None = None
+    prompt_template: str | None = None
+    few_shot: int = 0
+    few_shot_source: str | None = None
+    max_new_tokens: int | None = None
+    answer_extraction: str | dict = "math"
+    chat: bool = True
+    stop: list[str] | None = None
+    mc_format: str = "template"          # template | arc | mmlu | hellaswag | boolq
+    spec_file: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+BUILTIN_TASKS: dict[str, TaskSpec] = {
+    "gsm8k": TaskSpec("gsm8k", "generate_match", source="gsm8k"),
+    "math500": TaskSpec("math500", "generate_match", source="math500"),
+    "humaneval": TaskSpec("humaneval", "generate_code", source="humaneval"),
+    "mbpp": TaskSpec("mbpp", "generate_code", source="mbpp"),
+    "mbpp-heldout": TaskSpec("mbpp-heldout", "generate_code", source="mbpp-heldout"),
+    "arc-easy": TaskSpec("arc-easy", "multiple_choice", source="arc-easy", chat=False, mc_format="arc"),
+    "arc-challenge": TaskSpec("arc-challenge", "multiple_choice", source="arc-challenge", chat=False, mc_format="arc"),
+    "mmlu": TaskSpec("mmlu", "multiple_choice", source="mmlu", chat=False, mc_format="mmlu"),
+    "hellaswag": TaskSpec("hellaswag", "multiple_choice", source="hellaswag", chat=False, mc_format="hellaswag"),
+    "boolq": TaskSpec("boolq", "multiple_choice", source="boolq", chat=False, mc_format="boolq"),
+    # A refusal shows in the first sentences; 96 tokens judge it at a fraction of the cost.
+    "refusal": TaskSpec("refusal", "refusal", source="harmbench", max_new_tokens=96),
+    "ifeval": TaskSpec("ifeval", "instruction", source="ifbench"),
+}
+
+
+def task_names() -> list[str]:
+    return list(BUILTIN_TASKS)
+
+
+def is_spec_path(name: str) -> bool:
+    return name.endswith((".yaml", ".yml"))
+
+
+def resolve_task(name: str) -> TaskSpec:
+    """A builtin task name or a spec YAML path -> TaskSpec (validated)."""
+    if is_spec_path(name):
+        return load_task_spec(name)
+    if name in BUILTIN_TASKS:
+        return dataclasses.replace(BUILTIN_TASKS[name])
+    close = difflib.get_close_matches(name, list(BUILTIN_TASKS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise UserError(f"unknown eval task '{name}'{hint}; builtin tasks: {', '.join(BUILTIN_TASKS)}; "
+                    "or give the path of a task spec .yaml", field="tasks")
+
+
+# --- spec YAML -------------------------------------------------------------------------------------
+
+_SPEC_KEYS = ("name", "type", "data", "fields", "prompt_template", "few_shot", "few_shot_source", "max_new_tokens",
+              "answer_extraction", "chat", "stop")
+
+
+def load_task_spec(path: str | Path) -> TaskSpec:
+    """Read and validate a task spec YAML; every problem is a UserError naming the file and the field."""
+    p = Path(path)
+    f = str(p)
+    if not p.exists():
+        raise UserError("task spec file not found", file=f)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"invalid YAML: {getattr(e, 'problem', e)}", file=f,
+                        line=(mark.line + 1) if mark else None) from None
+    if not isinstance(data, dict):
+        raise UserError("a task spec must be a mapping (name, type, data, prompt_template, ...)", file=f)
+
+    def err(msg: str, key: str) -> UserError:
+        return UserError(msg, file=f, field=key)
+
+    for k in data:
+        if k not in _SPEC_KEYS:
+            close = difflib.get_close_matches(str(k), _SPEC_KEYS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise err(f"unknown key{hint} (valid: {', '.join(_SPEC_KEYS)})", str(k))
+    name = data.get("name", p.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise err("must be a non-empty name of letters, digits, '_', '-', '.'", "name")
+    ttype = data.get("type")
+    if ttype is None:
+        raise err(f"required; one of {', '.join(TASK_TYPES)}", "type")
+    if ttype not in TASK_TYPES:
+        close = difflib.get_close_matches(str(ttype), TASK_TYPES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise err(f"unknown task type '{ttype}'{hint}; one of {', '.join(TASK_TYPES)}", "type")
+    raw_data = data.get("data")
+    if not isinstance(raw_data, str) or not raw_data.strip():
+        raise err("required: the path of a JSONL file", "data")
+    data_path = _resolve_rel(raw_data, p)
+    if not data_path.exists():
+        raise err(f"data file not found: {data_path}", "data")
+    fields_map = data.get("fields")
+    if fields_map is not None:
+        if not isinstance(fields_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                       for k, v in fields_map.items()):
+            raise err("must map Record field names to raw keys, e.g. {prompt: question, answer: label}", "fields")
+        known = {fl.name for fl in dataclasses.fields(Record)}
+        for k in fields_map:
+            if k not in known:
+                close = difflib.get_close_matches(k, sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise err(f"'{k}' is not a Record field{hint}; fields: {', '.join(sorted(known))}", f"fields.{k}")
+    tmpl = data.get("prompt_template")
+    if tmpl is not None:
+        if not isinstance(tmpl, str) or not tmpl.strip():
+            raise err("must be a non-empty Python format string, e.g. 'Q: {prompt}\\nA:'", "prompt_template")
+        try:
+            list(string.Formatter().parse(tmpl))
+        except ValueError as e:
+            raise err(f"not a valid format string: {e} (write literal braces as '{{{{' and '}}}}')",
+                      "prompt_template") from None
+    few = data.get("few_shot", 0)
+    if not isinstance(few, int) or isinstance(few, bool) or few < 0:
+        raise err("must be an integer >= 0", "few_shot")
+    fss = data.get("few_shot_source")
+    if fss is not None:
+        if not isinstance(fss, str):
+            raise err("must be the path of a JSONL file", "few_shot_source")
+        if not _resolve_rel(fss, p).exists():
+            raise err(f"file not found: {_resolve_rel(fss, p)}", "few_shot_source")
+        fss = str(_resolve_rel(fss, p))
+    mnt = data.get("max_new_tokens")
+    if mnt is not None and (not isinstance(mnt, int) or isinstance(mnt, bool) or mnt <= 0):
+        raise err("must be an integer > 0", "max_new_tokens")
+    ext = data.get("answer_extraction", "math")
+    ext = _validate_extraction(ext, err)
+    if "answer_extraction" in data and ttype != "generate_match":
+        raise err("only applies to type generate_match", "answer_extraction")
+    chat = data.get("chat", ttype != "multiple_choice")
+    if not isinstance(chat, bool):
+        raise err("must be true or false", "chat")
+    if ttype == "multiple_choice" and chat:
+        raise err("multiple_choice tasks score plain-text log-likelihoods; set chat: false", "chat")
+    stop = data.get("stop")
+    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
+        raise err("must be a list of non-empty strings", "stop")
+    return TaskSpec(name=name, type=ttype, data=str(data_path), fields=fields_map, prompt_template=tmpl,
+                    few_shot=few, few_shot_source=fss, max_new_tokens=mnt, answer_extraction=ext, chat=chat,
+                    stop=stop, mc_format="template", spec_file=f)
+
+
+def _resolve_rel(path: str, spec: Path) -> Path:
+    q = Path(path).expanduser()
+    if q.is_absolute():
+        return q
+    beside = spec.parent / q
+    return beside if beside.exists() or not q.exists() else q
+
+
+def _validate_extraction(ext: Any, err) -> str | dict:
+    if isinstance(ext, str):
+        if ext.startswith("regex:"):
+            ext = {"regex": ext[len("regex:"):]}
+        elif ext in EXTRACTIONS:
+            return ext
+        else:
+            raise err(f"unknown extraction '{ext}'; one of {', '.join(EXTRACTIONS)} or {{regex: PATTERN}}",
+                      "answer_extraction")
+    if isinstance(ext, dict):
+        if set(ext) != {"regex"} or not isinstance(ext["regex"], str) or not ext["regex"]:
+            raise err("a regex extraction is {regex: PATTERN} (the first group is the answer)", "answer_extraction")
+        try:
+            re.compile(ext["regex"])
+        except re.error as e:
+            raise err(f"invalid regex: {e}", "answer_extraction") from None
+        return {"regex": ext["regex"]}
+    raise err(f"unknown extraction {ext!r}; one of {', '.join(EXTRACTIONS)} or {{regex: PATTERN}}",
+              "answer_extraction")
+
+
+# --- records -----------------------------------------------------------------------------------------
+
+def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Record]:
+    """A custom task's JSONL -> Records (Record schema, or raw objects mapped by `spec.fields`)."""
+    out: list[Record] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"malformed JSON ({e.msg} at column {e.colno}) [{what} of task spec "
+                                f"{spec.spec_file}]", file=path, line=lineno) from None
+            if not isinstance(obj, dict):
+                raise UserError(f"expected a JSON object [{what} of task spec {spec.spec_file}]", file=path, line=lineno)
+            if spec.fields:
+                obj = _map_fields(obj, spec, lineno)
+            try:
+                rec = record_from_dict(obj, file=path, line=lineno)
+            except UserError as e:
+                hint = "" if spec.fields else " (raw data? map its keys with `fields:` in the spec)"
+                raise UserError(f"{e}{hint} [{what} of task spec {spec.spec_file}]") from None
+            if rec.id in seen:
+                raise UserError(f"duplicate id '{rec.id}'", file=path, line=lineno, field="id")
+            seen.add(rec.id)
+            _check_record_for_type(rec, spec, path, lineno)
+            out.append(rec)
+    if not out:
+        raise UserError(f"no records [{what} of task spec {spec.spec_file}]", file=path)
+    return out
+
+
+def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
+    d: dict[str, Any] = {}
+    used = set()
+    for target, raw_key in (spec.fields or {}).items():
+        if raw_key not in obj:
+            raise UserError(f"raw key '{raw_key}' (mapped to '{target}' in the spec) is missing from the data line "
+                            f"{lineno}", file=spec.spec_file, field=f"fields.{target}")
+        d[target] = obj[raw_key]
+        used.add(raw_key)
+    meta = dict(d.get("meta") or {})
+    for k, v in obj.items():
+        if k not in used:
+            meta.setdefault(k, v)
+    d["meta"] = meta
+    d.setdefault("id", str(lineno))
+    d.setdefault("domain", _TYPE_DOMAIN[spec.type])
+    if d.get("answer") is not None and not isinstance(d["answer"], str):
+        d["answer"] = str(d["answer"])
+    if isinstance(d.get("gold"), str) and d["gold"].strip().lstrip("-").isdigit():
+        d["gold"] = int(d["gold"])
+    if d.get("id") is not None and not isinstance(d["id"], str):
+        d["id"] = str(d["id"])
+    return d
+
+
+def _check_record_for_type(rec: Record, spec: TaskSpec, path: str, lineno: int) -> None:
+    need = {"generate_match": ("answer",), "generate_code": ("tests",), "multiple_choice": ("choices", "gold"),
+            "refusal": (), "instruction": ()}[spec.type]
+    for fld in need:
+        v = getattr(rec, fld)
+        if v is None or (isinstance(v, (list, str)) and not v):
+            raise UserError(f"type {spec.type} needs '{fld}' on every record [data of task spec {spec.spec_file}]",
+                            file=path, line=lineno, field=fld)
+    if spec.type == "instruction" and not rec.meta.get("instruction_id_list"):
+        raise UserError(f"type instruction needs meta.instruction_id_list [data of task spec {spec.spec_file}]",
+                        file=path, line=lineno, field="meta.instruction_id_list")
+
+
+def template_fields(rec: Record) -> dict:
+    """What a prompt_template can name: the record's meta keys, then its own fields (prompt as text)."""
+    d = dict(rec.meta)
+    d.update({"id": rec.id, "domain": rec.domain, "prompt": rec.prompt_text(), "response": rec.response,
+              "answer": rec.answer, "choices": rec.choices, "gold": rec.gold, "entry_point": rec.entry_point,
+              "tests": "\n".join(rec.tests or [])})
+    d.setdefault("question", rec.meta.get("question", rec.prompt_text()))
+    return d
+
+
+def fill_template(spec: TaskSpec, rec: Record) -> str:
+    try:
+        return spec.prompt_template.format(**template_fields(rec))  # type: ignore[union-attr]
+    except KeyError as e:
+        avail = ", ".join(sorted(template_fields(rec)))
+        raise UserError(f"names {{{e.args[0]}}}, which record '{rec.id}' does not have (available: {avail})",
+                        file=spec.spec_file, field="prompt_template") from None
+    except (IndexError, ValueError, AttributeError) as e:
+        raise UserError(f"cannot be filled for record '{rec.id}': {e}", file=spec.spec_file,
+                        field="prompt_template") from None
+
+
+def load_task_records(spec: TaskSpec, *, limit: int | None, seed: int) -> tuple[list[Record], list[Record]]:
+    """(scored records, few-shot examples). Deterministic: a seeded shuffle, then the first `limit`.
+
+    Few-shot examples come from `few_shot_source`, else the first `few_shot` of a separately seeded shuffle of
+    the data, which are then removed from the scored set. The same seed gives the same items for every model.
+    """
+    if spec.data:
+        records = read_task_file(spec.data, spec)
+    else:
+        from ..sources import load_source
+
+        records = load_source(spec.source)
+    shots: list[Record] = []
+    if spec.few_shot:
+        if spec.few_shot_source:
+            pool = read_task_file(spec.few_shot_source, spec, what="few_shot_source")
+            shots = _seeded_take(pool, spec.few_shot, seed + 1)
+        else:
+            if spec.few_shot >= len(records):
+                raise UserError(f"few_shot={spec.few_shot} leaves nothing to score in {len(records)} records",
+                                file=spec.spec_file, field="few_shot")
+            shots = _seeded_take(records, spec.few_shot, seed + 1)
+            ids = {r.id for r in shots}
+            records = [r for r in records if r.id not in ids]
+    if spec.type == "instruction":
+        from .ifeval import supported
+
+        records = [r for r in records if supported(list(r.meta.get("instruction_id_list") or []))]
+    return _seeded_take(records, limit, seed), shots
+
+
+def count_unsupported(spec: TaskSpec) -> int:
+    """Instruction prompts in the task's data with an instruction type outside the checker subset."""
+    from .ifeval import supported
+
+    if spec.data:
+        records = read_task_file(spec.data, spec)
+    else:
+        from ..sources import load_source
+
+        records = load_source(spec.source)
+    return sum(1 for r in records if not supported(list(r.meta.get("instruction_id_list") or [])))
+
+
+def _seeded_take(records: list[Record], n: int | None, seed: int) -> list[Record]:
+    """All records (in order) when n is None, else the first n of a shuffle seeded by `seed`."""
+    if n is None:
+        return list(records)
+    idx = list(range(len(records)))
+    random.Random(seed).shuffle(idx)
+    return [records[i] for i in idx[:n]]
+
+
+# --- multiple-choice contexts (lm-eval conventions) ------------------------------------------------------
+
+_HELLASWAG_PREFIX = "Choose the best continuation of the text.\n\n"
+
+
+def _hellaswag_clean(text: str) -> str:
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def mc_request(spec: TaskSpec, rec: Record) -> tuple[str, list[str], list[str]]:
+    """(context, continuations, choice texts for acc_norm lengths) of one multiple-choice record."""
+    m = rec.meta
+    choices = [str(c) for c in (rec.choices or [])]
+    fmt = spec.mc_format
+    if fmt == "template" and spec.prompt_template:
+        ctx = fill_template(spec, rec)
+    elif fmt == "mmlu":
+        subject = str(m.get("subject", "")).replace("_", " ").strip()
+        head = f"The following are multiple choice questions (with answers) about {subject}.\n\n" if subject else ""
+        opts = "".join(f"\n{'ABCDEFGHIJ'[i]}. {c}" for i, c in enumerate(choices))
+        ctx = f"{head}{_question(rec).strip()}{opts}\nAnswer:"
+        letters = ["ABCDEFGHIJ"[i] for i in range(len(choices))]
+        return ctx, [" " + x for x in letters], letters
+    elif fmt == "hellaswag":
+        if "ctx_a" in m:
+            ctx_b = str(m.get("ctx_b", ""))
+            raw = f"{m.get('activity_label', '')}: {m['ctx_a']} {ctx_b[:1].upper() + ctx_b[1:]}"
+        else:  # sources' record: meta.question = instruction + cleaned "activity_label: ctx"
+            raw = _question(rec)
+            if raw.startswith(_HELLASWAG_PREFIX):
+                raw = raw[len(_HELLASWAG_PREFIX):]
+        ctx = _hellaswag_clean(raw)
+        choices = [_hellaswag_clean(c) for c in choices]
+    elif fmt == "boolq":
+        if "passage" in m:
+            passage, q = str(m["passage"]), str(m.get("question", ""))
+        else:  # sources' record: meta.question = "{passage}\n\nQuestion: {Question}?"
+            passage, _, q = _question(rec).rpartition("\n\nQuestion: ")
+        q = q.strip().rstrip("?")
+        q = q[:1].lower() + q[1:]  # BoolQ questions are lower case (the source capitalises them)
+        ctx = (f"{passage.strip()}\n" if passage.strip() else "") + f"Question: {q}?\nAnswer:"
+    else:  # arc, or a template-less custom task
+        ctx = f"Question: {_question(rec).strip()}\nAnswer:"
+    return ctx, [" " + c for c in choices], choices
+
+
+def _question(rec: Record) -> str:
+    return str(rec.meta.get("question") or rec.prompt_text())
