@@ -113,6 +113,8 @@ def main() -> None:
             t0 = time.perf_counter()
             res[k].extend(scorers[k](chunk))
             secs[k] += time.perf_counter() - t0
+        print(f"  chunk {c + 1}: {min(start + args.chunk, len(questions))}/{len(questions)} items; seconds so far "
+              + ", ".join(f"{k} {v:.1f}" for k, v in secs.items()), file=sys.stderr, flush=True)
     base, ours, batched = res["baseline"], res["ours"], res["batched"]
     t_base, t_ours, t_batched = secs["baseline"], secs["ours"], secs["batched"]
     with _precision_ctx(model, args.precision):

@@ -297,7 +297,7 @@ def test_static_fallback_matches(model_with_eos, tok, prompts, monkeypatch):
     model, _ = model_with_eos
     cfg = SamplingConfig(max_new_tokens=14, batch_size=3)
     fast = generate(model, tok, prompts, cfg)
-    monkeypatch.setattr(gen_mod, "_supports_slab_cache", lambda m: False)
+    monkeypatch.setattr(gen_mod, "_supports_engine", lambda m: False)
     slow = generate(model, tok, prompts, cfg)
     assert slow == fast
 

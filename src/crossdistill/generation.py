@@ -1,30 +1,33 @@
 """Batched text generation for the distill and eval stages.
 
-The HF backend runs its own decode loop with *continuous batching*: up to ``batch_size`` rows decode together; when
-rows finish (EOS, a stop string or ``max_new_tokens``) new prompts are prefilled in a small wave and merged into the
-running batch, so the batch stays full and no time is spent on rows that are already done.
+``generate`` / ``generate_iter`` run their own decode loop with *continuous batching*: up to ``batch_size`` rows
+decode together; when rows finish (EOS, a stop string or ``max_new_tokens``) they leave the batch and new prompts are
+prefilled in a small wave and join it, so the batch stays full and no step is spent on rows that are already done.
 
-How the running batch is kept
------------------------------
-* One KV buffer per layer, ``[rows, kv_heads, capacity, head_dim]``, that the model sees as the window
-  ``[start:end]`` (:class:`_SlabLayer`). A decode step writes one column in place instead of re-concatenating the whole
-  cache (what ``DynamicCache`` does), which on a CPU costs as much as the attention itself.
-* All rows share the column coordinates of the window; each row's tokens are right-aligned, with the left part masked
-  out by the 2-D attention mask (left padding), and every row carries its own ``position_ids``.
-* Finished rows stay in the batch (their outputs are ignored) until enough slots are free; then the buffer is rebuilt
-  once: surviving rows are copied, columns that are padding for every surviving row are dropped, and the freshly
-  prefilled wave is copied in, right-aligned as well.
-* Prompts that share a token prefix (chat template, system prompt, instruction) have the prefix prefilled once; each
-  wave then prefills only the suffixes on top of a copy of the prefix's KV.
-* Prompts are admitted longest first, so waves hold prompts of similar lengths (little padding inside a wave).
+What makes it fast on a CPU (each measured on SmolLM2-135M, bf16, 1-2 cores; see benchmarks/bench_generate.py)
+--------------------------------------------------------------------------------------------------------------
+* Paged KV cache (:class:`_PagedStore`): each row's keys/values live in pages of 64 tokens; rows carry no padding,
+  and admitting or dropping a row copies nothing of the others. Decoding here is bound by memory traffic and the KV
+  cache is most of it; a left-padded batch reads every row at the longest row's length.
+* Shared prefix: prompts that start with the same tokens (chat template, system prompt, instruction) have that
+  prefix prefilled once and stored once; each wave prefills only its suffixes, and the decode attention reads the
+  prefix once per step for all rows instead of once per row.
+* Decode attention as batched GEMMs over the pages (:func:`_decode_attention`, registered as an HF attention
+  function for the duration of a step): torch's CPU SDPA kernel is several times slower for one query token, and a
+  strided cache makes ``bmm`` copy it.
+* Linear layers run decode steps on weights packed once by oneDNN (:class:`_PackedLinears`): ``F.linear`` re-packs
+  the weight on every call, which at a few rows costs as much as the math.
+* Prompts are admitted longest first and prefilled in chunks of similar length (little padding).
+
+Elsewhere (a GPU, a model whose attention the paged path cannot serve) the running batch is a left-padded slab
+appended in place and rebuilt on admission (:class:`_SlabStore`), read by SDPA. Models whose config has non-full
+attention layers (sliding windows, linear attention) fall back to length-sorted static batches of ``model.generate``.
 
 Greedy decoding gives the same tokens as one-at-a-time ``model.generate`` (checked in fp32 by the tests; in bf16 the
-batch shape changes the rounding, so rare near-ties can flip). Sampling uses one ``torch.Generator`` per prompt, seeded
-from ``(cfg.seed, prompt text, occurrence)``, so a prompt's sample does not depend on the other prompts in the call,
-on their order or on ``batch_size`` (up to the same batch numerics).
-
-Models whose config has non-full attention layers (sliding windows, linear attention) fall back to length-sorted
-static batches through ``model.generate``.
+batch composition changes the rounding, so a near-tie can flip and the texts part from there on, as they do for HF's
+own batched generate). Sampling uses one ``torch.Generator`` per prompt, seeded from ``(cfg.seed, prompt text,
+occurrence)``, so a prompt's sample does not depend on the other prompts in the call, their order or
+``batch_size`` (up to the same batch numerics).
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ def generate_iter(
     model.eval()
     bar = _Progress(progress, len(prompts))
     try:
-        if _supports_slab_cache(model):
+        if _supports_engine(model):
             engine = _Engine(model, tokenizer, prompts, cfg)
             last_stats.clear()
             last_stats.update(engine.stats)
@@ -269,8 +272,8 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _supports_slab_cache(model) -> bool:
-    """True when every decoder layer is plain full attention (what :class:`_SlabLayer` implements)."""
+def _supports_engine(model) -> bool:
+    """True when every decoder layer is plain full attention (what the engine's KV stores implement)."""
     cfg = _text_config(model)
     if cfg is None or not getattr(cfg, "num_hidden_layers", None):
         return False
@@ -876,6 +879,75 @@ class _AttentionSwitch:
         return False
 
 
+_PACK_LINEARS = True  # tests switch it off to compare
+
+
+class _PackedLinears:
+    """While active, bf16 ``nn.Linear`` layers on a CPU run small-batch inputs (decode steps) against weights that
+    oneDNN has packed once, ahead of time.
+
+    ``F.linear`` re-packs the weight on every call, which costs as much as the math when only a few rows go through:
+    decode steps got 10-25% faster (more at lower occupancy), prefill (many rows) keeps ``F.linear``. The weights
+    are packed per generation call, so weights updated between calls (training) are always seen. Uses
+    ``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise`` (what inductor's CPU backend calls); when
+    they are missing or disagree with ``F.linear`` on a probe, this is a no-op.
+    """
+
+    max_rows = 128
+
+    def __init__(self, model, enabled: bool, rows_hint: int):
+        self.items: list[tuple[torch.nn.Module, Any]] = []
+        if not enabled:
+            return
+        try:
+            ops = torch.ops.mkldnn
+            reorder, run = ops._reorder_linear_weight, ops._linear_pointwise
+        except (AttributeError, RuntimeError):
+            return
+        checked = False
+        for m in model.modules():
+            w = getattr(m, "weight", None)
+            if type(m) is not torch.nn.Linear or w is None or w.dtype != torch.bfloat16 or w.device.type != "cpu":
+                continue
+            if "forward" in m.__dict__:  # someone (accelerate's hooks, ...) already wraps this module's forward
+                continue
+            try:
+                with torch.inference_mode():
+                    packed = reorder(w.detach(), int(rows_hint))
+                    if not checked:
+                        x = torch.randn((3, w.shape[1]), dtype=w.dtype)
+                        b = m.bias.detach() if m.bias is not None else None
+                        if not torch.equal(run(x, packed, b, "none", [], ""), torch.nn.functional.linear(x, w, b)):
+                            self.items = []
+                            return
+                        checked = True
+            except RuntimeError:
+                self.items = []
+                return
+            self.items.append((m, self._forward(m, packed, run)))
+
+    @classmethod
+    def _forward(cls, m: torch.nn.Module, packed: torch.Tensor, run):
+        linear = torch.nn.functional.linear
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if x.dtype == packed.dtype and x.numel() <= cls.max_rows * x.shape[-1]:
+                return run(x, packed, m.bias, "none", [], "")
+            return linear(x, m.weight, m.bias)
+
+        return forward
+
+    def __enter__(self):
+        for m, fwd in self.items:
+            m.forward = fwd
+        return self
+
+    def __exit__(self, *exc):
+        for m, _ in self.items:
+            m.__dict__.pop("forward", None)
+        return False
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # continuous-batching engine
 # --------------------------------------------------------------------------------------------------------------------
@@ -907,6 +979,7 @@ class _Engine:
         want_paged = self.device.type == "cpu" if paged is None else paged
         self.attention = _AttentionSwitch(model, enabled=want_paged)
         self.paged = bool(self.attention.configs)
+        self.packed = _PackedLinears(model, enabled=self.device.type == "cpu" and _PACK_LINEARS, rows_hint=self.batch_size)
 
         self.ids = _tokenize(tokenizer, prompts)
         self.generators: list[torch.Generator | None] = [None] * len(prompts)
@@ -929,7 +1002,7 @@ class _Engine:
 
         # where the time goes (decode steps, batch occupancy, prefill/merge time); cheap to keep
         self.stats = dict(steps=0, rows=0, decode_s=0.0, admit_s=0.0, prefill_s=0.0, prefill_tokens=0,
-                          shared_prefix=0, paged=0)
+                          shared_prefix=0, paged=0, packed_linears=len(self.packed.items))
         self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.prefix_len = 0
         self._prepare_shared_prefix()
@@ -1067,12 +1140,15 @@ class _Engine:
         keep = [r for r, row in enumerate(self.rows) if row is not None]
         chunks: list[list[int]] = []
         cur: list[int] = []
-        for i in new_idxs:
-            longest = max(len(self.ids[j]) - self.prefix_len for j in cur + [i])
-            if cur and longest * (len(cur) + 1) > self.prefill_tokens:
+        real = 0
+        for i in new_idxs:  # longest first: a chunk is padded to its first prompt
+            n = len(self.ids[i]) - self.prefix_len
+            padded = max([len(self.ids[j]) - self.prefix_len for j in cur] + [n]) * (len(cur) + 1)
+            if cur and (padded > self.prefill_tokens or (padded > 1.1 * (real + n) and real >= 512)):
                 chunks.append(cur)
-                cur = []
+                cur, real = [], 0
             cur.append(i)
+            real += n
         if cur:
             chunks.append(cur)
         waves, first_logits, new_rows = [], [], []
@@ -1117,7 +1193,7 @@ class _Engine:
 
     # ---------------------------------------------------------------- one scheduler step
     def step(self) -> list[tuple[int, Generation]]:
-        with torch.inference_mode(), self.attention:
+        with torch.inference_mode(), self.attention, self.packed:
             return self._step()
 
     def _step(self) -> list[tuple[int, Generation]]:
