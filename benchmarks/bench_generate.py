@@ -135,18 +135,24 @@ def pick_threads(model, tok, requested: str) -> int:
     cores = os.cpu_count() or 1
     if cores == 1:
         return 1
+    from transformers import DynamicCache
+
+    from crossdistill.generation import _cache_kwarg
+
+    kw = _cache_kwarg(model)
     ids = tok("Calibrating the number of threads for this benchmark run.", return_tensors="pt").input_ids
     best: dict[int, float] = {}
     for _ in range(3):
         for t in (1, cores):
             torch.set_num_threads(t)
             with torch.inference_mode():
-                out = model(input_ids=ids, use_cache=True)
-                past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                cache = DynamicCache()
+                out = model(input_ids=ids, use_cache=True, **{kw: cache})
+                nxt = out.logits[:, -1:].argmax(-1)
                 t0 = time.perf_counter()
                 for _ in range(6):
-                    out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-                    past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                    out = model(input_ids=nxt, use_cache=True, **{kw: cache})
+                    nxt = out.logits[:, -1:].argmax(-1)
                 best[t] = min(best.get(t, 1e9), time.perf_counter() - t0)
     choice = min(best, key=best.get)
     log(f"[bench] threads: 1 -> {best[1] / 6 * 1e3:.1f} ms/step, {cores} -> {best[cores] / 6 * 1e3:.1f} ms/step; "
@@ -178,8 +184,8 @@ def run_baseline(model, tok, prompts: list[str], max_new: int, eos: list[int]):
         if new and new[-1] in eos:
             new = new[:-1]
         texts.append(tok.decode(new, skip_special_tokens=True))
-        log(f"[bench]   baseline prompt: {enc.input_ids.shape[1]} prompt tokens -> {len(out[0]) - enc.input_ids.shape[1]}"
-            f" new, {time.perf_counter() - w0:.1f}s")
+        log(f"[bench]   baseline prompt: {enc.input_ids.shape[1]} prompt tokens -> "
+            f"{len(out[0]) - enc.input_ids.shape[1]} new, {time.perf_counter() - w0:.1f}s")
     return texts, tokens, wall, cpu
 
 
@@ -202,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from crossdistill import generation
     from crossdistill.generation import SamplingConfig, generate
 
     t_load = time.perf_counter()
@@ -234,6 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
     outs = generate(model, tok, prompts, cfg, progress="ours")
     ours_wall, ours_cpu = time.perf_counter() - w0, time.process_time() - c0
     ours_tokens = sum(g.n_tokens for g in outs)
+    st = dict(generation.last_stats)
+    if st.get("steps"):
+        log(f"[bench] ours: {st['steps']} decode steps, {st['rows'] / st['steps']:.1f} rows per step on average; "
+            f"decode {st['decode_s']:.1f}s, prefill {st['prefill_s']:.1f}s ({st['prefill_tokens']} tokens, shared "
+            f"prefix {st['shared_prefix']}), admission total {st['admit_s']:.1f}s; paged KV {bool(st['paged'])}, "
+            f"packed linears {st['packed_linears']}")
 
     log(f"[bench] baseline, second half ({len(base_idx) - half} prompts)")
     b2 = run_baseline(model, tok, [prompts[i] for i in base_idx[half:]], args.max_new_tokens, eos)

@@ -82,6 +82,15 @@ def _make_model(family: str, tok, eos_id: int | None = None):
     return model
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and OpenMP threads on a shared machine can slow them 10x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return _make_tokenizer()
@@ -158,6 +167,47 @@ def test_batched_greedy_equals_one_at_a_time(model_with_eos, tok, prompts, batch
         assert g.finished == finished
 
 
+def test_cpu_uses_paged_store_and_restores_the_model(model_with_eos, tok, prompts):
+    model, _ = model_with_eos
+    generate(model, tok, prompts, SamplingConfig(max_new_tokens=8, batch_size=4))
+    assert gen_mod.last_stats["paged"] == 1
+    assert gen_mod.last_stats["shared_prefix"] > 8
+    assert model.config._attn_implementation == "sdpa"
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.parametrize("store", ["slab", "small_pages"])
+def test_other_kv_layouts_match(model_with_eos, tok, prompts, monkeypatch, store):
+    """The slab store (GPUs, fallback) and pages of 4 tokens (page growth, freeing, defragmentation) give the same
+    greedy tokens as one-at-a-time HF generate."""
+    model, eos = model_with_eos
+    if store == "slab":
+        monkeypatch.setattr(gen_mod, "_FORCE_PAGED", False)
+    else:
+        monkeypatch.setattr(gen_mod._PagedStore, "block", 4)
+    many = prompts + [render_chat(tok, q[::-1] + " " + q) for q in QUESTIONS]
+    ref = _hf_one_at_a_time(model, tok, many, 20, eos)
+    outs = generate(model, tok, many, SamplingConfig(max_new_tokens=20, batch_size=3))
+    assert gen_mod.last_stats["paged"] == (store != "slab")
+    for (ids, finished), g in zip(ref, outs):
+        assert g.text == _as_text(tok, ids, eos)
+        assert g.finished == finished
+
+
+def test_packed_linears_bf16(tok, prompts, monkeypatch):
+    """bf16 decode steps on prepacked weights give exactly what F.linear gives."""
+    model = _make_model("llama", tok).to(torch.bfloat16)
+    cfg = SamplingConfig(max_new_tokens=16, batch_size=4)
+    packed = generate(model, tok, prompts, cfg)
+    n_packed = gen_mod.last_stats["packed_linears"]
+    monkeypatch.setattr(gen_mod, "_PACK_LINEARS", False)
+    plain = generate(model, tok, prompts, cfg)
+    assert gen_mod.last_stats["packed_linears"] == 0
+    assert packed == plain
+    if n_packed == 0:
+        pytest.skip("this torch build has no oneDNN linear packing")
+
+
 def test_greedy_without_shared_prefix(model_with_eos, tok):
     """Raw prompts with no common token prefix take the plain left-padded prefill path."""
     model, eos = model_with_eos
@@ -204,7 +254,8 @@ def test_max_new_tokens_and_truncation_flag(tok, prompts):
         for g in outs:
             assert g.n_tokens == n
             assert g.finished is False
-    assert all(g == Generation("", 0, False) for g in generate(model, tok, prompts[:2], SamplingConfig(max_new_tokens=0)))
+    none = generate(model, tok, prompts[:2], SamplingConfig(max_new_tokens=0))
+    assert none == [Generation("", 0, False)] * 2
     assert generate(model, tok, [], SamplingConfig()) == []
 
 
@@ -279,7 +330,9 @@ def test_peft_lora_model(tok, prompts):
     base = _make_model("llama", tok, eos_id=eos)
     before = generate(base, tok, prompts, SamplingConfig(max_new_tokens=12))
     torch.manual_seed(1)
-    lcfg = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    lcfg = peft.LoraConfig(
+        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
     model = peft.get_peft_model(base, lcfg)
     model.train()  # generation must switch to eval and restore the mode
     ref = _hf_one_at_a_time(model, tok, prompts, 12, eos)

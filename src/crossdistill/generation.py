@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import inspect
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -769,15 +770,18 @@ def _decode_attention(module, query, key, value, attention_mask, dropout: float 
 
     Per layer: the query of each page's row times the page's K^T (one batched GEMM over pages x kv heads, GQA by
     reshaping the query), the shared prefix as one more GEMM for all rows at once, a softmax across each row's
-    pages and prefix (max and sum reduced per row with index_reduce/index_add), then the same for V. Scores and
-    probabilities are rounded to the model dtype before the GEMMs as in HF's eager attention; the softmax and the
-    accumulation run in fp32.
+    pages and prefix (max and sum reduced per row with scatter_reduce/index_add), then the same for V. Scores come
+    out of the GEMM in the model dtype and probabilities go into it in the model dtype, as in HF's eager attention;
+    the softmax and the accumulation run in fp32. Raises :class:`_PagedUnsupported` for anything it does not do,
+    which the engine's probe turns into the slab store + SDPA.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     paged = getattr(key, "_cd_paged", None)
     if paged is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     if (
         query.shape[2] != 1
         or (dropout and module.training)
@@ -879,7 +883,15 @@ class _AttentionSwitch:
         return False
 
 
-_PACK_LINEARS = True  # tests switch it off to compare
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 8 << 30
+
+
+_PACK_LINEARS = True  # tests switch these to compare the paths
+_FORCE_PAGED: bool | None = None  # None: paged KV on CPUs, slab elsewhere
 
 
 class _PackedLinears:
@@ -904,18 +916,22 @@ class _PackedLinears:
             reorder, run = ops._reorder_linear_weight, ops._linear_pointwise
         except (AttributeError, RuntimeError):
             return
+        linears = [
+            m for m in model.modules()
+            if type(m) is torch.nn.Linear and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"
+            and "forward" not in m.__dict__  # someone (accelerate's hooks, ...) already wraps this forward
+        ]
+        # the packed copies double the weights' memory while generating: only when that stays small
+        if sum(m.weight.numel() * m.weight.element_size() for m in linears) > 0.2 * _physical_memory():
+            return
         checked = False
-        for m in model.modules():
-            w = getattr(m, "weight", None)
-            if type(m) is not torch.nn.Linear or w is None or w.dtype != torch.bfloat16 or w.device.type != "cpu":
-                continue
-            if "forward" in m.__dict__:  # someone (accelerate's hooks, ...) already wraps this module's forward
-                continue
+        for m in linears:
+            w = m.weight
             try:
                 with torch.inference_mode():
                     packed = reorder(w.detach(), int(rows_hint))
                     if not checked:
-                        x = torch.randn((3, w.shape[1]), dtype=w.dtype)
+                        x = torch.linspace(-2, 2, 3 * w.shape[1]).view(3, w.shape[1]).to(w.dtype)  # no RNG use
                         b = m.bias.detach() if m.bias is not None else None
                         if not torch.equal(run(x, packed, b, "none", [], ""), torch.nn.functional.linear(x, w, b)):
                             self.items = []
@@ -976,10 +992,14 @@ class _Engine:
         self.logits_to_keep_ok = True
         self.cache_kwarg = _cache_kwarg(model)
         # on a CPU: paged KV + the GEMM-based decode attention (see _PagedStore, _decode_attention)
+        if paged is None:
+            paged = _FORCE_PAGED
         want_paged = self.device.type == "cpu" if paged is None else paged
         self.attention = _AttentionSwitch(model, enabled=want_paged)
         self.paged = bool(self.attention.configs)
-        self.packed = _PackedLinears(model, enabled=self.device.type == "cpu" and _PACK_LINEARS, rows_hint=self.batch_size)
+        self.packed = _PackedLinears(
+            model, enabled=self.device.type == "cpu" and _PACK_LINEARS, rows_hint=self.batch_size
+        )
 
         self.ids = _tokenize(tokenizer, prompts)
         self.generators: list[torch.Generator | None] = [None] * len(prompts)
