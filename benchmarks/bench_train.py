@@ -27,12 +27,10 @@ import sys
 import time
 
 TARGET = 1.15
-RANDOM_INIT = {
-    # Llama-3.2-1B shape (random weights: for timing only)
-    "llama-3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-                         rope_theta=500000.0, tie_word_embeddings=True, rms_norm_eps=1e-5),
-}
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(_HERE), "src"))   # crossdistill from this checkout, installed or not
+sys.path.insert(0, _HERE)
+from _shapes import RANDOM_INIT, build_random_model  # noqa: E402  (shapes shared with bench_generate)
 
 
 def _status_kb(field: str) -> int:
@@ -63,7 +61,7 @@ def worker(a) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig, TrainerCallback
+    from transformers import AutoModelForCausalLM, TrainerCallback
 
     from crossdistill.models import resolve_dtype, resolve_model_path
 
@@ -71,9 +69,7 @@ def worker(a) -> dict:
     cuda = device.startswith("cuda")
     dtype = resolve_dtype(a.dtype)
     if a.random_init:
-        torch.manual_seed(0)
-        cfg = LlamaConfig(**RANDOM_INIT[a.random_init])
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        model = build_random_model(a.random_init, dtype, device)   # on the GPU directly when there is one
         model_name = f"random-init {a.random_init}"
     else:
         path = resolve_model_path(a.model)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from importlib import resources
@@ -34,10 +35,20 @@ def _split_method(overrides: list[str]) -> tuple[str | None, list[str]]:
     return method, rest
 
 
-def _load(args, overrides):
+def _load(args, overrides, *, stage: bool = False):
+    """The recipe as a Config. `stage`: the command runs a stage (writes under `output_dir`, loads the model), so
+    check the output folder and the model name before any work starts (creating and loading nothing)."""
     from .config import load_config
 
-    return load_config(_recipe_path(args.recipe), overrides)
+    args.recipe_file = _recipe_path(args.recipe)   # recipe-level errors are located in it (see main)
+    cfg = load_config(args.recipe_file, overrides)
+    if stage:
+        from .models import check_model_name
+        from .runner import check_output_dir
+
+        check_output_dir(cfg)
+        check_model_name(cfg.model)
+    return cfg
 
 
 def cmd_run(args) -> None:
@@ -96,7 +107,7 @@ def cmd_data(args) -> None:
 def cmd_distill(args) -> None:
     from .distill import distill, merge_shards
 
-    cfg = _load(args, args.overrides)
+    cfg = _load(args, args.overrides, stage=True)
     if args.merge:
         stats = merge_shards(cfg)
     else:
@@ -111,7 +122,7 @@ def cmd_train(args) -> None:
     from .training import train
 
     method, overrides = _split_method(args.overrides)
-    cfg = _load(args, overrides)
+    cfg = _load(args, overrides, stage=True)
     method = method or cfg.train.method
     cfg.train_config_for(method)  # validate the name before any work
     out = Path(cfg.output_dir)
@@ -128,6 +139,11 @@ def cmd_eval(args) -> None:
     if args.model:
         if not args.tasks or not args.out:
             raise UserError("usage: crossdistill eval --model M --tasks t1,t2 --out DIR [--adapter DIR] [--limit N]")
+        from .io import output_dir_problem
+
+        problem = output_dir_problem(args.out)
+        if problem:
+            raise UserError(f"output directory is not usable: {problem}", field="--out")
         res = evaluate(args.model, args.tasks.split(","), adapter=args.adapter, limit=args.limit, out_dir=args.out)
         out = args.out
     else:
@@ -136,7 +152,7 @@ def cmd_eval(args) -> None:
         from .runner import run_eval_step
 
         method, overrides = _split_method(args.overrides)
-        cfg = _load(args, overrides)
+        cfg = _load(args, overrides, stage=True)
         method = method or "seed"
         seed_like = cfg.methods.get(method, "x") is None or method == "seed"
         tasks = args.tasks.split(",") if args.tasks else cfg.eval_tasks()
@@ -216,19 +232,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The user's disk, not our bug: one message, exit code 2, and a rerun resumes once it is fixed.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS)
+
+
+def _located(e: UserError, recipe: str | None) -> UserError:
+    """A recipe-level error (a recipe field such as `model` or `domains.math.source`, no file) names the recipe and
+    the field's line in it. Errors about command-line flags (`shard`, `--out`, ...) are left as they are."""
+    if recipe is None or e.field is None or e.file not in (None, recipe) or e.line is not None:
+        return e
+    import dataclasses
+
+    from .config import Config, _line_map
+
+    if e.field.split(".")[0] not in {f.name for f in dataclasses.fields(Config)} - {"recipe_path"}:
+        return e
+
+    try:
+        lines = _line_map(Path(recipe).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        lines = {}
+    return e.located(recipe, lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except UserError as e:
-        print(f"crossdistill: error: {e}", file=sys.stderr)
+        msg = " ".join(str(_located(e, getattr(args, "recipe_file", None))).split("\n"))
+        print(f"crossdistill: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("crossdistill: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno in (28, 13, 30):  # ENOSPC, EACCES, EROFS: the user's disk, not our bug
-            print(f"crossdistill: error: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        if e.errno in _DISK_ERRORS:
+            where = f"{e.filename}: " if e.filename else ""
+            resume = " (free some space, then rerun the same command to resume)" \
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+            print(f"crossdistill: error: {where}{e.strerror or os.strerror(e.errno)}{resume}", file=sys.stderr)
             return 2
         raise
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -48,12 +49,17 @@ def prepare_domain_data(cfg: Any) -> dict[str, list[Record]]:
                 raise UserError(str(e).split(": ", 1)[-1] if e.field else str(e), file=recipe, field=fld) from None
             raise UserError(f"{e} (loading {fld} = {d.source!r})", field=None) from None
         if not recs:
-            why = "size is 0" if d.size == 0 else "the source holds no usable records"
+            why = "size is 0" if d.size == 0 else f"the source {d.source!r} holds no usable records"
             raise UserError(f"domain '{name}' has zero training records ({why})", file=recipe, field=fld)
         empty = [r.id for r in recs if not (r.response or "").strip()]
         if empty:
-            raise UserError(f"{len(empty)} of {len(recs)} records have no reference response (first: '{empty[0]}'); "
-                            "training records need one", file=recipe, field=fld)
+            msg = (f"{len(empty)} of {len(recs)} records have no reference response (first: '{empty[0]}'); "
+                   "training records need one")
+            where = _locate_record(d.source, cfg.data_dir, empty[0])
+            if where is not None:   # point at the data line itself
+                raise UserError(f"{msg} (loading {fld} = {d.source!r})", file=where[0], line=where[1],
+                                field="response")
+            raise UserError(msg, file=recipe, field=fld)
         for r in recs:
             if r.id in owner and owner[r.id] != name:
                 raise UserError(f"record id '{r.id}' appears in both domains '{owner[r.id]}' and '{name}'; "
@@ -61,6 +67,23 @@ def prepare_domain_data(cfg: Any) -> dict[str, list[Record]]:
             owner[r.id] = name
         out[name] = recs
     return out
+
+
+def _locate_record(source: str, data_dir: str | None, record_id: str) -> tuple[str, int] | None:
+    """(file, line) of the record `record_id` when `source` is a local file holding it under that id, else None."""
+    from .sources import resolve_source
+    from .sources.files import iter_objects
+
+    try:
+        kind, where = resolve_source(source, data_dir)
+        if kind != "file":
+            return None
+        for line, obj in iter_objects(Path(where)):
+            if isinstance(obj, dict) and str(obj.get("id")) == record_id:
+                return where, line
+    except (UserError, OSError):
+        return None
+    return None
 
 
 def load_eval_records(cfg: Any) -> dict[str, list[Record]]:

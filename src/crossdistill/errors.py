@@ -12,6 +12,7 @@ class UserError(Exception):
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None, field: str | None = None):
         self.file, self.line, self.field = file, line, field
+        self.message = message
         parts = []
         if file:
             parts.append(f"{file}" + (f", line {line}" if line is not None else ""))
@@ -19,3 +20,15 @@ class UserError(Exception):
             parts.append(f"field '{field}'")
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+
+    def located(self, recipe: str | None, lines: dict[str, int] | None = None) -> "UserError":
+        """This error pointed at the recipe it came from: a recipe-level error (one that names a field but no file)
+        gets the recipe's path, and the field's line in it when `lines` ({key path: line}) has it."""
+        if recipe is None or self.field is None or self.file not in (None, recipe) or self.line is not None:
+            return self
+        line = (lines or {}).get(self.field)
+        if self.file == recipe and line is None:
+            return self
+        err = UserError(self.message, file=recipe, line=line, field=self.field)
+        err.__cause__ = self.__cause__
+        return err

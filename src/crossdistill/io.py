@@ -1,12 +1,39 @@
 """Atomic, resumable file writing. Every stage writes through here: a reader never sees a half-written file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+
+# Errors of a write that has no room: the OSError a file object raises for them carries no file name.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _named(e: BaseException, path: Path) -> BaseException:
+    """A disk-full (or similar) OSError from writing `path`, with `path` as its file name (for the message)."""
+    if isinstance(e, OSError) and e.filename is None and e.errno in _NO_ROOM:
+        return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
+    return e
+
+
+def output_dir_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be (or become) a writable output folder, or None when it can. Creates nothing: it looks
+    at `path` or, when that does not exist yet, at its nearest existing ancestor."""
+    p = Path(path).expanduser()
+    cur = p
+    while not cur.exists() and cur.parent != cur:
+        cur = cur.parent
+    if not cur.is_dir():
+        return f"'{cur}' is a file, not a folder, so '{p}' cannot be created" if cur != p else \
+            f"'{p}' is a file, not a folder"
+    if not os.access(cur, os.W_OK | os.X_OK):
+        return f"'{cur}' is not writable (permissions or a read-only file system)"
+    return None
 
 
 @contextmanager
@@ -21,11 +48,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        named = _named(e, path)
+        if named is not e:
+            raise named from e
         raise
 
 
@@ -73,17 +103,33 @@ class JsonlAppender:
         return rows
 
     def append(self, row: dict) -> None:
-        if self._f is None:
-            self._f = open(self.partial_path, "a", encoding="utf-8")
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._f.flush()
+        try:
+            if self._f is None:
+                self._f = open(self.partial_path, "a", encoding="utf-8")
+            self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._f.flush()
+        except OSError as e:   # a torn last line is dropped on resume (read_complete_rows)
+            named = _named(e, self.partial_path)
+            if named is not e:
+                raise named from e
+            raise
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:
+                named = _named(e, self.partial_path)
+                if named is not e:
+                    raise named from e
+                raise
+            finally:
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
     def finish(self, rows_in_order: list[dict] | None = None) -> None:
         """Publish: write `rows_in_order` (or the partial file as is) atomically to the final path."""

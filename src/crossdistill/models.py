@@ -171,20 +171,89 @@ def _save_atomically(model, tok, out: Path) -> None:
         raise
 
 
+def _known_models() -> list[str]:
+    return list(REGISTRY) + [TINY]
+
+
+def _name_hint(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, _known_models(), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _local_model_problem(p: Path, name: str) -> str | None:
+    if not p.is_dir():
+        return f"'{name}' is a file, not a model folder"
+    if not (p / "config.json").exists():
+        return f"'{name}' is a folder without a config.json (not a model folder)"
+    return None
+
+
+def _hub_offline() -> bool:
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed repo id, no huggingface_hub: not cached
+        return False
+
+
+def _local_or_hub_id(name_or_path: str) -> bool:
+    """For a name that is not a registry model: True for a local model folder, False for a name shaped like a hub
+    id (owner/name); anything else (a missing path, a folder without config.json, a bare unknown name) raises
+    UserError(field='model')."""
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        problem = _local_model_problem(p, name_or_path)
+        if problem:
+            raise UserError(problem, field="model")
+        return True
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise UserError(f"model '{name_or_path}'{_name_hint(name_or_path)} is neither a registry name "
+                        f"({', '.join(_known_models())}), an existing local folder, nor a hub id of the form "
+                        "owner/name", field="model")
+    return False
+
+
+def check_model_name(name_or_path: str) -> None:
+    """Raise UserError(field='model') unless `name_or_path` can name a model, without downloading or loading
+    anything: a registry name, a local model folder, or a hub id of the form owner/name (offline: only one that
+    is in the local Hugging Face cache). Cheap: the CLI and the runner call it before any stage starts."""
+    if name_or_path in REGISTRY or name_or_path == TINY:
+        return
+    if not _local_or_hub_id(name_or_path) and _hub_offline() and not _in_hub_cache(name_or_path):
+        raise UserError(f"model '{name_or_path}'{_name_hint(name_or_path)} is not an existing local folder, and as "
+                        "a hub id it is not in the local Hugging Face cache while the hub is offline (HF_HUB_OFFLINE): "
+                        f"use a registry name ({', '.join(_known_models())}) or the path of a model folder",
+                        field="model")
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Registry name -> prepared folder; local folder -> itself; anything else is passed on as a hub id."""
     if name_or_path in REGISTRY or name_or_path == TINY:
         return str(prepare_model(name_or_path))
-    p = Path(name_or_path).expanduser()
-    if p.exists():
-        if not (p / "config.json").exists():
-            raise UserError("is a path but holds no config.json (not a model folder)", file=str(p), field="model")
-        return str(p)
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
-        known = ", ".join(list(REGISTRY) + [TINY])
-        raise UserError(f"model '{name_or_path}' is neither a registry name ({known}), a local folder, nor a hub id "
-                        "of the form owner/name", field="model")
-    return name_or_path
+    return str(Path(name_or_path).expanduser()) if _local_or_hub_id(name_or_path) else name_or_path
+
+
+def _load_error(name_or_path: str, e: OSError) -> UserError:
+    """A model or tokenizer that would not load (a hub id offline, a broken folder) as one clear message."""
+    offline = _hub_offline() and not Path(name_or_path).expanduser().exists()
+    return UserError(f"could not load model '{name_or_path}': {(str(e).splitlines() or [type(e).__name__])[0]}"
+                     + (" (the HF hub is unreachable offline: use a registry name or a local folder)"
+                        if offline else ""), field="model")
 
 
 def resolve_dtype(dtype: str = "auto"):
@@ -206,7 +275,10 @@ def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise _load_error(name_or_path, e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -222,9 +294,7 @@ def load_model(name_or_path: str, *, dtype: str = "auto", adapter: str | None = 
         tok = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
     except OSError as e:
-        raise UserError(f"could not load model '{name_or_path}': {str(e).splitlines()[0]}"
-                        + (" (the HF hub is unreachable offline: use a registry name or a local folder)"
-                           if os.environ.get("HF_HUB_OFFLINE") else ""), field="model") from None
+        raise _load_error(name_or_path, e) from None
     if adapter:
         from peft import PeftModel
 

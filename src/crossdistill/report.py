@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
-from .io import write_text
+from .io import atomic_open, write_text
 
 SEED = "seed"
 
@@ -181,7 +181,8 @@ def write_report(output_dir: str) -> dict[str, str]:
     images = {}
     for name, data in (("deltas", plot_deltas(fm_methods, fm_tasks, delta)), ("training", plot_training(logs))):
         if data:
-            (plots_dir / f"{name}.png").write_bytes(data)
+            with atomic_open(plots_dir / f"{name}.png", "wb") as f:   # never a half-written image
+                f.write(data)
             images[name] = data
 
     md: list[str] = []

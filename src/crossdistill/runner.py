@@ -168,6 +168,13 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
         print(describe_plan(cfg))
         return {s.name: s.status() for s in steps}
     out = Path(cfg.output_dir)
+    # Bad input stops here or in the step that reads it, with nothing written: the output folder and the model
+    # name are checked first (no stage has started), and a step that fails on bad input is rolled back.
+    check_output_dir(cfg)
+    from .models import check_model_name
+
+    check_model_name(cfg.model)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -175,30 +182,59 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
         probe.unlink()
     except OSError as e:
         raise UserError(f"output directory is not writable ({e.strerror})", file=str(out), field="output_dir") from None
-    write_text(out / "recipe.resolved.yaml", cfg.to_yaml())
     summary: dict[str, dict] = {}
+    resolved_written = False
     bar = tqdm(steps, desc="crossdistill run", unit="step", position=0)
     for step in bar:
         if only and not any(step.name.startswith(o) for o in only):
             continue
         status = step.status()
         bar.set_postfix_str(f"{step.name} ({status})")
-        if status == "cached":
+        if status != "cached":
+            if status == "run" and step.out.exists():
+                shutil.rmtree(step.out)  # outputs of another config: never resume from them
+            fresh = not step.out.exists()
+            step.out.mkdir(parents=True, exist_ok=True)
+            write_text(step.out / ".key", step.key)
+            t0 = time.time()
+            try:
+                step.action()
+            except UserError:
+                _roll_back(out, step.out if fresh else None, created)
+                raise
+            write_text(step.out / ".done", step.key)
+            summary[step.name] = {"status": status, "seconds": round(time.time() - t0, 1)}
+            tqdm.write(f"done {step.name} in {time.time() - t0:.1f}s")
+        else:
             summary[step.name] = {"status": "cached"}
-            continue
-        if status == "run" and step.out.exists():
-            shutil.rmtree(step.out)  # outputs of another config: never resume from them
-        step.out.mkdir(parents=True, exist_ok=True)
-        write_text(step.out / ".key", step.key)
-        t0 = time.time()
-        step.action()
-        write_text(step.out / ".done", step.key)
-        summary[step.name] = {"status": status, "seconds": round(time.time() - t0, 1)}
-        tqdm.write(f"done {step.name} in {time.time() - t0:.1f}s")
+        if not resolved_written:   # once a step stands: a run that fails on bad input leaves no trace
+            write_text(out / "recipe.resolved.yaml", cfg.to_yaml())
+            resolved_written = True
+    if not resolved_written:
+        write_text(out / "recipe.resolved.yaml", cfg.to_yaml())
     collect_results(cfg)
     write_report(cfg.output_dir)
     write_json(out / "plan_summary.json", summary)
     return summary
+
+
+def check_output_dir(cfg: Config) -> None:
+    """UserError naming the recipe's `output_dir` when it cannot be created or written; creates nothing."""
+    from .io import output_dir_problem
+
+    problem = output_dir_problem(cfg.output_dir)
+    if problem:
+        raise UserError(f"output directory {cfg.output_dir!r} is not usable: {problem}", file=cfg.recipe_path,
+                        field="output_dir")
+
+
+def _roll_back(out: Path, step_out: Path | None, created_out: bool) -> None:
+    """After a step failed on bad input: remove the folder it got in this run (it holds nothing finished), and the
+    output folder itself when this run created it and no file is left in it."""
+    if step_out is not None:
+        shutil.rmtree(step_out, ignore_errors=True)
+    if created_out and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def collect_results(cfg: Config) -> dict:
