@@ -545,3 +545,16 @@ def test_real_model_gsm8k_humaneval_arc(tmp_path):
     again = evaluate("smollm2-135m-instruct", ["gsm8k", "humaneval", "arc-easy"], limit=3, out_dir=out,
                      eval_cfg=cfg, progress=False)
     assert again["scores"] == res["scores"] and all(t["resumed"] for t in again["tasks"].values())
+
+
+def test_paired_delta_ci_on_fixed_items():
+    from crossdistill.evaluation.metrics import paired_delta_ci
+
+    a = [1, 0, 1, 0, 1, 0, 1, 0]
+    assert paired_delta_ci(a, a) == (0.0, 0.0, 0.0)             # same answers: no difference, no noise
+    d, lo, hi = paired_delta_ci([0] * 8, [1] * 8)
+    assert (d, lo, hi) == (1.0, 1.0, 1.0)
+    d, lo, hi = paired_delta_ci(a, [1, 1, 1, 0, 1, 0, 1, 0])     # one item flipped to correct
+    assert d == pytest.approx(1 / 8) and lo == 0.0 and 1 / 8 <= hi <= 3 / 8
+    with pytest.raises(ValueError):
+        paired_delta_ci([1, 0], [1])

@@ -149,3 +149,25 @@ def test_report_renders_in_headless_chromium_with_every_image(tmp_path, fake_sta
     subprocess.run([_chromium(), *flags, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def _eval_dir(d: Path, task: str, correct: list[bool], value: float | None = None) -> Path:
+    (d / "samples").mkdir(parents=True)
+    with open(d / "samples" / f"{task}.jsonl", "w") as f:
+        for i, c in enumerate(correct):
+            f.write(json.dumps({"id": f"{task}/{i}", "correct": c}) + "\n")
+    v = sum(correct) / len(correct) if value is None else value
+    (d / "results.json").write_text(json.dumps({"scores": [
+        {"task": task, "metric": "acc", "value": v, "ci_low": 0, "ci_high": 1, "n": len(correct)}]}))
+    return d
+
+
+def test_paired_deltas_from_samples(tmp_path):
+    seed = _eval_dir(tmp_path / "seed", "arc-easy", [True, False, False, True])
+    better = _eval_dir(tmp_path / "sft", "arc-easy", [True, True, False, True])
+    (row,) = runner.paired_deltas(seed, better, method="sft")
+    assert row["delta"] == pytest.approx(0.25) and row["n"] == 4 and row["paired"]
+    assert row["ci_low"] <= 0.25 <= row["ci_high"]
+    # a reported value that is not the mean of the samples' field: no paired delta rather than a wrong one
+    odd = _eval_dir(tmp_path / "odd", "arc-easy", [True, True, False, True], value=0.6)
+    assert runner.paired_deltas(seed, odd, method="odd") == []

@@ -81,6 +81,17 @@ def forgetting_matrix(scores: list[dict]) -> tuple[list[str], list[str], dict]:
     return methods, tasks, delta
 
 
+def _delta_text(v: float | None, paired: dict | None) -> str:
+    """'+0.050' or, with a paired CI, '+0.050 [-0.050, +0.150]' (and '*' when the CI excludes 0)."""
+    if v is None:
+        return "—"
+    if not paired or paired.get("ci_low") is None:
+        return f"{v:+.3f}"
+    lo, hi = paired["ci_low"], paired["ci_high"]
+    star = "*" if lo > 0 or hi < 0 else ""
+    return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]{star}"
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -176,6 +187,11 @@ def write_report(output_dir: str) -> dict[str, str]:
 
     methods, cols, cell = score_table(scores)
     fm_methods, fm_tasks, delta = forgetting_matrix(scores)
+    prim = primary_metrics(scores)
+    paired = {(d["method"], d["task"]): d for d in results.get("deltas", [])
+              if not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
+    paired_lodo = {(d["method"], d["left_out_domain"], d["task"], d["metric"]): d
+                   for d in results.get("deltas", []) if d.get("left_out_domain")}
     plots_dir = out / "plots"
     plots_dir.mkdir(exist_ok=True)
     images = {}
@@ -247,10 +263,16 @@ def write_report(output_dir: str) -> dict[str, str]:
         h += ["<table class='fm'><tr><th>method</th>" + "".join(f"<th>{html.escape(t)}</th>" for t in fm_tasks) + "</tr>"]
         for m in fm_methods:
             vals = [delta.get((m, t)) for t in fm_tasks]
-            md.append(f"| {m} | " + " | ".join("—" if v is None else f"{v:+.3f}" for v in vals) + " |")
+            texts = [_delta_text(v, paired.get((m, t))) for v, t in zip(vals, fm_tasks)]
+            md.append(f"| {m} | " + " | ".join(texts) + " |")
             h.append(f"<tr><td><b>{html.escape(m)}</b></td>" + "".join(
-                "<td>—</td>" if v is None else f"<td style='background:{_colour(v, scale)}'>{v:+.3f}</td>" for v in vals) + "</tr>")
+                "<td>—</td>" if v is None else f"<td style='background:{_colour(v, scale)}'>{html.escape(txt)}</td>"
+                for v, txt in zip(vals, texts)) + "</tr>")
         h.append("</table>")
+        note = ("In brackets: the paired bootstrap 95% CI of the difference (same items for both); * marks a CI "
+                "that excludes 0.")
+        md += ["", note]
+        h.append(f"<p>{note}</p>")
     else:
         md.append("Needs the seed and at least one trained method.")
         h.append("<p>Needs the seed and at least one trained method.</p>")
@@ -266,13 +288,14 @@ def write_report(output_dir: str) -> dict[str, str]:
     lodo = [s for s in scores if s.get("left_out_domain")]
     if lodo:
         full = {(s["method"], s["task"], s["metric"]): s["value"] for s in scores if not s.get("left_out_domain")}
-        head = ["method", "left-out domain", "task", "metric", "with domain", "without domain", "delta"]
+        head = ["method", "left-out domain", "task", "metric", "with domain", "without domain", "delta [paired CI]"]
         md += ["", "## Leave-one-domain-out", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         h += ["<h2>Leave-one-domain-out</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
         for s in lodo:
             w = full.get((s["method"], s["task"], s["metric"]))
             row = [s["method"], s["left_out_domain"], s["task"], s["metric"], _fmt(w), _fmt(s["value"]),
-                   "—" if w is None else f"{s['value'] - w:+.3f}"]
+                   "—" if w is None else _delta_text(s["value"] - w, paired_lodo.get(
+                       (s["method"], s["left_out_domain"], s["task"], s["metric"])))]
             md.append("| " + " | ".join(row) + " |")
             h.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         h.append("</table>")

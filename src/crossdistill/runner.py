@@ -257,6 +257,17 @@ def collect_results(cfg: Config) -> dict:
                     for s in json.loads(res.read_text())["scores"]:
                         scores.append({"method": method, **s, "left_out_domain": left_out})
                         lodo.append(left_out)
+    deltas = []
+    for method in methods:
+        if method != SEED_METHOD and SEED_METHOD in methods:
+            deltas += paired_deltas(out / "eval" / SEED_METHOD, out / "eval" / method, method=method)
+    if cfg.lodo:
+        for method in _trained_methods(cfg):
+            for left_out in cfg.domains:
+                lodo_dir = out / "eval" / _lodo_name(method, left_out)
+                if (lodo_dir / "results.json").exists() and method in methods:
+                    deltas += [{**d, "left_out_domain": left_out, "vs": method}
+                               for d in paired_deltas(out / "eval" / method, lodo_dir, method=method)]
     results = {
         "model": cfg.model,
         "recipe": cfg.recipe_path,
@@ -265,6 +276,53 @@ def collect_results(cfg: Config) -> dict:
         "tasks": cfg.eval_tasks(),
         "lodo_domains": sorted(set(lodo)),
         "scores": scores,
+        "deltas": deltas,
     }
     write_json(out / "results.json", results)
     return results
+
+
+# Which per-item field of samples/<task>.jsonl a metric is the mean of.
+_ITEM_FIELD = {"acc": "correct", "acc_norm": "correct_norm", "exact_match": "correct", "pass@1": "correct",
+               "refusal_rate": "correct", "prompt_strict_acc": "correct"}
+
+
+def _item_scores(eval_dir: Path, task: str, metric: str) -> dict[str, float] | None:
+    from .evaluation.runner import _safe_name
+
+    fld = _ITEM_FIELD.get(metric)
+    path = eval_dir / "samples" / f"{_safe_name(task)}.jsonl"
+    if fld is None or not path.exists():
+        return None
+    items: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if fld not in row or row["id"] in items:
+            return None   # several samples per item (pass@k) or no such field: not a per-item mean
+        items[row["id"]] = float(bool(row[fld]))
+    return items
+
+
+def paired_deltas(base_dir: Path, other_dir: Path, *, method: str) -> list[dict]:
+    """Per task and metric: other - base on the items both scored, with a paired bootstrap 95% CI. Only where the
+    metric is the plain mean of a per-item field of the samples (checked against the reported value)."""
+    from .evaluation.metrics import paired_delta_ci
+
+    rows = []
+    base_scores = json.loads((base_dir / "results.json").read_text())["scores"]
+    other_scores = {(s["task"], s["metric"]): s for s in json.loads((other_dir / "results.json").read_text())["scores"]}
+    for s in base_scores:
+        o = other_scores.get((s["task"], s["metric"]))
+        if o is None:
+            continue
+        a, b = _item_scores(base_dir, s["task"], s["metric"]), _item_scores(other_dir, s["task"], s["metric"])
+        if not a or not b or abs(sum(a.values()) / len(a) - s["value"]) > 1e-9 \
+                or abs(sum(b.values()) / len(b) - o["value"]) > 1e-9:
+            continue
+        ids = [i for i in a if i in b]
+        if not ids:
+            continue
+        d, lo, hi = paired_delta_ci([a[i] for i in ids], [b[i] for i in ids])
+        rows.append({"method": method, "task": s["task"], "metric": s["metric"], "delta": d, "ci_low": lo,
+                     "ci_high": hi, "n": len(ids), "paired": True})
+    return rows

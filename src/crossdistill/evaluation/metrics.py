@@ -86,3 +86,15 @@ def score_entry(task: str, metric: str, values: Sequence[float], *, weights: Seq
     row = {"task": task, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi, "n": len(x)}
     row.update(extra)
     return row
+
+
+def paired_delta_ci(a: Sequence[float], b: Sequence[float], *, resamples: int = 1000, seed: int = 0,
+                    alpha: float = 0.05) -> tuple[float, float, float]:
+    """mean(b) - mean(a) with a percentile-bootstrap (1 - alpha) interval that resamples *items* (the same item
+    for both sides): two methods scored on the same questions differ far less noisily than their separate CIs
+    suggest. `a` and `b` are per-item scores in the same item order. Returns (delta, low, high)."""
+    x = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    if len(a) != len(b) or len(x) == 0:
+        raise ValueError(f"paired_delta_ci needs two equally long, non-empty lists (got {len(a)} and {len(b)})")
+    low, high = bootstrap_ci(x, resamples=resamples, seed=seed, alpha=alpha)
+    return float(x.mean()), low, high
