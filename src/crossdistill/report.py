@@ -189,7 +189,7 @@ def write_report(output_dir: str) -> dict[str, str]:
     fm_methods, fm_tasks, delta = forgetting_matrix(scores)
     prim = primary_metrics(scores)
     paired = {(d["method"], d["task"]): d for d in results.get("deltas", [])
-              if not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
+              if not d.get("left_out_domain") and d.get("vs") == SEED and d["metric"] == prim.get(d["task"])}
     paired_lodo = {(d["method"], d["left_out_domain"], d["task"], d["metric"]): d
                    for d in results.get("deltas", []) if d.get("left_out_domain")}
     plots_dir = out / "plots"

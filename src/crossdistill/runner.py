@@ -257,10 +257,13 @@ def collect_results(cfg: Config) -> dict:
                     for s in json.loads(res.read_text())["scores"]:
                         scores.append({"method": method, **s, "left_out_domain": left_out})
                         lodo.append(left_out)
+    # Every pair of methods (the later one minus the earlier, in recipe order: the seed first), paired on the
+    # items both scored; the forgetting matrix uses the rows with vs == seed.
     deltas = []
-    for method in methods:
-        if method != SEED_METHOD and SEED_METHOD in methods:
-            deltas += paired_deltas(out / "eval" / SEED_METHOD, out / "eval" / method, method=method)
+    for i, base in enumerate(methods):
+        for method in methods[i + 1:]:
+            deltas += [{**d, "vs": base}
+                       for d in paired_deltas(out / "eval" / base, out / "eval" / method, method=method)]
     if cfg.lodo:
         for method in _trained_methods(cfg):
             for left_out in cfg.domains:
