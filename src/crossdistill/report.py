@@ -98,7 +98,8 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_deltas(methods, tasks, delta) -> bytes | None:
+def plot_deltas(methods, tasks, delta, paired: dict | None = None) -> bytes | None:
+    """Grouped bars of score − seed; with `paired` ({(method, task): delta row}) the paired 95% CI as error bars."""
     if not methods or not tasks:
         return None
     import matplotlib
@@ -112,11 +113,16 @@ def plot_deltas(methods, tasks, delta) -> bytes | None:
     x = np.arange(len(tasks))
     for i, m in enumerate(methods):
         vals = [delta.get((m, t), 0.0) for t in tasks]
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=m)
+        rows = [(paired or {}).get((m, t)) for t in tasks]
+        err = None
+        if any(r is not None and r.get("ci_low") is not None for r in rows):
+            err = [[max(0.0, v - r["ci_low"]) if r else 0.0 for v, r in zip(vals, rows)],
+                   [max(0.0, r["ci_high"] - v) if r else 0.0 for v, r in zip(vals, rows)]]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=m, yerr=err, capsize=3 if err else 0)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, tasks, rotation=20)
     ax.set_ylabel("score − seed")
-    ax.set_title("Change vs the seed model (primary metric per task)")
+    ax.set_title("Change vs the seed model (primary metric per task)" + ("; error bars: paired 95% CI" if paired else ""))
     ax.legend()
     data = _png(fig)
     plt.close(fig)
@@ -195,7 +201,7 @@ def write_report(output_dir: str) -> dict[str, str]:
     plots_dir = out / "plots"
     plots_dir.mkdir(exist_ok=True)
     images = {}
-    for name, data in (("deltas", plot_deltas(fm_methods, fm_tasks, delta)), ("training", plot_training(logs))):
+    for name, data in (("deltas", plot_deltas(fm_methods, fm_tasks, delta, paired)), ("training", plot_training(logs))):
         if data:
             with atomic_open(plots_dir / f"{name}.png", "wb") as f:   # never a half-written image
                 f.write(data)

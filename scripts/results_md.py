@@ -1,0 +1,113 @@
+"""Write RESULTS.md from results/<model>/results.json: every number in it is read from one of those files.
+
+    python scripts/results_md.py [--results results] [--out RESULTS.md]
+
+Each claim is a table of paired differences (the later method minus the earlier, on the items both scored, with the
+paired bootstrap 95% CI that `crossdistill run` stores under `deltas`) and a verdict that follows from the CI alone:
+"better" / "worse" when the CI excludes 0, "no detectable difference" otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+IN_DOMAIN = ["gsm8k", "math500", "mbpp-heldout", "mbpp", "humaneval"]
+GENERAL = ["arc-easy", "arc-challenge", "mmlu", "hellaswag", "boolq", "refusal", "ifeval"]
+# (earlier, later): the comparisons each claim is made of
+CLAIMS = [
+    ("In-domain gain kept: CD-SDFT vs vanilla SFT on the trained domains' benchmarks", IN_DOMAIN,
+     [("sft", "cdsdft"), ("sft-paper", "cdsdft"), ("seed", "cdsdft"), ("seed", "sft"), ("seed", "sdft")]),
+    ("Forgetting on the general benchmarks (delta vs seed)", GENERAL,
+     [("seed", "sft-paper"), ("seed", "sft"), ("seed", "sdft"), ("seed", "cdsdft"), ("seed", "cdsdft-no-inv")]),
+    ("CD-SDFT vs SDFT (the cross-domain loss terms on top of self-distillation)", IN_DOMAIN + GENERAL,
+     [("sdft", "cdsdft")]),
+    ("Ablations", IN_DOMAIN + GENERAL,
+     [("cdsdft", "cdsdft-no-inv"), ("cdsdft", "cdsdft-no-div"), ("cdsdft", "cdsdft-coral"),
+      ("cdsdft", "cdsdft-dann"), ("cdsdft", "cdsdft-rkl"), ("sft-paper", "sft")]),
+]
+
+
+def primary(scores: list[dict]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for s in scores:
+        out.setdefault(s["task"], s["metric"])
+    return out
+
+
+def verdict(d: dict) -> str:
+    if d["ci_low"] > 0:
+        return "better"
+    if d["ci_high"] < 0:
+        return "worse"
+    return "no detectable difference"
+
+
+def model_section(res_path: Path) -> list[str]:
+    res = json.loads(res_path.read_text())
+    scores = [s for s in res["scores"] if not s.get("left_out_domain")]
+    prim = primary(scores)
+    tasks = [t for t in prim]
+    methods = res["methods"]
+    cell = {(s["method"], s["task"]): s for s in scores if s["metric"] == prim[s["task"]]}
+    rel = res_path.parent
+    md = [f"## {res['model']}", "",
+          f"Source: [`{rel}/results.json`]({rel}/results.json) · report: [`{rel}/report.md`]({rel}/report.md) · "
+          f"seed {res.get('seed')}", "",
+          "### Scores (primary metric, 95% bootstrap CI, n items)", "",
+          "| method | " + " | ".join(f"{t} ({prim[t]})" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for m in methods:
+        row = []
+        for t in tasks:
+            s = cell.get((m, t))
+            row.append("—" if s is None else f"{s['value']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']}")
+        md.append(f"| {m} | " + " | ".join(row) + " |")
+    deltas = {(d["vs"], d["method"], d["task"]): d for d in res.get("deltas", [])
+              if not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
+    for title, claim_tasks, pairs in CLAIMS:
+        rows = []
+        for base, other in pairs:
+            for t in claim_tasks:
+                d = deltas.get((base, other, t))
+                if d is not None:
+                    rows.append(f"| {other} − {base} | {t} | {d['delta']:+.3f} | [{d['ci_low']:+.3f}, "
+                                f"{d['ci_high']:+.3f}] | {d['n']} | {verdict(d)} |")
+        if not rows:
+            continue
+        counts = {v: sum(r.endswith(f"| {v} |") for r in rows) for v in ("better", "worse", "no detectable difference")}
+        md += ["", f"### {title}", "",
+               f"{len(rows)} comparisons: {counts['better']} better, {counts['worse']} worse, "
+               f"{counts['no detectable difference']} with a CI that includes 0.", "",
+               "| comparison | task | delta | paired 95% CI | n | verdict |", "|---|---|---|---|---|---|", *rows]
+    lodo = [d for d in res.get("deltas", []) if d.get("left_out_domain") and d["metric"] == prim.get(d["task"])]
+    md += ["", "### Leave-one-domain-out", ""]
+    if lodo:
+        md += ["| method | left out | task | delta vs trained on all | paired 95% CI | n | verdict |",
+               "|---|---|---|---|---|---|---|"]
+        md += [f"| {d['method']} | {d['left_out_domain']} | {d['task']} | {d['delta']:+.3f} | "
+               f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['n']} | {verdict(d)} |" for d in lodo]
+    else:
+        md.append("Not run for this model (see the scope note at the top).")
+    return md + [""]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", default="results")
+    ap.add_argument("--out", default="RESULTS.md")
+    ap.add_argument("--preamble", default="results/PREAMBLE.md", help="hand-written scope note put on top")
+    a = ap.parse_args(argv)
+    files = sorted(Path(a.results).glob("*/results.json"))
+    if not files:
+        raise SystemExit(f"no {a.results}/*/results.json")
+    pre = Path(a.preamble)
+    md = [pre.read_text().rstrip(), ""] if pre.exists() else ["# Results", ""]
+    md += ["<!-- generated by scripts/results_md.py from the results.json files below; do not edit by hand -->", ""]
+    for f in files:
+        md += model_section(f)
+    Path(a.out).write_text("\n".join(md))
+    print(f"wrote {a.out} from {', '.join(map(str, files))}")
+
+
+if __name__ == "__main__":
+    main()
