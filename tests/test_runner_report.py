@@ -171,3 +171,24 @@ def test_paired_deltas_from_samples(tmp_path):
     # a reported value that is not the mean of the samples' field: no paired delta rather than a wrong one
     odd = _eval_dir(tmp_path / "odd", "arc-easy", [True, True, False, True], value=0.6)
     assert runner.paired_deltas(seed, odd, method="odd") == []
+
+
+def test_eval_seed_fixes_the_eval_items_across_training_seeds(tmp_path):
+    def key(*o):
+        return {s.name: s.key for s in runner.build_plan(make_cfg(tmp_path, *o))}
+
+    assert key("seed=0")["eval/seed"] != key("seed=1")["eval/seed"]       # by default the recipe seed picks them
+    a, b = key("seed=0", "eval.seed=7"), key("seed=1", "eval.seed=7")
+    assert a["eval/seed"] == b["eval/seed"]                                # same items: the seed's scores are reused
+    assert a["train/sft"] != b["train/sft"] and a["distill"] != b["distill"]
+    assert make_cfg(tmp_path, "seed=1", "eval.seed=7").eval_seed() == 7
+    assert make_cfg(tmp_path, "seed=1").eval_seed() == 1
+
+
+def test_only_selects_whole_step_names(tmp_path, fake_stages):
+    p = tmp_path / "r.yaml"
+    p.write_text(RECIPE.format(out=tmp_path / "out").replace("sft: {method: sft}", "sft: {method: sft}, sft-paper: {method: sft}"))
+    cfg = load_config(p, [])
+    runner.run(cfg, only=["data", "train/sft", "eval/seed"])
+    assert fake_stages == ["data", "eval/seed", "train/sft"]          # not train/sft-paper
+    assert runner._selected("train/sft__lodo-math", "train/sft") and runner._selected("train/cdsdft", "train")

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("recipe", nargs="?", default=DEMO, help="recipe YAML (default: the embedded demo)")
     r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. limit=8 train.lr=2e-4")
     r.add_argument("--dry-run", action="store_true", help="print the plan and what is cached, run nothing")
-    r.add_argument("--only", help="comma-separated step prefixes to run (e.g. distill,train/sft)")
+    r.add_argument("--only", help="comma-separated steps to run: a stage (train) or one step (train/sft, which includes its LODO runs)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("config", help="show the resolved recipe")

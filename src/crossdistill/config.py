@@ -161,6 +161,8 @@ class EvalConfig:
     bootstrap: int = 1000
     dtype: str = "auto"
     sandbox_timeout_s: float = 10.0
+    seed: int | None = None          # the eval subset's shuffle (and sampling); null: the recipe's seed. Fix it to
+                                     # score every training seed of an experiment on the same items
 
     def __post_init__(self):
         _check(self.limit is None or self.limit > 0, "must be > 0 (or null)", "eval.limit")
@@ -205,6 +207,10 @@ class Config:
                 self.train_config_for(name)  # validates the overrides now, not at training time
 
     # --- derived views -------------------------------------------------------------------------
+    def eval_seed(self) -> int:
+        """The seed of the eval items' shuffle: `eval.seed` when set, else the recipe's `seed`."""
+        return self.seed if self.eval.seed is None else self.eval.seed
+
     def effective_limit(self, n: int | None) -> int | None:
         """Combine a section's own cap with the global smoke-run `limit`."""
         if self.limit is None:

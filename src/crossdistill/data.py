@@ -88,7 +88,7 @@ def _locate_record(source: str, data_dir: str | None, record_id: str) -> tuple[s
 
 def load_eval_records(cfg: Any) -> dict[str, list[Record]]:
     """Records behind each eval task (`cfg.eval_tasks()`): the items the evaluation stage scores, i.e. the first
-    `cfg.effective_limit(cfg.eval.limit)` of a `cfg.seed` shuffle. Task names are resolved by the evaluation
+    `cfg.effective_limit(cfg.eval.limit)` of a `cfg.eval_seed()` shuffle. Task names are resolved by the evaluation
     module's task registry when it is there; otherwise a task is a built-in dataset name (or in
     EVAL_TASK_SOURCES), and any other task is left out of the overlap check with a warning."""
     out: dict[str, list[Record]] = {}
@@ -100,13 +100,13 @@ def load_eval_records(cfg: Any) -> dict[str, list[Record]]:
     for task in cfg.eval_tasks():
         if resolve_task is not None:
             spec = resolve_task(task)
-            out[task] = load_task_records(spec, limit=limit, seed=cfg.seed)[0]
+            out[task] = load_task_records(spec, limit=limit, seed=cfg.eval_seed())[0]
             continue
         src = EVAL_TASK_SOURCES.get(task, task)
         if dataset_info(src) is None:
             _warn(f"eval task '{task}' is not a built-in dataset; it is left out of the overlap check")
             continue
-        out[task] = load_source(src, data_dir=cfg.data_dir, limit=limit, seed=cfg.seed)
+        out[task] = load_source(src, data_dir=cfg.data_dir, limit=limit, seed=cfg.eval_seed())
     return out
 
 

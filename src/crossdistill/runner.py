@@ -59,10 +59,15 @@ def build_plan(cfg: Config) -> list[Step]:
         raise UserError("the recipe has no training domains", file=cfg.recipe_path, field="domains")
     # Training data and eval items are keyed apart: a new eval limit must not redo the distillation.
     train_data_key = stable_hash({"domains": domains, "limit": cfg.limit, "seed": cfg.seed, "data_dir": cfg.data_dir})
-    data_key = stable_hash({"train": train_data_key, "eval_tasks": cfg.eval_tasks(),
-                            "eval_limit": cfg.effective_limit(cfg.eval.limit)})
+    eval_items = {"eval_tasks": cfg.eval_tasks(), "eval_limit": cfg.effective_limit(cfg.eval.limit)}
+    if cfg.eval.seed is not None:   # (only when set, so that older runs keep their cache keys)
+        eval_items["eval_seed"] = cfg.eval.seed
+    data_key = stable_hash({"train": train_data_key, **eval_items})
     distill_key = stable_hash({"data": train_data_key, "model": cfg.model, "distill": dataclasses.asdict(cfg.distill)})
-    eval_base = {"eval": dataclasses.asdict(cfg.eval), "limit": cfg.effective_limit(cfg.eval.limit), "seed": cfg.seed,
+    eval_fields = dataclasses.asdict(cfg.eval)
+    if eval_fields["seed"] is None:
+        del eval_fields["seed"]
+    eval_base = {"eval": eval_fields, "limit": cfg.effective_limit(cfg.eval.limit), "seed": cfg.eval_seed(),
                  "model": cfg.model}
     steps: list[Step] = [
         Step("data", out / "data", data_key, lambda: run_data_step(cfg)),
@@ -145,7 +150,7 @@ def run_eval_step(cfg: Config, method: str, adapter_of: str | None, tasks: list[
     out = Path(cfg.output_dir)
     adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
     evaluate(cfg.model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.seed)
+             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed())
 
 
 # --- running the plan ---------------------------------------------------------------------------
@@ -186,7 +191,7 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
     resolved_written = False
     bar = tqdm(steps, desc="crossdistill run", unit="step", position=0)
     for step in bar:
-        if only and not any(step.name.startswith(o) for o in only):
+        if only and not any(_selected(step.name, o) for o in only):
             continue
         status = step.status()
         bar.set_postfix_str(f"{step.name} ({status})")
@@ -216,6 +221,13 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
     write_report(cfg.output_dir)
     write_json(out / "plan_summary.json", summary)
     return summary
+
+
+def _selected(step_name: str, pattern: str) -> bool:
+    """`--only` entries name whole path parts: "train" selects every train step, "train/sft" that one step and its
+    LODO runs (train/sft__lodo-*), never train/sft-paper."""
+    pattern = pattern.strip().rstrip("/")
+    return step_name == pattern or step_name.startswith(pattern + "/") or step_name.startswith(pattern + "__")
 
 
 def check_output_dir(cfg: Config) -> None:

@@ -221,7 +221,7 @@ def evaluate_recipe(cfg: Config, method_name: str, *, progress: bool = True) -> 
             raise UserError(f"no trained adapter for method '{method_name}': run `crossdistill train` first",
                             file=str(run / "adapter"))
     return evaluate(model, cfg.eval_tasks(), adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-                    out_dir=out / "eval" / method_name, eval_cfg=cfg.eval, seed=cfg.seed, progress=progress)
+                    out_dir=out / "eval" / method_name, eval_cfg=cfg.eval, seed=cfg.eval_seed(), progress=progress)
 
 
 # --- resume -------------------------------------------------------------------------------------------
