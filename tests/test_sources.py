@@ -299,6 +299,9 @@ def test_overlap_finds_planted_duplicate_and_zero_for_disjoint():
     ex = rep["examples"][0]
     assert ex["eval_id"] == "e1" and ex["train_id"] == "t1" and len(ex["ngram"].split()) == 13
     assert "photosynthesis converts light energy" in ex["ngram"]
+    # plain Python numbers only: the report is written as overlap.json
+    assert json.loads(json.dumps(rep)) == rep
+    assert all(type(rep[k]) is int for k in ("contaminated", "exact_duplicates", "strong", "ignored_common_ngrams"))
 
     clean = sources.overlap_report(train, [evals[0], evals[2]])
     assert clean["contaminated"] == 0 and clean["fraction"] == 0.0 and clean["examples"] == []

@@ -152,7 +152,7 @@ class NgramIndex:
                 continue
             contaminated += 1
             exact += dup is not None
-            strong += dup is not None or coverage[i] >= strong_coverage
+            strong += bool(dup is not None or coverage[i] >= strong_coverage)  # a numpy bool would make it np.int64
             if len(shown) < examples:
                 if dup is not None:
                     ex = {"train_id": self.ids[dup], "ngram": " ".join(pw[:n]), "kind": "exact_prompt"}
