@@ -17,7 +17,8 @@ GENERAL = ["arc-easy", "arc-challenge", "mmlu", "hellaswag", "boolq", "refusal",
 # (earlier, later): the comparisons each claim is made of
 CLAIMS = [
     ("In-domain gain kept: CD-SDFT vs vanilla SFT on the trained domains' benchmarks", IN_DOMAIN,
-     [("sft", "cdsdft"), ("sft-paper", "cdsdft"), ("seed", "cdsdft"), ("seed", "sft"), ("seed", "sdft")]),
+     [("sft", "cdsdft"), ("sft-paper", "cdsdft"), ("seed", "cdsdft"), ("seed", "sft"), ("seed", "sft-paper"),
+      ("seed", "sdft")]),
     ("Forgetting on the general benchmarks (delta vs seed)", GENERAL,
      [("seed", "sft-paper"), ("seed", "sft"), ("seed", "sdft"), ("seed", "cdsdft"), ("seed", "cdsdft-no-inv")]),
     ("CD-SDFT vs SDFT (the cross-domain loss terms on top of self-distillation)", IN_DOMAIN + GENERAL,
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default="results")
     ap.add_argument("--out", default="RESULTS.md")
     ap.add_argument("--preamble", default="results/PREAMBLE.md", help="hand-written scope note put on top")
+    ap.add_argument("--conclusions", default="results/CONCLUSIONS.md",
+                    help="hand-written reading of the tables, put at the end (its numbers are quoted from them)")
     a = ap.parse_args(argv)
     files = sorted(Path(a.results).glob("**/results.json"))
     if not files:
@@ -151,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         md += model_section(main_run)
         if len(paths) > 1:
             md += seeds_section(sorted(paths, key=lambda p: json.loads(p.read_text()).get("seed") or 0))
+    post = Path(a.conclusions)
+    if post.exists():
+        md += [post.read_text().rstrip(), ""]
     Path(a.out).write_text("\n".join(md))
     print(f"wrote {a.out} from {', '.join(map(str, files))}")
 
