@@ -113,9 +113,10 @@ def seeds_section(paths: list[Path]) -> list[str]:
             vals = [v for v in vals if v is not None]
             row.append(f"{sum(vals) / len(vals):.3f} ({', '.join(f'{v:.3f}' for v in vals)})" if vals else "—")
         md.append(f"| {m} | " + " | ".join(row) + " |")
-    md += ["", "Delta vs the seed model per run (paired 95% CI verdicts: + better, − worse, 0 CI includes 0):", "",
+    md += ["", f"Delta vs the seed model per run, seed {' / '.join(str(x) for x in seeds)} (* marks a paired 95% CI that "
+           "excludes 0):", "",
            "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
-    sign = {"better": "+", "worse": "−", "no detectable difference": "0"}
+    sign = {"better": "*", "worse": "*", "no detectable difference": ""}
     for m in methods:
         if m == "seed":
             continue
