@@ -21,6 +21,8 @@ CLAIMS = [
       ("seed", "sdft")]),
     ("Forgetting on the general benchmarks (delta vs seed)", GENERAL,
      [("seed", "sft-paper"), ("seed", "sft"), ("seed", "sdft"), ("seed", "cdsdft"), ("seed", "cdsdft-no-inv")]),
+    ("Self-distillation vs SFT on the general benchmarks (forgetting relative to SFT)", GENERAL,
+     [("sft", "sdft"), ("sft", "cdsdft")]),
     ("CD-SDFT vs SDFT (the cross-domain loss terms on top of self-distillation)", IN_DOMAIN + GENERAL,
      [("sdft", "cdsdft")]),
     ("Ablations", IN_DOMAIN + GENERAL,
