@@ -272,17 +272,18 @@ def collect_results(cfg: Config) -> dict:
     # Every pair of methods (the later one minus the earlier, in recipe order: the seed first), paired on the
     # items both scored; the forgetting matrix uses the rows with vs == seed.
     deltas = []
+    items: dict = {}   # each samples file is read once, however many pairs it is part of
     for i, base in enumerate(methods):
         for method in methods[i + 1:]:
             deltas += [{**d, "vs": base}
-                       for d in paired_deltas(out / "eval" / base, out / "eval" / method, method=method)]
+                       for d in paired_deltas(out / "eval" / base, out / "eval" / method, method=method, cache=items)]
     if cfg.lodo:
         for method in _trained_methods(cfg):
             for left_out in cfg.domains:
                 lodo_dir = out / "eval" / _lodo_name(method, left_out)
                 if (lodo_dir / "results.json").exists() and method in methods:
                     deltas += [{**d, "left_out_domain": left_out, "vs": method}
-                               for d in paired_deltas(out / "eval" / method, lodo_dir, method=method)]
+                               for d in paired_deltas(out / "eval" / method, lodo_dir, method=method, cache=items)]
     results = {
         "model": cfg.model,
         "recipe": cfg.recipe_path,
@@ -318,7 +319,7 @@ def _item_scores(eval_dir: Path, task: str, metric: str) -> dict[str, float] | N
     return items
 
 
-def paired_deltas(base_dir: Path, other_dir: Path, *, method: str) -> list[dict]:
+def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict | None = None) -> list[dict]:
     """Per task and metric: other - base on the items both scored, with a paired bootstrap 95% CI. Only where the
     metric is the plain mean of a per-item field of the samples (checked against the reported value)."""
     from .evaluation.metrics import paired_delta_ci
@@ -330,7 +331,11 @@ def paired_deltas(base_dir: Path, other_dir: Path, *, method: str) -> list[dict]
         o = other_scores.get((s["task"], s["metric"]))
         if o is None:
             continue
-        a, b = _item_scores(base_dir, s["task"], s["metric"]), _item_scores(other_dir, s["task"], s["metric"])
+        cache = {} if cache is None else cache
+        for d in (base_dir, other_dir):
+            if (d, s["task"], s["metric"]) not in cache:
+                cache[(d, s["task"], s["metric"])] = _item_scores(d, s["task"], s["metric"])
+        a, b = cache[(base_dir, s["task"], s["metric"])], cache[(other_dir, s["task"], s["metric"])]
         if not a or not b or abs(sum(a.values()) / len(a) - s["value"]) > 1e-9 \
                 or abs(sum(b.values()) / len(b) - o["value"]) > 1e-9:
             continue

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import random
 import re
 import string
@@ -259,31 +258,32 @@ def _validate_extraction(ext: Any, err) -> str | dict:
 
 def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Record]:
     """A custom task's JSONL -> Records (Record schema, or raw objects mapped by `spec.fields`)."""
+    from ..sources.files import iter_objects   # the project's one line-numbered JSON(L) reader
+
     out: list[Record] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"malformed JSON ({e.msg} at column {e.colno}) [{what} of task spec "
-                                f"{spec.spec_file}]", file=path, line=lineno) from None
-            if not isinstance(obj, dict):
-                raise UserError(f"expected a JSON object [{what} of task spec {spec.spec_file}]", file=path, line=lineno)
-            if spec.fields:
-                obj = _map_fields(obj, spec, lineno)
-            try:
-                rec = record_from_dict(obj, file=path, line=lineno)
-            except UserError as e:
-                hint = "" if spec.fields else " (raw data? map its keys with `fields:` in the spec)"
-                raise UserError(f"{e}{hint} [{what} of task spec {spec.spec_file}]") from None
-            if rec.id in seen:
-                raise UserError(f"duplicate id '{rec.id}'", file=path, line=lineno, field="id")
-            seen.add(rec.id)
-            _check_record_for_type(rec, spec, path, lineno)
-            out.append(rec)
+    objects = iter_objects(Path(path))
+    while True:
+        try:
+            lineno, obj = next(objects)
+        except StopIteration:
+            break
+        except UserError as e:   # malformed JSON: name the spec the file belongs to
+            raise UserError(f"{e.message} [{what} of task spec {spec.spec_file}]", file=path, line=e.line) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"expected a JSON object [{what} of task spec {spec.spec_file}]", file=path, line=lineno)
+        if spec.fields:
+            obj = _map_fields(obj, spec, lineno)
+        try:
+            rec = record_from_dict(obj, file=path, line=lineno)
+        except UserError as e:
+            hint = "" if spec.fields else " (raw data? map its keys with `fields:` in the spec)"
+            raise UserError(f"{e}{hint} [{what} of task spec {spec.spec_file}]") from None
+        if rec.id in seen:
+            raise UserError(f"duplicate id '{rec.id}'", file=path, line=lineno, field="id")
+        seen.add(rec.id)
+        _check_record_for_type(rec, spec, path, lineno)
+        out.append(rec)
     if not out:
         raise UserError(f"no records [{what} of task spec {spec.spec_file}]", file=path)
     return out
