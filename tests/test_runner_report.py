@@ -192,3 +192,57 @@ def test_only_selects_whole_step_names(tmp_path, fake_stages):
     runner.run(cfg, only=["data", "train/sft", "eval/seed"])
     assert fake_stages == ["data", "eval/seed", "train/sft"]          # not train/sft-paper
     assert runner._selected("train/sft__lodo-math", "train/sft") and runner._selected("train/cdsdft", "train")
+
+
+def test_lodo_for_named_methods_only(tmp_path, fake_stages):
+    names = [s.name for s in runner.build_plan(make_cfg(tmp_path, "lodo=[cdsdft]"))]
+    lodo = [n for n in names if "__lodo-" in n]
+    assert lodo == ["train/cdsdft__lodo-math", "eval/cdsdft__lodo-math",
+                    "train/cdsdft__lodo-code", "eval/cdsdft__lodo-code"]
+    assert not [n for n in runner.build_plan(make_cfg(tmp_path)) if "__lodo-" in n.name]
+    from crossdistill.errors import UserError
+
+    for bad in ("lodo=[seed]", "lodo=[cdsdtf]"):   # the untrained seed model; a typo
+        with pytest.raises(UserError, match="not a trained method") as e:
+            make_cfg(tmp_path, bad)
+        assert e.value.field == "lodo"
+
+
+def test_lodo_deltas_against_full_method_and_seed(tmp_path):
+    cfg = make_cfg(tmp_path, "lodo=[sft]")
+    ev = Path(cfg.output_dir) / "eval"
+    _eval_dir(ev / "seed", "gsm8k", [True, False, True, False])
+    _eval_dir(ev / "sft", "gsm8k", [True, True, True, False])
+    _eval_dir(ev / "sft__lodo-math", "gsm8k", [False, False, True, False])
+    res = runner.collect_results(cfg)
+    rows = {d["vs"]: d for d in res["deltas"] if d.get("left_out_domain") == "math"}
+    assert set(rows) == {"sft", "seed"}
+    assert rows["sft"]["delta"] == pytest.approx(-0.5) and rows["seed"]["delta"] == pytest.approx(-0.25)
+    assert all(r["method"] == "sft" for r in rows.values())
+    assert res["lodo_domains"] == ["math"]
+
+
+def test_a_new_eval_task_keeps_the_finished_ones(tmp_path, fake_stages):
+    """An eval step's folder survives a key change (each task's samples carry their own hash); a train step's not."""
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    out = Path(cfg.output_dir)
+    (out / "eval" / "sft" / "samples").mkdir()
+    finished = json.dumps({"id": "arc-easy/0", "correct": True}) + "\n"
+    (out / "eval" / "sft" / "samples" / "arc-easy.jsonl").write_text(finished)
+    (out / "train" / "sft" / "stale").write_text("from another config")
+    fake_stages.clear()
+    runner.run(make_cfg(tmp_path, "eval.tasks=[arc-easy,boolq]", "methods.sft.lr=0.5"))
+    assert "eval/sft" in fake_stages and "train/sft" in fake_stages and "distill" not in fake_stages
+    assert (out / "eval" / "sft" / "samples" / "arc-easy.jsonl").read_text() == finished
+    assert not (out / "train" / "sft" / "stale").exists()
+
+
+def test_a_domains_eval_tasks_do_not_key_its_training(tmp_path):
+    def keys(*o):
+        return {s.name: s.key for s in runner.build_plan(make_cfg(tmp_path, *o))}
+
+    a, b = keys(), keys("domains.math.eval=[gsm8k,math500]")
+    assert a["distill"] == b["distill"] and a["train/sft"] == b["train/sft"]
+    assert a["data"] != b["data"] and a["eval/sft"] != b["eval/sft"]     # math500's items are loaded and scored
+    assert keys("domains.math.size=3")["distill"] != a["distill"]

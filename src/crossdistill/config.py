@@ -189,7 +189,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Named methods the runner compares: name -> overrides of `train` (None for the untouched seed model).
     methods: dict[str, dict | None] = field(default_factory=_default_methods)
-    lodo: bool = False                     # leave-one-domain-out: also train each method without each domain
+    # Leave-one-domain-out: also train methods without each domain that has eval tasks. true: every trained
+    # method; a list: those methods only (LODO multiplies training runs, so experiments usually name one or two).
+    lodo: bool | list[str] = False
     recipe_path: str | None = None         # where it was loaded from (not a recipe key)
 
     def __post_init__(self):
@@ -205,8 +207,22 @@ class Config:
         for name, overrides in self.methods.items():
             if overrides is not None:
                 self.train_config_for(name)  # validates the overrides now, not at training time
+        if isinstance(self.lodo, list):
+            for name in self.lodo:
+                if self.methods.get(name, "missing") is None or name not in self.methods:
+                    trained = [m for m, o in self.methods.items() if o is not None]
+                    close = difflib.get_close_matches(str(name), trained, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    raise UserError(f"'{name}' is not a trained method of this recipe{hint}; trained: "
+                                    f"{', '.join(trained)}", file=self.recipe_path, field="lodo")
 
     # --- derived views -------------------------------------------------------------------------
+    def lodo_methods(self) -> list[str]:
+        """The trained methods that get leave-one-domain-out runs (`lodo`)."""
+        if self.lodo is True:
+            return [m for m, o in self.methods.items() if o is not None]
+        return list(self.lodo) if isinstance(self.lodo, list) else []
+
     def eval_seed(self) -> int:
         """The seed of the eval items' shuffle: `eval.seed` when set, else the recipe's `seed`."""
         return self.seed if self.eval.seed is None else self.eval.seed

@@ -196,7 +196,7 @@ def write_report(output_dir: str) -> dict[str, str]:
     prim = primary_metrics(scores)
     paired = {(d["method"], d["task"]): d for d in results.get("deltas", [])
               if not d.get("left_out_domain") and d.get("vs") == SEED and d["metric"] == prim.get(d["task"])}
-    paired_lodo = {(d["method"], d["left_out_domain"], d["task"], d["metric"]): d
+    paired_lodo = {(d["vs"] == SEED, d["method"], d["left_out_domain"], d["task"], d["metric"]): d
                    for d in results.get("deltas", []) if d.get("left_out_domain")}
     plots_dir = out / "plots"
     plots_dir.mkdir(exist_ok=True)
@@ -294,14 +294,21 @@ def write_report(output_dir: str) -> dict[str, str]:
     lodo = [s for s in scores if s.get("left_out_domain")]
     if lodo:
         full = {(s["method"], s["task"], s["metric"]): s["value"] for s in scores if not s.get("left_out_domain")}
-        head = ["method", "left-out domain", "task", "metric", "with domain", "without domain", "delta [paired CI]"]
-        md += ["", "## Leave-one-domain-out", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        head = ["method", "left-out domain", "task", "metric", "seed", "with domain", "without domain",
+                "without − with [paired CI]", "without − seed [paired CI]"]
+        md += ["", "## Leave-one-domain-out", "",
+               "Each method trained again on every domain but one, scored on that domain's tasks. *without − with*: "
+               "what leaving the domain out costs; *without − seed*: what training on the other domains alone did "
+               "to it (transfer when above 0, forgetting when below).", "",
+               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         h += ["<h2>Leave-one-domain-out</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
         for s in lodo:
-            w = full.get((s["method"], s["task"], s["metric"]))
-            row = [s["method"], s["left_out_domain"], s["task"], s["metric"], _fmt(w), _fmt(s["value"]),
-                   "—" if w is None else _delta_text(s["value"] - w, paired_lodo.get(
-                       (s["method"], s["left_out_domain"], s["task"], s["metric"])))]
+            key = (s["method"], s["task"], s["metric"])
+            w, base = full.get(key), full.get((SEED, s["task"], s["metric"]))
+            lk = (s["method"], s["left_out_domain"], s["task"], s["metric"])
+            row = [s["method"], s["left_out_domain"], s["task"], s["metric"], _fmt(base), _fmt(w), _fmt(s["value"]),
+                   "—" if w is None else _delta_text(s["value"] - w, paired_lodo.get((False, *lk))),
+                   "—" if base is None else _delta_text(s["value"] - base, paired_lodo.get((True, *lk)))]
             md.append("| " + " | ".join(row) + " |")
             h.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         h.append("</table>")

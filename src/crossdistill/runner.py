@@ -32,6 +32,9 @@ class Step:
     key: str                       # cache key
     action: Callable[[], None]
     deps: list[str] = field(default_factory=list)
+    # An eval step checks every output it reuses (each task's samples carry a hash of model, adapter digest, items
+    # and settings), so a new key does not wipe its folder: adding a task to a finished run scores only that task.
+    keeps_outputs: bool = False
 
     def status(self) -> str:
         done = self.out / ".done"
@@ -47,17 +50,15 @@ def _lodo_name(method: str, domain: str) -> str:
     return f"{method}__lodo-{domain}"
 
 
-def _trained_methods(cfg: Config) -> list[str]:
-    return [m for m, o in cfg.methods.items() if o is not None]
-
 
 def build_plan(cfg: Config) -> list[Step]:
     """Every step of the experiment with its cache key, in execution order."""
     out = Path(cfg.output_dir)
-    domains = {name: dataclasses.asdict(d) for name, d in cfg.domains.items()}
+    # Which tasks measure a domain (`domains.*.eval`) does not change its training data: left out of the key.
+    domains = {name: {k: v for k, v in dataclasses.asdict(d).items() if k != "eval"} for name, d in cfg.domains.items()}
     if not domains:
         raise UserError("the recipe has no training domains", file=cfg.recipe_path, field="domains")
-    # Training data and eval items are keyed apart: a new eval limit must not redo the distillation.
+    # Training data and eval items are keyed apart: a new eval limit or task must not redo the distillation.
     train_data_key = stable_hash({"domains": domains, "limit": cfg.limit, "seed": cfg.seed, "data_dir": cfg.data_dir})
     eval_items = {"eval_tasks": cfg.eval_tasks(), "eval_limit": cfg.effective_limit(cfg.eval.limit)}
     if cfg.eval.seed is not None:   # (only when set, so that older runs keep their cache keys)
@@ -77,7 +78,8 @@ def build_plan(cfg: Config) -> list[Step]:
         if overrides is None:
             ekey = stable_hash({**eval_base, "tasks": cfg.eval_tasks(), "method": "seed"})
             steps.append(Step(f"eval/{method}", out / "eval" / method, ekey,
-                              (lambda m=method: run_eval_step(cfg, m, None, cfg.eval_tasks())), ["data"]))
+                              (lambda m=method: run_eval_step(cfg, m, None, cfg.eval_tasks())), ["data"],
+                              keeps_outputs=True))
             continue
         tcfg = cfg.train_config_for(method)
         tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
@@ -85,21 +87,22 @@ def build_plan(cfg: Config) -> list[Step]:
                           (lambda m=method: run_train_step(cfg, m)), ["distill"]))
         ekey = stable_hash({**eval_base, "tasks": cfg.eval_tasks(), "train": tkey})
         steps.append(Step(f"eval/{method}", out / "eval" / method, ekey,
-                          (lambda m=method: run_eval_step(cfg, m, m, cfg.eval_tasks())), [f"train/{method}"]))
-    if cfg.lodo:
-        for method in _trained_methods(cfg):
-            for left_out, dcfg in cfg.domains.items():
-                if not dcfg.eval:
-                    continue  # nothing measures this domain; leaving it out would tell us nothing
-                name = _lodo_name(method, left_out)
-                lcfg = lodo_config(cfg, method, left_out)
-                tcfg = lcfg.train_config_for(name)
-                tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
-                steps.append(Step(f"train/{name}", out / "train" / name, tkey,
-                                  (lambda c=lcfg, n=name: run_train_step(c, n)), ["distill"]))
-                ekey = stable_hash({**eval_base, "tasks": dcfg.eval, "train": tkey})
-                steps.append(Step(f"eval/{name}", out / "eval" / name, ekey,
-                                  (lambda n=name, t=list(dcfg.eval): run_eval_step(cfg, n, n, t)), [f"train/{name}"]))
+                          (lambda m=method: run_eval_step(cfg, m, m, cfg.eval_tasks())), [f"train/{method}"],
+                          keeps_outputs=True))
+    for method in cfg.lodo_methods():
+        for left_out, dcfg in cfg.domains.items():
+            if not dcfg.eval:
+                continue  # nothing measures this domain; leaving it out would tell us nothing
+            name = _lodo_name(method, left_out)
+            lcfg = lodo_config(cfg, method, left_out)
+            tcfg = lcfg.train_config_for(name)
+            tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
+            steps.append(Step(f"train/{name}", out / "train" / name, tkey,
+                              (lambda c=lcfg, n=name: run_train_step(c, n)), ["distill"]))
+            ekey = stable_hash({**eval_base, "tasks": dcfg.eval, "train": tkey})
+            steps.append(Step(f"eval/{name}", out / "eval" / name, ekey,
+                              (lambda n=name, t=list(dcfg.eval): run_eval_step(cfg, n, n, t)), [f"train/{name}"],
+                              keeps_outputs=True))
     return steps
 
 
@@ -196,7 +199,7 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
         status = step.status()
         bar.set_postfix_str(f"{step.name} ({status})")
         if status != "cached":
-            if status == "run" and step.out.exists():
+            if status == "run" and step.out.exists() and not step.keeps_outputs:
                 shutil.rmtree(step.out)  # outputs of another config: never resume from them
             fresh = not step.out.exists()
             step.out.mkdir(parents=True, exist_ok=True)
@@ -261,14 +264,13 @@ def collect_results(cfg: Config) -> dict:
             for s in json.loads(res.read_text())["scores"]:
                 scores.append({"method": method, **s})
     lodo = []
-    if cfg.lodo:
-        for method in _trained_methods(cfg):
-            for left_out in cfg.domains:
-                res = out / "eval" / _lodo_name(method, left_out) / "results.json"
-                if res.exists():
-                    for s in json.loads(res.read_text())["scores"]:
-                        scores.append({"method": method, **s, "left_out_domain": left_out})
-                        lodo.append(left_out)
+    for method in cfg.lodo_methods():
+        for left_out in cfg.domains:
+            res = out / "eval" / _lodo_name(method, left_out) / "results.json"
+            if res.exists():
+                for s in json.loads(res.read_text())["scores"]:
+                    scores.append({"method": method, **s, "left_out_domain": left_out})
+                    lodo.append(left_out)
     # Every pair of methods (the later one minus the earlier, in recipe order: the seed first), paired on the
     # items both scored; the forgetting matrix uses the rows with vs == seed.
     deltas = []
@@ -277,13 +279,17 @@ def collect_results(cfg: Config) -> dict:
         for method in methods[i + 1:]:
             deltas += [{**d, "vs": base}
                        for d in paired_deltas(out / "eval" / base, out / "eval" / method, method=method, cache=items)]
-    if cfg.lodo:
-        for method in _trained_methods(cfg):
-            for left_out in cfg.domains:
-                lodo_dir = out / "eval" / _lodo_name(method, left_out)
-                if (lodo_dir / "results.json").exists() and method in methods:
-                    deltas += [{**d, "left_out_domain": left_out, "vs": method}
-                               for d in paired_deltas(out / "eval" / method, lodo_dir, method=method, cache=items)]
+    # A LODO run against the same method trained on every domain (what leaving the domain out costs) and against
+    # the seed model (whether training on the other domains alone moved the left-out domain's scores).
+    for method in cfg.lodo_methods():
+        for left_out in cfg.domains:
+            lodo_dir = out / "eval" / _lodo_name(method, left_out)
+            if not (lodo_dir / "results.json").exists():
+                continue
+            for base in (method, SEED_METHOD):
+                if base in methods:
+                    deltas += [{**d, "left_out_domain": left_out, "vs": base}
+                               for d in paired_deltas(out / "eval" / base, lodo_dir, method=method, cache=items)]
     results = {
         "model": cfg.model,
         "recipe": cfg.recipe_path,
