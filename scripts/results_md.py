@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-IN_DOMAIN = ["gsm8k", "math500", "mbpp-heldout", "mbpp", "humaneval"]
-GENERAL = ["arc-easy", "arc-challenge", "mmlu", "hellaswag", "boolq", "refusal", "ifeval"]
+IN_DOMAIN = ["gsm8k", "math500", "mbpp-heldout", "mbpp", "humaneval", "ifeval"]   # ifeval measures the text domain
+GENERAL = ["arc-easy", "arc-challenge", "mmlu", "hellaswag", "boolq", "refusal"]
 # (earlier, later): the comparisons each claim is made of
 CLAIMS = [
     ("In-domain gain kept: CD-SDFT vs vanilla SFT on the trained domains' benchmarks", IN_DOMAIN,
@@ -28,6 +28,18 @@ CLAIMS = [
     ("Ablations", IN_DOMAIN + GENERAL,
      [("cdsdft", "cdsdft-no-inv"), ("cdsdft", "cdsdft-no-div"), ("cdsdft", "cdsdft-coral"),
       ("cdsdft", "cdsdft-dann"), ("cdsdft", "cdsdft-rkl"), ("sft-paper", "sft")]),
+    ("SDFT per domain vs mixed: one specialist per domain against SDFT and CD-SDFT trained on all domains",
+     IN_DOMAIN + GENERAL,
+     [("seed", "sdft-math"), ("seed", "sdft-code"), ("seed", "sdft-text"), ("sdft", "sdft-math"),
+      ("sdft", "sdft-code"), ("sdft", "sdft-text"), ("cdsdft", "sdft-math"), ("cdsdft", "sdft-code"),
+      ("cdsdft", "sdft-text")]),
+]
+# The claims that pool the training seeds (the methods every seed ran)
+POOLED_CLAIMS = [
+    ("Forgetting and in-domain change vs the seed model", IN_DOMAIN + GENERAL,
+     [("seed", "sft"), ("seed", "sdft"), ("seed", "cdsdft")]),
+    ("Self-distillation vs SFT", IN_DOMAIN + GENERAL, [("sft", "sdft"), ("sft", "cdsdft")]),
+    ("CD-SDFT vs SDFT", IN_DOMAIN + GENERAL, [("sdft", "cdsdft")]),
 ]
 
 
@@ -44,6 +56,31 @@ def verdict(d: dict) -> str:
     if d["ci_high"] < 0:
         return "worse"
     return "no detectable difference"
+
+
+def claim_tables(res: dict, prim: dict[str, str], claims: list, per_run: bool = False) -> list[str]:
+    """One table per claim: the paired deltas of its method pairs on its tasks (primary metric), with verdicts."""
+    md = []
+    deltas = {(d["vs"], d["method"], d["task"]): d for d in res.get("deltas", [])
+              if not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
+    for title, claim_tasks, pairs in claims:
+        rows = []
+        for base, other in pairs:
+            for t in claim_tasks:
+                d = deltas.get((base, other, t))
+                if d is not None:
+                    extra = f" {' / '.join(f'{v:+.3f}' for v in d['per_run'])} |" if per_run else ""
+                    rows.append(f"| {other} − {base} | {t} | {d['delta']:+.3f} | [{d['ci_low']:+.3f}, "
+                                f"{d['ci_high']:+.3f}] | {d['n']} |{extra} {verdict(d)} |")
+        if not rows:
+            continue
+        counts = {v: sum(r.endswith(f"| {v} |") for r in rows) for v in ("better", "worse", "no detectable difference")}
+        head = "| comparison | task | delta | paired 95% CI | n |" + (" per seed |" if per_run else "") + " verdict |"
+        md += ["", f"### {title}", "",
+               f"{len(rows)} comparisons: {counts['better']} better, {counts['worse']} worse, "
+               f"{counts['no detectable difference']} with a CI that includes 0.", "",
+               head, "|---" * head.count(" |") + "|", *rows]
+    return md
 
 
 def model_section(res_path: Path) -> list[str]:
@@ -65,30 +102,30 @@ def model_section(res_path: Path) -> list[str]:
             s = cell.get((m, t))
             row.append("—" if s is None else f"{s['value']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']}")
         md.append(f"| {m} | " + " | ".join(row) + " |")
-    deltas = {(d["vs"], d["method"], d["task"]): d for d in res.get("deltas", [])
-              if not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
-    for title, claim_tasks, pairs in CLAIMS:
-        rows = []
-        for base, other in pairs:
-            for t in claim_tasks:
-                d = deltas.get((base, other, t))
-                if d is not None:
-                    rows.append(f"| {other} − {base} | {t} | {d['delta']:+.3f} | [{d['ci_low']:+.3f}, "
-                                f"{d['ci_high']:+.3f}] | {d['n']} | {verdict(d)} |")
-        if not rows:
-            continue
-        counts = {v: sum(r.endswith(f"| {v} |") for r in rows) for v in ("better", "worse", "no detectable difference")}
-        md += ["", f"### {title}", "",
-               f"{len(rows)} comparisons: {counts['better']} better, {counts['worse']} worse, "
-               f"{counts['no detectable difference']} with a CI that includes 0.", "",
-               "| comparison | task | delta | paired 95% CI | n | verdict |", "|---|---|---|---|---|---|", *rows]
-    lodo = [d for d in res.get("deltas", []) if d.get("left_out_domain") and d["metric"] == prim.get(d["task"])]
+    md += claim_tables(res, prim, CLAIMS)
+    lodo = {}
+    for d in res.get("deltas", []):
+        if d.get("left_out_domain") and d["metric"] == prim.get(d["task"]):
+            lodo.setdefault((d["method"], d["left_out_domain"], d["task"]), {})["seed" if d["vs"] == "seed" else "all"] = d
     md += ["", "### Leave-one-domain-out", ""]
     if lodo:
-        md += ["| method | left out | task | delta vs trained on all | paired 95% CI | n | verdict |",
-               "|---|---|---|---|---|---|---|"]
-        md += [f"| {d['method']} | {d['left_out_domain']} | {d['task']} | {d['delta']:+.3f} | "
-               f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] | {d['n']} | {verdict(d)} |" for d in lodo]
+        md += ["Each method trained again on every domain but one and scored on that domain's tasks. *vs trained on "
+               "all*: what leaving the domain out costs (below 0: the domain's own data helped). *vs seed*: what "
+               "training on the other domains alone did to it (above 0: transfer; below 0: forgetting).", "",
+               "| method | left out | task | without the domain | vs trained on all [paired 95% CI] | verdict | "
+               "vs seed [paired 95% CI] | verdict | n |", "|---|---|---|---|---|---|---|---|---|"]
+        score = {(s["method"], s.get("left_out_domain"), s["task"]): s["value"] for s in res["scores"]
+                 if s["metric"] == prim.get(s["task"])}
+
+        def cell(d):
+            return ("—", "—") if d is None else \
+                (f"{d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]", verdict(d))
+
+        for (m, left, t), pair in lodo.items():
+            n = (pair.get("all") or pair.get("seed"))["n"]
+            v = score.get((m, left, t))
+            md.append(f"| {m} | {left} | {t} | {'—' if v is None else f'{v:.3f}'} | "
+                      f"{' | '.join(cell(pair.get('all')))} | {' | '.join(cell(pair.get('seed')))} | {n} |")
     else:
         md.append("Not run for this model (see the scope note at the top).")
     return md + [""]
@@ -134,6 +171,18 @@ def seeds_section(paths: list[Path]) -> list[str]:
     return md + [""]
 
 
+def pooled_section(path: Path) -> list[str]:
+    """`crossdistill pool` output: the core claims on the items every seed scored, per-item means over the seeds."""
+    res = json.loads(path.read_text())
+    prim = primary(res["scores"])
+    md = [f"### Pooled over training seeds {', '.join(str(s) for s in res['seeds'])}", "",
+          f"Source: [`{path}`]({path}), written by `crossdistill pool` from the runs above. Each item's score is "
+          "averaged over the seeds first; the CI is a paired bootstrap over items, so it covers which eval items were "
+          "drawn, given these training runs. *per seed* shows the spread between training runs, which three seeds "
+          "are too few to put a CI on."]
+    return md + claim_tables(res, prim, POOLED_CLAIMS, per_run=True) + [""]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", default="results")
@@ -149,14 +198,21 @@ def main(argv: list[str] | None = None) -> None:
     md = [pre.read_text().rstrip(), ""] if pre.exists() else ["# Results", ""]
     md += ["<!-- generated by scripts/results_md.py from the results.json files below; do not edit by hand -->", ""]
     by_model: dict[str, list[Path]] = {}
+    pooled: dict[str, Path] = {}
     for f in files:
-        by_model.setdefault(json.loads(f.read_text())["model"], []).append(f)
+        res = json.loads(f.read_text())
+        if "pooled_runs" in res:
+            pooled[res["model"]] = f
+        else:
+            by_model.setdefault(res["model"], []).append(f)
     for model, paths in by_model.items():
         # the run with the most methods in full; the others of the same model only in the across-seeds table
         main_run = max(paths, key=lambda p: (len(json.loads(p.read_text())["methods"]), -paths.index(p)))
         md += model_section(main_run)
         if len(paths) > 1:
             md += seeds_section(sorted(paths, key=lambda p: json.loads(p.read_text()).get("seed") or 0))
+        if model in pooled:
+            md += pooled_section(pooled[model])
     post = Path(a.conclusions)
     if post.exists():
         md += [post.read_text().rstrip(), ""]

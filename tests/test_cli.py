@@ -27,3 +27,9 @@ def test_missing_recipe_exit_2(tmp_path):
 def test_models_list():
     p = run("models", "list")
     assert p.returncode == 0 and "smollm2-135m-instruct" in p.stdout
+
+
+def test_pool_of_one_run_is_a_located_error(tmp_path):
+    p = run("pool", str(tmp_path), "--out", str(tmp_path / "p.json"))
+    assert p.returncode == 2 and "at least two runs" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "p.json").exists()

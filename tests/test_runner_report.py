@@ -246,3 +246,43 @@ def test_a_domains_eval_tasks_do_not_key_its_training(tmp_path):
     assert a["distill"] == b["distill"] and a["train/sft"] == b["train/sft"]
     assert a["data"] != b["data"] and a["eval/sft"] != b["eval/sft"]     # math500's items are loaded and scored
     assert keys("domains.math.size=3")["distill"] != a["distill"]
+
+
+def _seed_run(d: Path, seed: int, per_method: dict[str, list[bool]], model="m") -> Path:
+    scores = []
+    for m, correct in per_method.items():
+        _eval_dir(d / "eval" / m, "gsm8k", correct)
+        scores.append({"method": m, "task": "gsm8k", "metric": "acc", "value": sum(correct) / len(correct),
+                       "ci_low": 0, "ci_high": 1, "n": len(correct)})
+    (d / "results.json").write_text(json.dumps({"model": model, "seed": seed, "methods": list(per_method),
+                                                "scores": scores}))
+    return d
+
+
+def test_pool_runs_averages_items_over_seeds(tmp_path):
+    T, F = True, False
+    a = _seed_run(tmp_path / "s0", 0, {"seed": [T, F, F, T], "sft": [T, T, F, T]})
+    b = _seed_run(tmp_path / "s1", 1, {"seed": [T, F, F, T], "sft": [F, T, T, T]})
+    pooled = runner.pool_runs([a, b], tmp_path / "pooled" / "results.json")
+    assert json.loads((tmp_path / "pooled" / "results.json").read_text()) == json.loads(json.dumps(pooled))
+    sft = next(s for s in pooled["scores"] if s["method"] == "sft")
+    assert sft["value"] == pytest.approx(0.75) and sft["per_run"] == [0.75, 0.75] and sft["runs"] == 2
+    (d,) = pooled["deltas"]
+    assert (d["method"], d["vs"]) == ("sft", "seed") and d["delta"] == pytest.approx(0.25)
+    assert d["per_run"] == [pytest.approx(0.25), pytest.approx(0.25)] and d["n"] == 4
+    assert d["ci_low"] <= 0.25 <= d["ci_high"]
+    assert pooled["seeds"] == [0, 1]
+
+
+def test_pool_runs_refuses_runs_of_different_models(tmp_path):
+    from crossdistill.errors import UserError
+
+    a = _seed_run(tmp_path / "s0", 0, {"seed": [True, False]})
+    b = _seed_run(tmp_path / "s1", 1, {"seed": [True, False]}, model="other")
+    with pytest.raises(UserError) as e:
+        runner.pool_runs([a, b])
+    assert e.value.field == "model" and str(b / "results.json") in str(e.value)
+    with pytest.raises(UserError, match="at least two"):
+        runner.pool_runs([a])
+    with pytest.raises(UserError, match="no results.json"):
+        runner.pool_runs([a, tmp_path / "missing"])

@@ -175,6 +175,17 @@ def cmd_report(args) -> None:
     print(paths["html"])
 
 
+def cmd_pool(args) -> None:
+    from .runner import pool_runs
+
+    pooled = pool_runs(args.runs, args.out)
+    for d in pooled["deltas"]:
+        if d["vs"] == "seed" or (d["vs"], d["method"]) in {("sft", "cdsdft"), ("sft", "sdft"), ("sdft", "cdsdft")}:
+            print(f"{d['method'] + ' - ' + d['vs']:20} {d['task']:14} {d['metric']:14} {d['delta']:+.4f}  "
+                  f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]  n={d['n']} x {d['runs']} runs")
+    print(args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crossdistill", description="Cross-domain self-distillation fine-tuning of LLMs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -225,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int)
     e.add_argument("--out")
     e.set_defaults(func=cmd_eval)
+
+    po = sub.add_parser("pool", help="pool runs that differ only in the training seed: mean scores and paired deltas")
+    po.add_argument("runs", nargs="+", help="output dirs of `crossdistill run ... seed=N eval.seed=K`")
+    po.add_argument("--out", required=True, help="where the pooled results.json goes")
+    po.set_defaults(func=cmd_pool)
 
     rp = sub.add_parser("report", help="(re)write report.md / report.html for an output dir")
     rp.add_argument("output_dir")

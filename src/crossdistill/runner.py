@@ -352,3 +352,84 @@ def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict |
         rows.append({"method": method, "task": s["task"], "metric": s["metric"], "delta": d, "ci_low": lo,
                      "ci_high": hi, "n": len(ids), "paired": True})
     return rows
+
+
+# --- several training seeds of one experiment -----------------------------------------------------
+
+def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict:
+    """Pool runs of one experiment that differ only in the training seed (`seed=N eval.seed=K`: same model, same eval
+    items). Per method and task: the score averaged over the runs; per pair of methods (the later minus the earlier,
+    in the first run's order): the difference per item averaged over the runs, with a bootstrap 95% CI over items.
+
+    The CI covers the sampling of eval items given these training runs; the spread between runs is reported beside
+    it (`per_run`), since a handful of seeds is too few to bootstrap over. Only methods and tasks present in every
+    run, and items every run scored, are pooled. Written to `out` (a results.json of its own) when given."""
+    from .evaluation.metrics import bootstrap_ci, paired_delta_ci
+
+    dirs = [Path(d) for d in run_dirs]
+    if len(dirs) < 2:
+        raise UserError("pooling needs at least two runs of the same experiment", field="runs")
+    runs = []
+    for d in dirs:
+        p = d / "results.json"
+        try:
+            runs.append(json.loads(p.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise UserError("no results.json: run the experiment (`crossdistill run`) first", file=str(p)) from None
+        except ValueError as e:
+            raise UserError(f"not valid JSON ({e})", file=str(p)) from None
+    for d, r in zip(dirs, runs):
+        if r.get("model") != runs[0].get("model"):
+            raise UserError(f"model {r.get('model')!r} differs from {runs[0].get('model')!r} in {dirs[0]}: pool runs "
+                            "of one experiment only", file=str(d / "results.json"), field="model")
+    methods = [m for m in runs[0]["methods"] if all(m in r["methods"] for r in runs)]
+    metrics: list[tuple[str, str]] = []
+    for s in runs[0]["scores"]:
+        key = (s["task"], s["metric"])
+        if not s.get("left_out_domain") and key not in metrics and key[1] in _ITEM_FIELD:
+            metrics.append(key)
+    # per (method, task, metric): one {item: score} per run, checked against the reported value
+    items: dict[tuple, list[dict[str, float]]] = {}
+    for m in methods:
+        for task, metric in metrics:
+            per_run = []
+            for d, r in zip(dirs, runs):
+                reported = next((s["value"] for s in r["scores"] if s["method"] == m and s["task"] == task
+                                 and s["metric"] == metric and not s.get("left_out_domain")), None)
+                got = _item_scores(d / "eval" / m, task, metric)
+                if reported is None or not got or abs(sum(got.values()) / len(got) - reported) > 1e-9:
+                    break
+                per_run.append(got)
+            else:
+                items[(m, task, metric)] = per_run
+    scores, deltas = [], []
+    for (m, task, metric), per_run in items.items():
+        ids = [i for i in per_run[0] if all(i in r for r in per_run)]
+        if not ids:
+            continue
+        avg = [sum(r[i] for r in per_run) / len(per_run) for i in ids]
+        lo, hi = bootstrap_ci(avg)
+        scores.append({"method": m, "task": task, "metric": metric, "value": round(sum(avg) / len(avg), 12),
+                       "ci_low": round(lo, 12), "ci_high": round(hi, 12), "n": len(ids), "runs": len(per_run),
+                       "per_run": [round(sum(r[i] for i in ids) / len(ids), 12) for r in per_run]})
+    for i, base in enumerate(methods):
+        for m in methods[i + 1:]:
+            for task, metric in metrics:
+                a_runs, b_runs = items.get((base, task, metric)), items.get((m, task, metric))
+                if not a_runs or not b_runs:
+                    continue
+                ids = [x for x in a_runs[0] if all(x in r for r in a_runs + b_runs)]
+                if not ids:
+                    continue
+                a = [sum(r[x] for r in a_runs) / len(a_runs) for x in ids]
+                b = [sum(r[x] for r in b_runs) / len(b_runs) for x in ids]
+                d, lo, hi = paired_delta_ci(a, b)
+                per_run = [round(sum(rb[x] - ra[x] for x in ids) / len(ids), 12) for ra, rb in zip(a_runs, b_runs)]
+                deltas.append({"method": m, "vs": base, "task": task, "metric": metric, "delta": d, "ci_low": lo,
+                               "ci_high": hi, "n": len(ids), "paired": True, "runs": len(a_runs), "per_run": per_run})
+    pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
+              "methods": methods, "tasks": list(dict.fromkeys(t for t, _ in metrics)), "scores": scores,
+              "deltas": deltas}
+    if out is not None:
+        write_json(Path(out), pooled)
+    return pooled

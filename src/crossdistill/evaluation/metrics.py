@@ -97,4 +97,6 @@ def paired_delta_ci(a: Sequence[float], b: Sequence[float], *, resamples: int = 
     if len(a) != len(b) or len(x) == 0:
         raise ValueError(f"paired_delta_ci needs two equally long, non-empty lists (got {len(a)} and {len(b)})")
     low, high = bootstrap_ci(x, resamples=resamples, seed=seed, alpha=alpha)
-    return float(x.mean()), low, high
+    # Rounded: means of averaged per-item scores (thirds, ...) carry float noise, and a bound of -1e-17 must not
+    # read as "excludes 0".
+    return round(float(x.mean()), 12) + 0.0, round(low, 12) + 0.0, round(high, 12) + 0.0   # + 0.0: no "-0.000"
