@@ -1,0 +1,51 @@
+"""Copy the small, committable part of a finished run into results/: what RESULTS.md is generated from.
+
+    python scripts/publish.py runs/experiment-smollm2-cpu results/smollm2-135m-instruct/seed0
+
+Copies results.json, report.md/html, plots/, recipe.resolved.yaml, the data step's overlap.json and sizes.json and
+the distill stats; writes adapters.json with each trained adapter's sha256 and size. The adapters themselves (5-150 MB
+each) stay out of git: the recipe rebuilds them (bit-identical on the same kind of machine, README "Determinism"),
+and the digests say whether a rebuilt one is the same.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def publish(run: Path, dest: Path) -> None:
+    if not (run / "results.json").exists():
+        raise SystemExit(f"{run}/results.json: not a finished run")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "report.md", "report.html", "recipe.resolved.yaml"):
+        shutil.copy2(run / name, dest / name)
+    for src, name in ((run / "data" / "overlap.json", "overlap.json"), (run / "data" / "sizes.json", "sizes.json"),
+                      (run / "distill" / "stats.json", "distill_stats.json")):
+        if src.exists():
+            shutil.copy2(src, dest / name)
+    if (run / "plots").is_dir():
+        shutil.copytree(run / "plots", dest / "plots", dirs_exist_ok=True)
+    adapters = {}
+    for weights in sorted((run / "train").glob("*/adapter/adapter_model.safetensors")):
+        method = weights.parent.parent.name
+        if (run / "eval" / method / "results.json").exists():   # only adapters whose scores are published
+            adapters[method] = {"sha256": sha256(weights), "bytes": weights.stat().st_size}
+    (dest / "adapters.json").write_text(json.dumps(adapters, indent=1) + "\n")
+    print(f"{run} -> {dest}: {len(adapters)} adapters")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    publish(Path(sys.argv[1]), Path(sys.argv[2]))
