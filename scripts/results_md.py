@@ -182,6 +182,17 @@ def pooled_section(path: Path) -> list[str]:
           "averaged over the seeds first; the CI is a paired bootstrap over items, so it covers which eval items were "
           "drawn, given these training runs. *per seed* shows the spread between training runs, which three seeds "
           "are too few to put a CI on."]
+    tasks = list(prim)
+    cell = {(x["method"], x["task"]): x for x in res["scores"] if x["metric"] == prim[x["task"]]}
+    md += ["", "Scores: mean over the seeds [95% CI over items] (per seed).", "",
+           "| method | " + " | ".join(f"{t} ({prim[t]})" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for m in res["methods"]:
+        row = []
+        for t in tasks:
+            x = cell.get((m, t))
+            row.append("—" if x is None else f"{x['value']:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}] "
+                       f"({' / '.join(f'{v:.3f}' for v in x['per_run'])})")
+        md.append(f"| {m} | " + " | ".join(row) + " |")
     return md + claim_tables(res, prim, POOLED_CLAIMS, per_run=True) + [""]
 
 
