@@ -209,7 +209,7 @@ class Config:
                 self.train_config_for(name)  # validates the overrides now, not at training time
         if isinstance(self.lodo, list):
             for name in self.lodo:
-                if self.methods.get(name, "missing") is None or name not in self.methods:
+                if self.methods.get(name) is None:   # not in the recipe, or the untrained seed model
                     trained = [m for m, o in self.methods.items() if o is not None]
                     close = difflib.get_close_matches(str(name), trained, n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""

@@ -50,7 +50,6 @@ def _lodo_name(method: str, domain: str) -> str:
     return f"{method}__lodo-{domain}"
 
 
-
 def build_plan(cfg: Config) -> list[Step]:
     """Every step of the experiment with its cache key, in execution order."""
     out = Path(cfg.output_dir)
