@@ -9,19 +9,12 @@ and the digests say whether a rebuilt one is the same.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from crossdistill.io import sha256_file
 
 
 def publish(run: Path, dest: Path) -> None:
@@ -40,7 +33,7 @@ def publish(run: Path, dest: Path) -> None:
     for weights in sorted((run / "train").glob("*/adapter/adapter_model.safetensors")):
         method = weights.parent.parent.name
         if (run / "eval" / method / "results.json").exists():   # only adapters whose scores are published
-            adapters[method] = {"sha256": sha256(weights), "bytes": weights.stat().st_size}
+            adapters[method] = {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
     (dest / "adapters.json").write_text(json.dumps(adapters, indent=1) + "\n")
     print(f"{run} -> {dest}: {len(adapters)} adapters")
 

@@ -173,15 +173,16 @@ def seeds_section(paths: list[Path]) -> list[str]:
     return md + [""]
 
 
-def pooled_section(path: Path) -> list[str]:
+def pooled_section(path: Path, runs: list[Path]) -> list[str]:
     """`crossdistill pool` output: the core claims on the items every seed scored, per-item means over the seeds."""
     res = json.loads(path.read_text())
     prim = primary(res["scores"])
     md = [f"### Pooled over training seeds {', '.join(str(s) for s in res['seeds'])}", "",
-          f"Source: [`{path}`]({path}), written by `crossdistill pool` from the runs above. Each item's score is "
+          f"Source: [`{path}`]({path}), written by `crossdistill pool` from the runs of this model. Each item's score is "
           "averaged over the seeds first; the CI is a paired bootstrap over items, so it covers which eval items were "
           "drawn, given these training runs. *per seed* shows the spread between training runs, which three seeds "
-          "are too few to put a CI on."]
+          "are too few to put a CI on.",
+          "Per-seed runs: " + ", ".join(f"[`{p.parent}`]({p.parent}/results.json)" for p in runs) + "."]
     tasks = list(prim)
     cell = {(x["method"], x["task"]): x for x in res["scores"] if x["metric"] == prim[x["task"]]}
     md += ["", "Scores: mean over the seeds [95% CI over items] (per seed).", "",
@@ -222,10 +223,10 @@ def main(argv: list[str] | None = None) -> None:
         # the run with the most methods in full; the others of the same model only in the across-seeds table
         main_run = max(paths, key=lambda p: (len(json.loads(p.read_text())["methods"]), -paths.index(p)))
         md += model_section(main_run)
-        if len(paths) > 1:
+        if model in pooled:   # per-seed values and deltas are columns of the pooled tables
+            md += pooled_section(pooled[model], sorted(paths))
+        elif len(paths) > 1:
             md += seeds_section(sorted(paths, key=lambda p: json.loads(p.read_text()).get("seed") or 0))
-        if model in pooled:
-            md += pooled_section(pooled[model])
     post = Path(a.conclusions)
     if post.exists():
         md += [post.read_text().rstrip(), ""]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -57,6 +58,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         if named is not e:
             raise named from e
         raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (model weights, archives, adapters)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

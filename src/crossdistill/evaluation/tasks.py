@@ -260,16 +260,15 @@ def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Rec
     """A custom task's JSONL -> Records (Record schema, or raw objects mapped by `spec.fields`)."""
     from ..sources.files import iter_objects   # the project's one line-numbered JSON(L) reader
 
+    def objects():   # the reader's own errors (malformed JSON) also name the spec the file belongs to
+        try:
+            yield from iter_objects(Path(path))
+        except UserError as e:
+            raise UserError(f"{e.message} [{what} of task spec {spec.spec_file}]", file=path, line=e.line) from None
+
     out: list[Record] = []
     seen: set[str] = set()
-    objects = iter_objects(Path(path))
-    while True:
-        try:
-            lineno, obj = next(objects)
-        except StopIteration:
-            break
-        except UserError as e:   # malformed JSON: name the spec the file belongs to
-            raise UserError(f"{e.message} [{what} of task spec {spec.spec_file}]", file=path, line=e.line) from None
+    for lineno, obj in objects():
         if not isinstance(obj, dict):
             raise UserError(f"expected a JSON object [{what} of task spec {spec.spec_file}]", file=path, line=lineno)
         if spec.fields:

@@ -8,7 +8,6 @@ here (the uploads are not all from the dataset authors), and the members we need
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import atomic_open
+from ..io import atomic_open, sha256_file
 from ..models import cache_dir
 
 
@@ -55,14 +54,6 @@ def data_cache() -> Path:
     return cache_dir() / "data"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_archive(arc: Archive, *, progress: bool = True) -> Path:
     """The archive file, downloaded if needed and sha256-checked. Raises UserError when it cannot be had."""
     dest = cache_dir() / "downloads"
@@ -90,7 +81,7 @@ def fetch_archive(arc: Archive, *, progress: bool = True) -> Path:
             os.replace(got, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != arc.sha256:
         bad = path.with_name(path.name + ".bad")
         os.replace(path, bad)
