@@ -37,7 +37,8 @@ def test_wrong_answer_fails_with_reason():
     v = _run("def add(a, b):\n    return a - b\n")
     assert v.status == "fail" and not v.passed
     assert (v.n_tests, v.n_passed) == (3, 0)
-    assert "strict check -1 == 3" in v.stderr_tail and "assert add(1, 2) == 3" in v.stderr_tail
+    assert "checked by the parent" in v.stderr_tail and "[values: -1]" in v.stderr_tail
+    assert "assert add(1, 2) == 3" in v.stderr_tail
 
 
 def test_partial_counts():
@@ -390,12 +391,12 @@ def test_build_program():
 
 def test_parse_token_rejects_forgeries():
     nonce = "ab" * 16
-    good = f"junk\nSBX1 {nonce} pass 3 3 {'ok'.encode().hex()}\n".encode()
-    assert sandbox._parse_token(good, nonce) == ("pass", 3, 3, "ok")
+    good = f"junk\nSBX1 {nonce} pass 3 3 {'ok'.encode().hex()} {b'[]'.hex()}\n".encode()
+    assert sandbox._parse_token(good, nonce) == ("pass", 3, 3, "ok", b"[]")
     assert sandbox._parse_token(good, "cd" * 16) is False
     assert sandbox._parse_token(good + b"more\n", nonce) is None
     assert sandbox._parse_token(b"", nonce) is None
-    assert sandbox._parse_token(f"SBX1 {nonce} pass x 3 \n".encode(), nonce) is False
+    assert sandbox._parse_token(f"SBX1 {nonce} pass x 3 00 00\n".encode(), nonce) is False
 
 
 def test_strict_transform_shape():
@@ -520,3 +521,31 @@ def test_setup_imports_do_not_unpatch_process_control():
             "        pass\n" + ADD)
     v = _run(code, setup="import os, subprocess, signal")
     assert v.status == "fail" and "os.mkfifo" in v.stderr_tail and "os.setsid" in v.stderr_tail
+
+
+# ------------------------------------------------------------- the parent decides (issue 19)
+def test_expected_values_never_reach_the_child():
+    plan = sandbox._plan_test("assert add(1, 2) == 12345\nassert abs(add(0.5, 0.25) - 0.75) < 1e-9\n",
+                              True, frozenset(), True)
+    assert "12345" not in plan.blob and "0.75" not in plan.blob and "1e-09" not in plan.blob
+    assert "(add, 1, 2)" in plan.blob and plan.strong and len(plan.sites) == 2
+
+
+def test_forged_observations_cannot_pass():
+    plan = sandbox._plan_test("assert add(1, 2) == 3", True, frozenset(), False)
+    good = repr([[True], [(0, 0, [3])]]).encode()
+    assert sandbox._parent_verdict([plan], good) == ([True], "")
+    for forged in ([[True], [(0, 0, [4])]],            # a wrong value
+                   [[True], []],                        # the observation withheld
+                   [[True], [(0, 0, [["X", "Eq"]])]],   # not plain data
+                   [[True], [(0, 0, [3, 3])]]):         # wrong shape
+        ok, why = sandbox._parent_verdict([plan], repr(forged).encode())
+        assert ok == [False] and why
+    assert sandbox._parent_verdict([plan], b"__import__('os')")[0] == [False]
+
+
+def test_weak_tests_are_counted():
+    v = run_tests("def f(x):\n    return x\n", ["y = [1]\nassert f(y) == y", "assert f(2) == 2"])
+    assert v.passed and v.weak == 1
+    v = run_tests("def f(x):\n    return None\n", ["assert f(1) is None", "assert f(1) is not None"])
+    assert v.status == "fail" and v.n_passed == 1

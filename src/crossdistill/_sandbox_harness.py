@@ -225,9 +225,11 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
     del _ru, _cpu_soft
 
     # ------------------------------------------------------------------ reporting
-    def _emit(status, n_tests, n_passed, reason, nonce, res_fd, *, _write=_write, _str=_str):
-        line = "\nSBX1 %s %s %d %d %s\n" % (nonce, status, n_tests, n_passed,
-                                           reason.encode("utf-8", "replace").hex())
+    def _emit(status, n_tests, n_passed, reason, nonce, res_fd, payload="", *, _write=_write,
+              _str=_str):
+        line = "\nSBX1 %s %s %d %d %s %s\n" % (nonce, status, n_tests, n_passed,
+                                              reason.encode("utf-8", "replace").hex(),
+                                              payload.encode("utf-8", "surrogatepass").hex())
         data = line.encode("ascii")
         while data:
             n = _write(res_fd, data)
@@ -980,8 +982,91 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
             return r
         return _sbx_call(__sbx_f, *args, **kwargs)
 
+    # Observations for the parent (see sandbox._Splitter): an assert arrives here as
+    # ``h_obs(site, lambda: probe0, ...)``; the values go back as plain data and the parent, which
+    # alone knows what they are compared with, decides.
+    OBS = []
+    TOK = []
+    CUR = [0, 0]     # current test index, encoded bytes so far
+
+    def _enc(v, d, *, _self=None, _type=_type, _int=_int, _float=float, _str=_str, _bytes=_bytes,
+             _complex=complex, _list=_list, _tuple=_tuple, _set=_set, _frozenset=_frozenset,
+             _dict=_dict, _bool=_bool, _hex=hex, _fhex=float.hex, _dict_items=_dict_items,
+             _creal=_complex_real, _cimag=_complex_imag, _tname=_tname, _len=_len,
+             FRAC_TAG=FRAC_TAG, ENUM_TAG=ENUM_TAG, _str_exact=_str_exact, _TE=_TypeError, _dec=None,
+             _p=_plain, _tmro=_tmro, _tdict=_tdict, _tmodule=_tmodule, _tqualname=_tqualname,
+             _range=range, _VALUE_TYPES=_VALUE_TYPES):
+        t = _type(v)
+        if v is None or t is _bool or t is _str:
+            return v
+        if t is _int:
+            return v if -(1 << 53) < v < (1 << 53) else ["I", _hex(v)]
+        if t is _float:
+            return ["F", _fhex(v)]
+        if d > 200:
+            raise _TE("sandbox: value nested too deeply")
+        d += 1
+        if t is _list or t is _tuple or t is _set or t is _frozenset:
+            if t is _tuple and _len(v) == 3 and v[0] is FRAC_TAG:
+                return ["Q", _hex(v[1]), _hex(v[2])]
+            if t is _tuple and _len(v) == 3 and v[0] is ENUM_TAG:
+                return ["N", _str_exact(v[1]), v[2]]
+            out = ["L" if t is _list else "T" if t is _tuple else "S" if t is _set else "Z"]
+            for x in v:
+                out.append(_self(x, d))
+            return out
+        if t is _dict:
+            out = ["D"]
+            for k, x in _dict_items(v):
+                out.append([_self(k, d), _self(x, d)])
+            return out
+        if t is _bytes:
+            return ["B", v.hex()]
+        if t is _complex:
+            return ["C", _fhex(_creal(v)), _fhex(_cimag(v))]
+        if _dec is not None and t is _dec:
+            return ["M", _str_exact(_str(v))]
+        if t is _range:
+            return ["R", v.start, v.stop, v.step]
+        mq = (_tmodule(t), _tqualname(t))
+        if mq in _VALUE_TYPES and mq[0] == "datetime":
+            if mq[1] == "timedelta":
+                return ["Y", "timedelta", v.days, v.seconds, v.microseconds]
+            if mq[1] != "timezone":
+                return ["Y", mq[1], _str_exact(v.isoformat())]
+        for c in _tmro(t):
+            if "__next__" in _tdict(c):  # an iterator (already guarded): its items, up to a bound
+                out = ["G"]
+                for x in v:
+                    if _len(out) > 100000:
+                        raise _TE("sandbox: iterator too long to check outside the sandbox")
+                    out.append(_self(_p(x, 0), d))
+                return out
+        return ["X", _str_exact(_tname(t))]
+
+    _enc.__kwdefaults__["_self"] = _enc
+
+    def h_obs(site, *thunks, _p=_plain, _enc=_enc, _obs=OBS, _cur=CUR, _repr=_repr, _len=_len,
+              _tname=_tname, _type=_type, _str_exact=_str_exact, _BE=_BaseException,
+              _VE=_ValueError, CAP=2 << 20, _tuple=_tuple, _safe=None, _MemErr=_MemoryError):
+        vals = []
+        for th in thunks:
+            try:
+                e = _enc(_p(th(), 0), 0)
+            except _MemErr:
+                raise
+            except _BE as ex:  # noqa: B036 - the parent fails the assert when it reads this value
+                e = ["E", _str_exact(_tname(_type(ex))) + ": " + _safe(ex, 200)]
+            vals.append(e)
+        item = (_cur[0], site, vals)
+        _cur[1] += _len(_repr(item))
+        if _cur[1] > CAP:
+            raise _VE("sandbox: the values the tests observed exceed %d bytes" % (CAP,))
+        _obs.append(item)
+
     SENT = {"\x00sbx:call\x00": h_call, "\x00sbx:cmp\x00": h_cmp,
-            "\x00sbx:truth\x00": h_truth, "\x00sbx:chain\x00": h_chain, "\x00sbx:bcall\x00": h_bcall}
+            "\x00sbx:truth\x00": h_truth, "\x00sbx:chain\x00": h_chain, "\x00sbx:bcall\x00": h_bcall,
+            "\x00sbx:obs\x00": h_obs}
 
     def _patch_code(co, *, _self=None, SENT=SENT, CodeType=CodeType, _type=_type, _str=_str,
                     _tuple=_tuple):
@@ -1492,7 +1577,12 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
                 if cd.get(k, _M) is not v:
                     _setattr(c, k, v)
 
-    for _f in (_readn, _setlim, _emit, _realpath, _under, _plain, _giter, _guard, _cmp_core, h_cmp,
+    h_obs.__kwdefaults__["_safe"] = _safe_text
+    _dm = sys.modules.get("decimal")
+    if _dm is not None and isinstance(vars(_dm).get("Decimal"), type):
+        _enc.__kwdefaults__["_dec"] = vars(_dm)["Decimal"]
+    del _dm
+    for _f in (_readn, _setlim, _emit, _enc, h_obs, _realpath, _under, _plain, _giter, _guard, _cmp_core, h_cmp,
                h_truth, h_chain, h_call, h_bcall, _patch_code, _deny, _mk_deny, _loader_gen,
                create_builtin, create_dynamic, _path_ok, _is_dir, _hook, _safe_text, _brepr,
                _in_mro, _inert, _same, _same_seq, _intact, _watch, _check_watch, _fcanon, _rkey,
@@ -1574,11 +1664,14 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
         saw_memory_error = False
         for tc in test_codes:
             LAST[0] = None
+            CUR[0] = i
+            TOK.append(False)
             try:
                 _exec(tc, tg)
                 if WATCH:
                     _check_watch()
                 n_passed += 1
+                TOK[i] = True
             except _BaseException as e:  # noqa: B036 - SystemExit & co. from the candidate fail the test
                 if _type(e) is _MemoryError:
                     saw_memory_error = True
@@ -1627,7 +1720,11 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
     if not same:
         _exit(0)  # the result channel was replaced: report nothing
     try:
-        _emit(status, n_tests, n_passed, reason, nonce, res_fd)
+        try:
+            payload = _repr([TOK, OBS])
+        except _BaseException:  # noqa: B036
+            payload = ""
+        _emit(status, n_tests, n_passed, reason, nonce, res_fd, payload)
     finally:
         _exit(0)
 

@@ -203,6 +203,10 @@ class Verdict:
     duration_s: float
     n_tests: int = 0
     n_passed: int = 0
+    # tests whose verdict rests on checks inside the candidate's process (asserts the parent could
+    # not split: a comparison with a value the tests compute at run time ...); 0 = unforgeable
+    weak: int = 0
+    isolation: str = "none"  # OS layer the program ran under (see SandboxLimits.isolation)
 
 
 TAIL_CHARS = 2000
@@ -225,7 +229,7 @@ _BOOTSTRAP = (
     "{'__name__':'__main__','__builtins__':__builtins__})\n"
 )
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031 if sys.platform.startswith("linux") else None)
-_SENT = {k: f"\x00sbx:{k}\x00" for k in ("call", "cmp", "truth", "chain", "bcall")}
+_SENT = {k: f"\x00sbx:{k}\x00" for k in ("call", "cmp", "truth", "chain", "bcall", "obs")}
 _OPS = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5, ast.Is: 6,
         ast.IsNot: 7, ast.In: 8, ast.NotIn: 9}
 # Calls that depend on the caller's frame; their results are not guarded (they return builtin data).
@@ -278,6 +282,9 @@ def _sent(kind: str) -> ast.expr:
 class _StrictTests(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.AST:
         node = self.generic_visit(node)
+        if isinstance(node.func, ast.IfExp) and isinstance(node.func.body, ast.Constant) and (
+                node.func.body.value == _SENT["obs"]):
+            return node  # the harness's own probe call (see _Splitter)
         if isinstance(node.func, ast.Name) and node.func.id in _NO_WRAP:
             return node
         if isinstance(node.func, ast.Name) and node.func.id in _SHADOWABLE:
@@ -337,6 +344,325 @@ def _transform_test_source(src: str, strict: bool = True) -> str:
     tree = _StrictTests().visit(ast.parse(src, "<test>", "exec"))
     ast.fix_missing_locations(tree)
     return ast.unparse(tree)
+
+
+# ------------------------------------------------------------------- verdict outside the child
+# Each ``assert`` of a test is split in the parent: the child gets only the *probes* (the sub-
+# expressions that need the candidate: ``add(1, 2)``), evaluates them and sends back their values as
+# plain data; the *skeleton* (``__p(0) == 3``: the comparison and the expected values) never leaves
+# the parent, which evaluates it on the decoded values.  A candidate that controls its whole process
+# can only forge the values it returns anyway - it cannot learn what they are compared with.
+_P_FUNCS: dict[str, Any] = {
+    "abs": abs, "round": round, "len": len, "sorted": sorted, "set": set, "frozenset": frozenset,
+    "tuple": tuple, "list": list, "sum": sum, "min": min, "max": max, "all": all, "any": any,
+    "str": str, "int": int, "float": float, "bool": bool, "dict": dict, "isinstance": isinstance,
+    "type": type, "complex": complex, "bytes": bytes, "divmod": divmod}
+_P_TYPES = frozenset({"int", "float", "str", "list", "tuple", "dict", "set", "frozenset", "bool",
+                      "complex", "bytes", "type"})
+_P_MATH = frozenset({"isclose", "fabs", "floor", "ceil", "sqrt", "isnan", "isinf", "isfinite"})
+_P_BINOPS = (ast.Add, ast.Sub, ast.Div, ast.FloorDiv, ast.Mod)
+# candidate code naming these gets its asserts checked in the child (enum members compare by
+# identity, Flag members combine with | ...: not plain data); such tests count as weak
+_ENUMISH = frozenset({"enum", "Enum", "IntEnum", "StrEnum", "Flag", "IntFlag", "ReprEnum"})
+_OBS_CAP = 2 << 20  # bytes of encoded probe values per run; more makes the run fail
+
+
+@dataclass(frozen=True)
+class _Site:
+    skeleton: Any          # code object evaluated in the parent, probes read through ``__p(k)``
+    n_probes: int
+    strong: bool           # every comparison has a side the child never sees
+    required: bool         # not under a loop/branch/try: must be observed at least once
+    src: str
+
+
+class _Splitter(ast.NodeTransformer):
+    def __init__(self, shadowed: frozenset[str]):
+        self.shadowed = shadowed
+        self.sites: list[_Site] = []
+        self._depth_cond = 0
+
+    # statements under which an assert may legitimately not run
+    def _cond(self, node: ast.AST) -> ast.AST:
+        self._depth_cond += 1
+        try:
+            return self.generic_visit(node)
+        finally:
+            self._depth_cond -= 1
+
+    visit_For = visit_AsyncFor = visit_While = visit_If = visit_Try = visit_With = _cond
+    visit_AsyncWith = visit_Match = visit_ClassDef = visit_AsyncFunctionDef = _cond
+    if hasattr(ast, "TryStar"):
+        visit_TryStar = _cond
+
+    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+        probes: list[ast.expr] = []
+        try:
+            skel = self._skel(node.test, probes)
+        except RecursionError:
+            return node
+        # strong: every comparison has a side the child never sees, and no probe compares anything
+        # itself (``candidate(x) is None`` evaluated in the child would tell what is expected)
+        strong = all(any(not self._has_probe(o) for o in [c.left, *c.comparators])
+                     for c in ast.walk(skel) if isinstance(c, ast.Compare)) and not any(
+            isinstance(n, (ast.Compare, ast.BoolOp)) for p in probes for n in ast.walk(p))
+        expr = ast.Expression(body=skel)
+        ast.fix_missing_locations(expr)
+        code = compile(expr, "<assert>", "eval", dont_inherit=True)
+        k = len(self.sites)
+        self.sites.append(_Site(code, len(probes), strong, self._depth_cond == 0,
+                                ast.unparse(node.test)[:200]))
+        noargs = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[],
+                               kwarg=None, defaults=[])
+        call = ast.Call(func=_sent("obs"), args=[ast.Constant(k), *[ast.Lambda(args=noargs, body=p)
+                                                                     for p in probes]], keywords=[])
+        return ast.copy_location(ast.Expr(value=call), node)
+
+    @staticmethod
+    def _has_probe(e: ast.AST) -> bool:
+        return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "__p"
+                   for n in ast.walk(e))
+
+    def _probe(self, e: ast.expr, probes: list[ast.expr]) -> ast.expr:
+        probes.append(e)
+        return ast.Call(func=ast.Name("__p", ast.Load()), args=[ast.Constant(len(probes) - 1)],
+                        keywords=[])
+
+    def _skel(self, e: ast.expr, probes: list[ast.expr]) -> ast.expr:
+        """The parent-side skeleton of ``e``; sub-expressions it cannot evaluate become probes."""
+        mark = len(probes)
+        sk = self._skel_or_none(e, probes)
+        if sk is None:
+            del probes[mark:]
+            return self._probe(e, probes)
+        return sk
+
+    def _skel_or_none(self, e: ast.expr, probes: list[ast.expr]) -> ast.expr | None:
+        S = self._skel
+        if isinstance(e, ast.Constant):
+            return e
+        if isinstance(e, ast.Name):
+            return e if e.id in _P_TYPES and e.id not in self.shadowed else None
+        if isinstance(e, (ast.Tuple, ast.List, ast.Set)):
+            if any(isinstance(x, ast.Starred) for x in e.elts):
+                return None
+            return type(e)(elts=[S(x, probes) for x in e.elts], **({} if isinstance(e, ast.Set)
+                                                                      else {"ctx": ast.Load()}))
+        if isinstance(e, ast.Dict):
+            if any(k is None for k in e.keys):
+                return None
+            return ast.Dict(keys=[S(k, probes) for k in e.keys], values=[S(v, probes) for v in e.values])
+        if isinstance(e, ast.UnaryOp):
+            return ast.UnaryOp(op=e.op, operand=S(e.operand, probes))
+        if isinstance(e, ast.BinOp):
+            mark = len(probes)
+            new = ast.BinOp(left=S(e.left, probes), op=e.op, right=S(e.right, probes))
+            if isinstance(e.op, _P_BINOPS) or len(probes) == mark:
+                return new  # (* ** << only between trusted constants: no blow-up in the parent)
+            return None
+        if isinstance(e, ast.Compare):
+            if any(isinstance(op, (ast.Is, ast.IsNot)) for op in e.ops):
+                return None  # identity: only the child can tell (the whole comparison is a probe)
+            return ast.Compare(left=S(e.left, probes), ops=e.ops, comparators=[S(c, probes)
+                                                                             for c in e.comparators])
+        if isinstance(e, ast.BoolOp):
+            return ast.BoolOp(op=e.op, values=[S(v, probes) for v in e.values])
+        if isinstance(e, ast.IfExp):
+            return ast.IfExp(test=S(e.test, probes), body=S(e.body, probes), orelse=S(e.orelse, probes))
+        if isinstance(e, ast.Subscript) and not isinstance(e.slice, ast.Slice):
+            return ast.Subscript(value=S(e.value, probes), slice=S(e.slice, probes), ctx=ast.Load())
+        if isinstance(e, ast.Call):
+            f = e.func
+            ok = (isinstance(f, ast.Name) and f.id in _P_FUNCS and f.id not in self.shadowed) or (
+                isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math"
+                and f.attr in _P_MATH and "math" not in self.shadowed)
+            args = [*e.args, *[k.value for k in e.keywords]]
+            if (not ok or any(isinstance(a, (ast.Starred, ast.Lambda)) for a in args)
+                    or any(k.arg is None for k in e.keywords)):
+                return None
+            if isinstance(f, ast.Name) and f.id in ("isinstance", "type") and any(
+                    self._has_probe(S(a, [])) for a in e.args[1:]):
+                return None  # isinstance(x, CandidateClass): a class is not plain data
+            func = f if isinstance(f, ast.Name) else ast.Name("__math_" + f.attr, ast.Load())
+            return ast.Call(func=func, args=[S(a, probes) for a in e.args],
+                            keywords=[ast.keyword(arg=k.arg, value=S(k.value, probes))
+                                      for k in e.keywords])
+        return None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    blob: bytes | str      # what the child runs (marshalled code / source for another version)
+    sites: tuple[_Site, ...]
+    strong: bool           # the verdict of this test cannot be forged by the candidate's process
+
+
+@functools.lru_cache(maxsize=8192)
+def _plan_test(src: str, strict: bool, shadowed: frozenset[str], as_source: bool) -> _Plan:
+    tree = ast.parse(src, "<test>", "exec")
+    sites: tuple[_Site, ...] = ()
+    if strict and "\0enum" not in shadowed:
+        bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        bound |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+        bound |= {(n.asname or n.name).partition(".")[0] for n in ast.walk(tree) if isinstance(n, ast.alias)}
+        bound |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef,
+                                                                    ast.AsyncFunctionDef))}
+        sp = _Splitter(shadowed | frozenset(bound))  # names the test itself binds are not builtins
+        tree = sp.visit(tree)
+        sites = tuple(sp.sites)
+    if strict:
+        tree = _StrictTests().visit(tree)
+    ast.fix_missing_locations(tree)
+    blob: bytes | str = (ast.unparse(tree) if strict else src) if as_source else marshal.dumps(
+        compile(tree, "<test>", "exec", dont_inherit=True, optimize=0))
+    return _Plan(blob, sites, bool(sites) and all(s.strong for s in sites))
+
+
+@functools.lru_cache(maxsize=4096)
+def _shadowed_names(code: str) -> frozenset[str]:
+    """Names the candidate binds at top level that the parent-side skeletons would otherwise take
+    for builtins / ``math`` (MBPP 126 defines ``sum``): calls by those names stay probes."""
+    try:
+        tree = ast.parse(code, "<candidate>", "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return frozenset()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).partition(".")[0])
+        elif isinstance(node, ast.Global):
+            names.update(node.names)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    if isinstance(tree, ast.Module) and (used | names) & _ENUMISH:
+        names.add("\0enum")
+    return frozenset(n for n in names if n in _P_FUNCS or n in _P_TYPES or n in ("math", "\0enum"))
+
+
+class _Raised(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Member:
+    """An enum member seen in the child: equal only to the same member (identity semantics)."""
+    qualname: str
+    ident: int
+
+
+def _decode(x: Any, d: int = 0) -> Any:
+    """Plain data from the child (``ast.literal_eval`` output) -> the value it stands for."""
+    if d > 400:
+        raise ValueError("nested too deeply")
+    if x is None or type(x) in (bool, int, str):
+        return x
+    if type(x) is not list or not x or type(x[0]) is not str:
+        raise ValueError("garbled value")
+    tag, rest = x[0], x[1:]
+    if tag == "F":
+        return float.fromhex(rest[0])
+    if tag == "I":
+        return int(rest[0], 16)
+    if tag == "C":
+        return complex(float.fromhex(rest[0]), float.fromhex(rest[1]))
+    if tag == "B":
+        return bytes.fromhex(rest[0])
+    if tag == "L":
+        return [_decode(v, d + 1) for v in rest]
+    if tag == "T":
+        return tuple(_decode(v, d + 1) for v in rest)
+    if tag == "S":
+        return {_decode(v, d + 1) for v in rest}
+    if tag == "Z":
+        return frozenset(_decode(v, d + 1) for v in rest)
+    if tag == "D":
+        return {_decode(k, d + 1): _decode(v, d + 1) for k, v in rest}
+    if tag == "Q":
+        from fractions import Fraction
+        return Fraction(int(rest[0], 16), int(rest[1], 16))
+    if tag == "M":
+        from decimal import Decimal
+        return Decimal(rest[0])
+    if tag == "R":
+        r = range(rest[0], rest[1], rest[2])
+        if len(r) > 10**6:
+            raise ValueError("range too long")
+        return r
+    if tag == "G":
+        return iter([_decode(v, d + 1) for v in rest])
+    if tag == "N":
+        return _Member(rest[0], rest[1])
+    if tag == "Y":
+        import datetime
+        if rest[0] == "timedelta":
+            return datetime.timedelta(days=rest[1], seconds=rest[2], microseconds=rest[3])
+        if rest[0] in ("date", "datetime", "time"):
+            return getattr(datetime, rest[0]).fromisoformat(rest[1])
+        raise ValueError("garbled value")
+    if tag in ("E", "X"):
+        return _Raised(f"{rest[0]}" if tag == "E" else f"value of type {rest[0]} cannot be checked "
+                       "outside the sandbox")
+    raise ValueError("garbled value")
+
+
+def _eval_site(site: _Site, values: list[Any]) -> bool:
+    """Evaluate one assert's skeleton in the parent on decoded probe values (exact builtins only)."""
+    import math
+
+    def p(k: int) -> Any:
+        v = values[k]
+        if isinstance(v, _Raised):
+            raise v
+        return v
+
+    ns = {"__builtins__": {}, "__p": p, **_P_FUNCS,
+          **{"__math_" + n: getattr(math, n) for n in _P_MATH}}
+    return bool(eval(site.skeleton, ns))  # noqa: S307 - skeleton: trusted test code, builtin values only
+
+
+def _parent_verdict(plans: list[_Plan], payload: bytes) -> tuple[list[bool], str]:
+    """Per-test results decided in the parent from the child's observations, and the first reason."""
+    try:
+        flags, obs = ast.literal_eval(payload.decode("ascii"))
+        if type(flags) is not list or len(flags) != len(plans) or type(obs) is not list:
+            raise ValueError("shape")
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError, UnicodeDecodeError):
+        return [False] * len(plans), "garbled observations from the child"
+    ok = [f is True for f in flags]
+    seen: set[tuple[int, int]] = set()
+    reason = ""
+    for item in obs:
+        try:
+            i, k, vals = item
+            site = plans[i].sites[k]
+            if len(vals) != site.n_probes:
+                raise ValueError("probe count")
+            decoded = [_decode(v) for v in vals]
+        except (ValueError, TypeError, IndexError, OverflowError, RecursionError, ArithmeticError):
+            return [False] * len(plans), "garbled observations from the child"
+        seen.add((i, k))
+        if not ok[i]:
+            continue
+        try:
+            good = _eval_site(site, decoded)
+            why = "is False"
+        except Exception as e:  # noqa: BLE001 - any error evaluating the assert fails the test
+            good, why = False, f"raised {type(e).__name__}: {str(e)[:200]}"
+        if not good:
+            ok[i] = False
+            if not reason:
+                shown = ", ".join(repr(v)[:120] for v in decoded)
+                reason = f"test {i} failed (checked by the parent): assert {site.src} {why} [values: {shown}]"
+    for i, plan in enumerate(plans):
+        for k, site in enumerate(plan.sites):
+            if ok[i] and site.required and (i, k) not in seen:
+                ok[i] = False
+                reason = reason or f"test {i}: assert {site.src} was never reached"
+    return ok, reason
 
 
 @functools.lru_cache(maxsize=8192)
@@ -516,14 +842,14 @@ def _rmtree(path: str) -> None:
         shutil.rmtree(path, onerror=onerror)
 
 
-def _parse_token(res: bytes, nonce: str) -> tuple[str, int, int, str] | None | bool:
+def _parse_token(res: bytes, nonce: str) -> tuple[str, int, int, str, bytes] | None | bool:
     """Token of the last line of the result channel; ``None`` if absent, ``False`` if forged/garbled."""
     body = res.rstrip(b"\n")
     if not body:
         return None
     last = body.rsplit(b"\n", 1)[-1]
     parts = last.split(b" ")
-    if len(parts) != 6 or parts[0] != b"SBX1":
+    if len(parts) != 7 or parts[0] != b"SBX1":
         return False if b"SBX1" in last else None
     try:
         if not hmac.compare_digest(parts[1].decode("ascii"), nonce):
@@ -532,7 +858,7 @@ def _parse_token(res: bytes, nonce: str) -> tuple[str, int, int, str] | None | b
         if status not in ("pass", "fail", "error"):
             return False
         return status, int(parts[3]), int(parts[4]), bytes.fromhex(parts[5].decode("ascii")).decode(
-            "utf-8", "replace")
+            "utf-8", "replace"), bytes.fromhex(parts[6].decode("ascii"))
     except (ValueError, UnicodeDecodeError):
         return False
 
@@ -620,10 +946,9 @@ def _dispatch(slot: _Slot, code: str, tests: list[str], setup: str, limits: Sand
     try:
         tests = list(tests)
         same_version = _interp_version(slot.python) == sys.version_info[:2]
-        try:
-            test_blobs = [_compile_test(t, limits.strict) for t in tests]
-            if not same_version:  # marshalled code is version-bound: ship the transformed source
-                test_blobs = [_transform_test_source(t, limits.strict) for t in tests]
+        shadowed = _shadowed_names(code) if limits.strict else frozenset()
+        try:  # marshalled code is version-bound: another interpreter gets the transformed source
+            plans = [_plan_test(t, limits.strict, shadowed, not same_version) for t in tests]
         except (SyntaxError, ValueError, RecursionError) as e:
             return _error(f"[sandbox] a test does not compile: {e!r}", len(tests), t0)
         setup = setup or ""
@@ -631,14 +956,14 @@ def _dispatch(slot: _Slot, code: str, tests: list[str], setup: str, limits: Sand
         nonce = secrets.token_hex(16)
         job = {"nonce": nonce, "res_fd": slot.res_no, "preimport": preimport,
                "setup_after": _setup_runs_after(setup),
-               "tmp": slot.tmp, "code": code, "setup": setup, "tests": test_blobs,
+               "tmp": slot.tmp, "code": code, "setup": setup, "tests": [p.blob for p in plans],
                "test_srcs": [t[:300] for t in tests], "cpu_s": float(limits.cpu_s),
                "mem_mb": int(limits.memory_mb), "fsize_mb": int(limits.file_size_mb),
                "max_procs": int(limits.max_procs), "nproc": slot.nproc,
                "uid": slot.ids[0] if slot.ids else None, "gid": slot.ids[1] if slot.ids else None}
         jobb = marshal.dumps(job)
         verdict = _supervise(slot.proc, b"%012d" % len(jobb) + jobb, slot.r_fd, nonce, limits,
-                             len(tests), t0)
+                             len(tests), t0, plans)
         if limits.max_procs > 0:
             _kill_escaped(slot.tmp)
         return verdict
@@ -703,13 +1028,13 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 def _supervise(proc: subprocess.Popen, payload: bytes, r_fd: int, nonce: str, limits: SandboxLimits,
-               n_tests: int, t0: float) -> Verdict:
+               n_tests: int, t0: float, plans: list[_Plan] | None = None) -> Verdict:
     deadline = t0 + float(limits.timeout_s)
     in_fd, out_fd, err_fd = proc.stdin.fileno(), proc.stdout.fileno(), proc.stderr.fileno()
     for fd in (in_fd, out_fd, err_fd, r_fd):
         os.set_blocking(fd, False)
     out, err = _Tail(limits.max_output_bytes), _Tail(limits.max_output_bytes)
-    res = _Tail(1 << 16)
+    res = _Tail(4 * _OBS_CAP + (1 << 16))
     sinks = {out_fd: out, err_fd: err, r_fd: res}
     poller = select.poll()
     poller.register(in_fd, select.POLLOUT)
@@ -782,9 +1107,14 @@ def _supervise(proc: subprocess.Popen, payload: bytes, r_fd: int, nonce: str, li
     token = _parse_token(bytes(res.buf), nonce)
     rc = proc.returncode
     if isinstance(token, tuple):
-        status, nt, npass, reason = token
+        status, nt, npass, reason, obs = token
         if status == "pass" and (nt != n_tests or npass != n_tests):
             status, reason = "fail", f"inconsistent report ({npass}/{nt} of {n_tests})"
+        if status == "pass" and plans is not None:  # the parent decides what the asserts say
+            ok, why = _parent_verdict(plans, obs)
+            npass = sum(ok)
+            if not all(ok):
+                status, reason = "fail", why
     elif token is False:
         status, nt, npass, reason = "fail", n_tests, 0, "forged or garbled result token"
     elif timed_out:
@@ -807,7 +1137,8 @@ def _supervise(proc: subprocess.Popen, payload: bytes, r_fd: int, nonce: str, li
     if reason:
         stderr_tail = (stderr_tail + ("\n" if stderr_tail else "") + "[sandbox] " + status + ": "
                        + reason)[-TAIL_CHARS:]
-    return Verdict(status, status == "pass", stderr_tail, out.text(), duration, nt, npass)
+    weak = n_tests if plans is None else sum(not p.strong for p in plans)
+    return Verdict(status, status == "pass", stderr_tail, out.text(), duration, nt, npass, weak)
 
 
 def run_many(jobs: list[dict], limits: SandboxLimits | None = None, workers: int | None = None,
