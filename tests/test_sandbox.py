@@ -542,6 +542,9 @@ def test_forged_observations_cannot_pass():
         ok, why = sandbox._parent_verdict([plan], repr(forged).encode())
         assert ok == [False] and why
     assert sandbox._parent_verdict([plan], b"__import__('os')")[0] == [False]
+    loop = sandbox._plan_test("for x in [1, 2]:\n    assert add(x, 1) == x + 1", True, frozenset(), False)
+    assert not loop.sites[0].required
+    assert sandbox._parent_verdict([loop], repr([[True], []]).encode())[0] == [False]
 
 
 def test_weak_tests_are_counted():

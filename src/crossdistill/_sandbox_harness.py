@@ -279,6 +279,8 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
         return resolved or "/"
 
     def _under(path, roots):  # noqa: E306
+        if "/site-packages" in path or "/dist-packages" in path:
+            return False  # third-party code (and its native modules) is not the stdlib
         for r in roots:
             if path == r or path.startswith(r + "/"):
                 return True
@@ -1147,15 +1149,23 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
         "_testbuffer", "_testmultiphase", "_testsinglephase", "_testimportmultiple", "_testclinic",
         "_xxsubinterpreters", "_xxinterpchannels", "_xxinterpqueues", "_xxtestfuzz",
         "_interpreters", "_interpchannels", "_interpqueues", "xxsubtype", "xxlimited",
-        "xxlimited_35", "_dbm", "_gdbm", "_posixshmem", "_multiprocessing", "_lsprof"})
+        "xxlimited_35", "_dbm", "_gdbm", "_posixshmem", "_multiprocessing", "_lsprof"}
+        # native subsystems with their own file / process access that no audit event covers
+        # (Tcl's exec, readline history files, sqlite ATTACH / VACUUM INTO, /etc/shadow ...),
+        # unless the trusted tests or setup import them
+        | ({"_tkinter", "tkinter", "readline", "_sqlite3", "sqlite3", "spwd", "_curses", "curses",
+            "_curses_panel", "nis", "crypt", "_crypt", "termios", "ossaudiodev", "_uuid"}
+           - set(preimport)))
     loaded_builtins = _set()
     for _n in sys.modules:
         if _n in sys.builtin_module_names:
             loaded_builtins.add(_n)
     loaded_builtins = frozenset(loaded_builtins)
 
+    loaded_dynamic = _set()  # extension modules loaded before the hook (filled in below)
+
     def _loader_gen(orig_builtin, orig_dynamic, deny, loaded, read_roots, max_procs, deny_fork,
-                    _NS, _type, _str, _realpath, _under, _viol, _E, _BE):
+                    _NS, _type, _str, _realpath, _under, _viol, _E, _BE, loaded_dyn):
         # Validates a load request and hands back (loader, clean spec, post-patch).  The originals live
         # only in this suspended generator frame and, during a load, in the wrapper's fast locals
         # (re-entrant: loading one extension may import others).
@@ -1166,18 +1176,28 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
                 name = spec.name
                 if _type(name) is not _str:
                     raise _E("sandbox: bad module spec")
-                top = name.partition(".")[0]
-                if top in deny or name in deny:
+                bad = False
+                for part in name.split("."):
+                    if part in deny:
+                        bad = True
+                origin = spec.origin
+                if _type(origin) is _str:  # the extension's file: x/_tkinter.cpython-311-...so
+                    if origin.rpartition("/")[2].partition(".")[0] in deny:
+                        bad = True
+                if bad:
                     _viol.append("import " + name)
                     raise _E("sandbox: importing %s is not allowed" % (name,))
-                patch = deny_fork if (max_procs == 0 and name == "_posixsubprocess") else None
+                patch = deny_fork if (max_procs == 0 and name.rpartition(".")[2] == "_posixsubprocess"
+                                      ) else None
                 if kind == 0:
                     if name in loaded:
                         _viol.append("re-create " + name)
                         raise _E("sandbox: re-creating builtin module %s is not allowed" % (name,))
                     out = (True, (orig_builtin, _NS(name=name, origin="built-in"), patch))
                 else:
-                    origin = spec.origin
+                    if name in loaded_dyn:  # a fresh copy would come without our patches
+                        _viol.append("re-create " + name)
+                        raise _E("sandbox: re-creating extension module %s is not allowed" % (name,))
                     if _type(origin) is not _str or file is not None:
                         raise _E("sandbox: bad extension module spec")
                     rp = _realpath(origin)
@@ -1190,7 +1210,7 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
 
     _lg = _loader_gen(_imp.create_builtin, _imp.create_dynamic, DENY_MODULES, loaded_builtins,
                       STDLIB_ROOTS, max_procs, _mk_deny("_posixsubprocess.fork_exec"), _NS, _type,
-                      _str, _realpath, _under, VIOL, _PermissionError, _BaseException)
+                      _str, _realpath, _under, VIOL, _PermissionError, _BaseException, loaded_dynamic)
     next(_lg)
 
     def create_builtin(spec, *, _sbx_send=_lg.send):
@@ -1223,10 +1243,26 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
             if _n.startswith("start_"):
                 setattr(_thread, _n, _mk_deny("_thread." + _n))
                 _patched.append(getattr(_thread, _n))
-    for _n in ("mkfifo", "mknod", "chroot", "unshare", "setns", "setsid", "setpgid", "setpgrp"):
-        if hasattr(posix, _n):
-            setattr(posix, _n, _mk_deny("os." + _n))
-            _patched.append(getattr(posix, _n))
+    # Calls that raise no audit event but reach other processes, the clock, the terminal or memory
+    # outside RLIMIT_AS (pidfd_send_signal stops the parent, setpriority / sched_setaffinity on other
+    # pids, memfd, ioctl, clock_settime, setuid games when root could not be dropped ...).
+    import fcntl as _fcntl_mod
+    for _mod, _pre, _names in (
+            (posix, "os.", ("mkfifo", "mknod", "chroot", "unshare", "setns", "setsid", "setpgid",
+                            "setpgrp", "pidfd_open", "setpriority", "sched_setaffinity",
+                            "sched_setscheduler", "sched_setparam", "memfd_create", "nice",
+                            "tcsetpgrp", "login_tty", "openpty", "setuid", "seteuid", "setreuid",
+                            "setresuid", "setgid", "setegid", "setregid", "setresgid", "setgroups",
+                            "initgroups", "eventfd", "posix_fallocate", "pwritev", "copy_file_range",
+                            "splice")),
+            (_signal, "signal.", ("pidfd_send_signal", "sigwait", "sigwaitinfo", "sigtimedwait")),
+            (sys.modules["time"], "time.", ("clock_settime", "clock_settime_ns")),
+            (_fcntl_mod, "fcntl.", ("ioctl", "flock", "lockf"))):
+        for _n in _names:
+            if hasattr(_mod, _n):
+                setattr(_mod, _n, _mk_deny(_pre + _n))
+                _patched.append(getattr(_mod, _n))
+    del _mod, _pre, _names, _fcntl_mod
     # Pre-imported (before the hook): ``types`` needs ``tb_frame`` at import time; ``math`` so that its
     # namespace is snapshotted and restored before the tests; the stdlib modules the tests / setup
     # import and the value-type modules the candidate names (see PREIMPORT_OK), for the same reason
@@ -1372,7 +1408,7 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
               my_pid=my_pid, max_procs=max_procs, deny_modules=DENY_MODULES,
               D=D, GETFRAME=GETFRAME, GETATTR=GETATTR, SETATTR=SETATTR, OPEN=OPEN, CHDIR=CHDIR,
               PATHS=PATHS, KILL=KILL, IMPORT=IMPORT, MARSHAL=MARSHAL, SQLITE=SQLITE, PROC=PROC,
-              _BE=_BaseException):
+              _BE=_BaseException, _files=[0], MAX_FILES=256):
         if _busy[0]:
             return
         code = _pol.get(event)
@@ -1393,6 +1429,11 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
             if _type(flags) is _int and flags & 0o3103:  # O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND
                 write = True
             if _path_ok(path, write) and not _is_dir(path):
+                if write:
+                    _files[0] += 1
+                    if _files[0] > MAX_FILES:
+                        _viol.append("more than %d files written" % (MAX_FILES,))
+                        raise _E("sandbox: too many files written")
                 return
             _viol.append("open(%r, %s)" % (path, "write" if write else "read"))
             raise _E("sandbox: opening %r for %s is not allowed" % (path, "writing" if write
@@ -1411,8 +1452,12 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
             raise _VE("sandbox: call stack introspection is disabled")
         if code == IMPORT:
             name = args[0]
-            if _type(name) is _str and (name in deny_modules
-                                        or name.partition(".")[0] in deny_modules):
+            bad = _type(name) is not _str
+            if not bad:
+                for part in name.split("."):
+                    if part in deny_modules:
+                        bad = True
+            if bad:
                 _viol.append("import " + name)
                 raise _E("sandbox: importing %s is not allowed" % (name,))
             return
@@ -1471,6 +1516,11 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
                         elif not _path_ok(p, True):
                             good = False
                 if good:
+                    if event == "os.mkdir":
+                        _files[0] += 1
+                        if _files[0] > MAX_FILES:
+                            _viol.append("more than %d files written" % (MAX_FILES,))
+                            raise _E("sandbox: too many files written")
                     return
             _viol.append("%s%r" % (event, args))
             raise _E("sandbox: %s outside the sandbox directory is not allowed" % (event,))
@@ -1594,6 +1644,10 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
     _stderr_flush = _stderr0.flush
     n_passed = 0
     del _n, _m, _md, _ms, _f, _patched
+    for _n, _m in list(sys.modules.items()):
+        if _m is not None and _type(getattr(_m, "__file__", None)) is _str and _m.__file__.endswith(".so"):
+            loaded_dynamic.add(_n)
+    _n = _m = None
     sys.addaudithook(_hook)
 
     # ============================ UNTRUSTED CODE MAY RUN BELOW THIS LINE ============================
