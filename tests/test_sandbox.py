@@ -212,7 +212,7 @@ def test_fork_bomb_contained_and_nothing_left_running():
 
 def test_timeout_kills_whole_group():
     code = "import os\nprint('PID', os.getpid(), flush=True)\nwhile True:\n    pass\n"
-    v = _run(code, limits=SandboxLimits(timeout_s=1.0))
+    v = _run(code, limits=SandboxLimits(timeout_s=1.0, isolation="off"))  # host pids
     assert v.status == "timeout"
     pid = int(v.stdout_tail.split("PID", 1)[1].split()[0])
     assert _session_members(pid) == []
@@ -481,7 +481,7 @@ def test_max_procs_escaped_session_is_killed():
             "print(p.stdout.readline().decode().strip(), flush=True)\n" + ADD)
     if not shutil.which("setsid"):
         pytest.skip("no setsid binary")
-    v = _run(code, limits=SandboxLimits(timeout_s=10, max_procs=4))
+    v = _run(code, limits=SandboxLimits(timeout_s=10, max_procs=4, isolation="off"))  # host pids
     assert v.status == "pass", v.stderr_tail
     pid = int(v.stdout_tail.split("ESC", 1)[1].split()[0])
     time.sleep(0.1)

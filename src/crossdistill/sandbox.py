@@ -175,7 +175,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SandboxLimits", "Verdict", "build_program", "humaneval_tests", "run_tests", "run_many"]
+__all__ = ["SandboxLimits", "SandboxUnavailable", "Verdict", "build_program", "humaneval_tests",
+           "isolation_level", "run_tests", "run_many"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,10 @@ class SandboxLimits:
     python: str | None = None        # interpreter for the child (default: sys.executable)
     drop_privileges: bool | None = None  # None = auto (env CROSSDISTILL_SANDBOX_DROP_PRIVILEGES)
     strict: bool = True              # strict-mode test rewriting (False: plain Python semantics)
+    # OS layer (bubblewrap namespaces + seccomp): "auto" (use it when this machine allows, else one
+    # loud warning), "required" (refuse to run without it: SandboxUnavailable), "off"; None = env
+    # CROSSDISTILL_SANDBOX_ISOLATION (default "auto")
+    isolation: str | None = None
 
 
 @dataclass
@@ -374,6 +379,7 @@ class _Site:
     strong: bool           # every comparison has a side the child never sees
     required: bool         # not under a loop/branch/try: must be observed at least once
     src: str
+    under_try: bool = False  # may legitimately be skipped by an exception the test expects
 
 
 class _Splitter(ast.NodeTransformer):
@@ -381,6 +387,7 @@ class _Splitter(ast.NodeTransformer):
         self.shadowed = shadowed
         self.sites: list[_Site] = []
         self._depth_cond = 0
+        self._depth_try = 0
 
     # statements under which an assert may legitimately not run
     def _cond(self, node: ast.AST) -> ast.AST:
@@ -390,10 +397,17 @@ class _Splitter(ast.NodeTransformer):
         finally:
             self._depth_cond -= 1
 
-    visit_For = visit_AsyncFor = visit_While = visit_If = visit_Try = visit_With = _cond
+    def visit_Try(self, node: ast.AST) -> ast.AST:
+        self._depth_try += 1
+        try:
+            return self._cond(node)
+        finally:
+            self._depth_try -= 1
+
+    visit_For = visit_AsyncFor = visit_While = visit_If = visit_With = _cond
     visit_AsyncWith = visit_Match = visit_ClassDef = visit_AsyncFunctionDef = _cond
     if hasattr(ast, "TryStar"):
-        visit_TryStar = _cond
+        visit_TryStar = visit_Try
 
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         probes: list[ast.expr] = []
@@ -411,7 +425,7 @@ class _Splitter(ast.NodeTransformer):
         code = compile(expr, "<assert>", "eval", dont_inherit=True)
         k = len(self.sites)
         self.sites.append(_Site(code, len(probes), strong, self._depth_cond == 0,
-                                ast.unparse(node.test)[:200]))
+                                ast.unparse(node.test)[:200], self._depth_try > 0))
         noargs = ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[],
                                kwarg=None, defaults=[])
         call = ast.Call(func=_sent("obs"), args=[ast.Constant(k), *[ast.Lambda(args=noargs, body=p)
@@ -515,7 +529,10 @@ def _plan_test(src: str, strict: bool, shadowed: frozenset[str], as_source: bool
     ast.fix_missing_locations(tree)
     blob: bytes | str = (ast.unparse(tree) if strict else src) if as_source else marshal.dumps(
         compile(tree, "<test>", "exec", dont_inherit=True, optimize=0))
-    return _Plan(blob, sites, bool(sites) and all(s.strong for s in sites))
+    # a test whose asserts all sit under try blocks may legitimately report none: its verdict then
+    # rests on the child's word that the expected exception happened (weak)
+    return _Plan(blob, sites, bool(sites) and all(s.strong for s in sites)
+                 and not all(s.under_try for s in sites))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -658,7 +675,8 @@ def _parent_verdict(plans: list[_Plan], payload: bytes) -> tuple[list[bool], str
                 shown = ", ".join(repr(v)[:120] for v in decoded)
                 reason = f"test {i} failed (checked by the parent): assert {site.src} {why} [values: {shown}]"
     for i, plan in enumerate(plans):
-        if ok[i] and plan.sites and not any((i, k) in seen for k in range(len(plan.sites))):
+        if ok[i] and plan.sites and not all(s.under_try for s in plan.sites) and not any(
+                (i, k) in seen for k in range(len(plan.sites))):
             ok[i] = False  # every assert under a loop / branch, none reported: nothing was checked
             reason = reason or f"test {i}: no assert was reached"
         for k, site in enumerate(plan.sites):
@@ -960,6 +978,129 @@ def _parse_token(res: bytes, nonce: str) -> tuple[str, int, int, str, bytes] | N
         return False
 
 
+# ---------------------------------------------------------------------------------- OS isolation
+class SandboxUnavailable(RuntimeError):
+    """``isolation: required`` and this machine cannot give the OS layer."""
+
+
+ISOLATION_MODES = ("auto", "required", "off")
+_WORK_TMPFS_BYTES = 64 << 20   # the work dir inside the namespace: a tmpfs of this size
+_SECCOMP_X86_64 = {  # syscalls the child may never make (x86-64 numbers); ioctl answers ENOTTY
+    "always": (101, 310, 311, 434, 424, 438, 141, 203, 144, 142, 314, 319, 447, 227, 305, 164, 159,
+               165, 166, 155, 161, 272, 308, 250, 248, 249, 321, 298, 323, 425, 426, 427, 135, 169,
+               167, 168, 175, 313, 176, 246, 320, 163, 179, 133, 259, 112, 109, 105, 106, 113, 114,
+               117, 119, 116, 122, 123, 157, 300, 303, 304, 103, 153, 172, 173, 154, 41, 53, 42, 49,
+               50, 43, 288, 322),
+    # fork, vfork, clone, clone3 (threads too): only with max_procs == 0
+    "procs": (57, 58, 56, 435),
+}
+_ISO_WARNED: set[str] = set()
+
+
+def _seccomp_filter(max_procs: int) -> bytes | None:
+    """A classic-BPF seccomp program (``struct sock_filter[]``) for bubblewrap's ``--seccomp``: other
+    architectures than x86-64 are killed, the listed syscalls fail with EPERM (ioctl: ENOTTY).
+    ``execve`` stays allowed (bubblewrap needs it to start the interpreter; the in-process layer
+    refuses exec, and without fork an exec can only replace the sandboxed process itself)."""
+    import platform
+    import struct
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    deny = list(_SECCOMP_X86_64["always"]) + (list(_SECCOMP_X86_64["procs"]) if max_procs <= 0 else [])
+    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
+    ALLOW, KILL = 0x7FFF0000, 0x80000000
+    EPERM, ENOTTY = 0x00050000 | 1, 0x00050000 | 25
+    prog = [(LD, 0, 0, 4), (JEQ, 1, 0, 0xC000003E), (RET, 0, 0, KILL), (LD, 0, 0, 0),
+            (JGE, 0, 1, 0x40000000), (RET, 0, 0, KILL), (JEQ, 0, 1, 16), (RET, 0, 0, ENOTTY)]
+    for nr in deny:
+        prog += [(JEQ, 0, 1, nr), (RET, 0, 0, EPERM)]
+    prog.append((RET, 0, 0, ALLOW))
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+def _isolation_mode(limits: SandboxLimits) -> str:
+    mode = (limits.isolation or os.environ.get("CROSSDISTILL_SANDBOX_ISOLATION", "auto")).strip().lower()
+    if mode not in ISOLATION_MODES:
+        raise ValueError(f"sandbox isolation must be one of {ISOLATION_MODES}, not {mode!r}")
+    return mode
+
+
+def _bwrap_argv(python: str, tmp: str, seccomp_fd: int | None) -> list[str]:
+    real = os.path.realpath(python)
+    prefix = os.path.dirname(os.path.dirname(real))
+    argv = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+            "--ro-bind-try", "/etc/localtime", "/etc/localtime", "--proc", "/proc", "--dev", "/dev"]
+    if not (prefix == "/usr" or prefix.startswith("/usr/")):
+        argv += ["--ro-bind", prefix, prefix]
+    argv += ["--size", str(_WORK_TMPFS_BYTES), "--perms", "1777", "--tmpfs", tmp, "--chdir", tmp]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return argv + ["--", real]
+
+
+@functools.lru_cache(maxsize=8)
+def _isolation_probe(python: str, max_procs: int) -> tuple[str, str]:
+    """(level, why not more): what this machine gives, tried once: ``bwrap+seccomp``, ``bwrap`` or
+    ``none``."""
+    if not shutil.which("bwrap"):
+        return "none", "bubblewrap (bwrap) is not installed"
+    bpf = _seccomp_filter(max_procs)
+    tmp = os.path.realpath(tempfile.mkdtemp(prefix="cdsbx-probe-"))
+    try:
+        for level, filt in (("bwrap+seccomp", bpf), ("bwrap", None)):
+            if level == "bwrap+seccomp" and filt is None:
+                continue
+            r_fd = -1
+            try:
+                if filt is not None:
+                    r_fd, w_fd = os.pipe()
+                    os.write(w_fd, filt)
+                    os.close(w_fd)
+                r = subprocess.run([*_bwrap_argv(python, tmp, r_fd if filt else None), "-S", "-c",
+                                    "import os,math,json;open('x','w').write('1');print(os.getuid())"],
+                                   pass_fds=(r_fd,) if filt else (), capture_output=True, timeout=60,
+                                   env=_base_env(tmp), cwd=tmp)
+                if r.returncode == 0 and r.stdout.strip() == b"65534":
+                    return level, "" if level == "bwrap+seccomp" else "seccomp filter: x86-64 only"
+                why = (r.stderr or r.stdout).decode("utf-8", "replace").strip()[-300:]
+            except (OSError, subprocess.SubprocessError) as e:
+                why = repr(e)
+            finally:
+                if r_fd >= 0:
+                    os.close(r_fd)
+        return "none", f"bubblewrap does not start here: {why}"
+    finally:
+        _rmtree(tmp)
+
+
+def isolation_level(limits: SandboxLimits | None = None) -> str:
+    """What a run with ``limits`` gets on this machine: ``bwrap+seccomp``, ``bwrap`` or ``none``
+    (raises :class:`SandboxUnavailable` when ``required`` cannot be met)."""
+    limits = limits or SandboxLimits()
+    return _isolation(limits, limits.python or sys.executable)
+
+
+def _isolation(limits: SandboxLimits, python: str) -> str:
+    """The isolation level for this run (raises :class:`SandboxUnavailable` under ``required``)."""
+    mode = _isolation_mode(limits)
+    if mode == "off":
+        return "none"
+    level, why = _isolation_probe(os.path.realpath(python), 1 if limits.max_procs > 0 else 0)
+    if level == "none":
+        if mode == "required":
+            raise SandboxUnavailable(f"sandbox isolation is required but unavailable: {why}")
+        if why not in _ISO_WARNED:
+            _ISO_WARNED.add(why)
+            print(f"[sandbox] WARNING: no OS isolation ({why}); generated code runs under the "
+                  "in-process layer only (set sandbox.isolation: required to refuse this)",
+                  file=sys.stderr, flush=True)
+    return level
+
+
 # ---------------------------------------------------------------------------------------- running
 def _error(reason: str, n_tests: int, t0: float) -> Verdict:
     return Verdict("error", False, reason, "", time.monotonic() - t0, n_tests, 0)
@@ -968,7 +1109,7 @@ def _error(reason: str, n_tests: int, t0: float) -> Verdict:
 class _Slot:
     """A started interpreter (harness loaded, blocked reading its job) with its private temp dir."""
 
-    __slots__ = ("proc", "tmp", "r_fd", "w_fd", "res_no", "python", "ids", "nproc", "limits_key")
+    __slots__ = ("proc", "tmp", "r_fd", "w_fd", "res_no", "python", "ids", "nproc", "limits_key", "level")
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
@@ -1002,24 +1143,45 @@ def _prepare(limits: SandboxLimits) -> _Slot:
     python = limits.python or sys.executable
     slot = _Slot()
     slot.python = python
-    slot.ids = ids = _drop_ids(python, limits)
+    level = _isolation(limits, python)
+    iso = level != "none"
+    slot.ids = ids = None if iso else _drop_ids(python, limits)
     slot.nproc = None
-    if ids is not None or os.geteuid() != 0:
+    if iso:  # its own user namespace: the count is of this sandbox's processes only
+        slot.nproc = 0 if limits.max_procs <= 0 else limits.max_procs + 2
+    elif ids is not None or os.geteuid() != 0:
         uid = ids[0] if ids else os.getuid()
         slot.nproc = 0 if limits.max_procs <= 0 else _count_procs_of(uid) + limits.max_procs + 1
+    elif os.geteuid() == 0:  # a recorded downgrade, never a silent one
+        level = "none (root: privileges not dropped)"
+    slot.level = level
     slot.limits_key = (python, ids, slot.nproc)
+    sec_fd = -1
     try:
         slot.tmp = os.path.realpath(tempfile.mkdtemp(prefix="cdsbx-"))
         if ids:
             os.chown(slot.tmp, ids[0], ids[1])
         slot.r_fd, slot.w_fd = os.pipe()
         slot.res_no = slot.w_fd  # pass_fds keeps the number in the child
-        slot.proc = subprocess.Popen([python, *_interp_flags(python), "-c", _BOOTSTRAP],
+        argv = [python]
+        fds = [slot.w_fd]
+        if iso:
+            filt = _seccomp_filter(limits.max_procs) if level == "bwrap+seccomp" else None
+            if filt is not None:  # bubblewrap reads the BPF program from this pipe
+                sec_fd, w = os.pipe()
+                os.write(w, filt)
+                os.close(w)
+                fds.append(sec_fd)
+            argv = _bwrap_argv(python, slot.tmp, sec_fd if filt is not None else None)
+        slot.proc = subprocess.Popen([*argv, *_interp_flags(python), "-c", _BOOTSTRAP],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, pass_fds=(slot.w_fd,), cwd=slot.tmp,
+                                     stderr=subprocess.PIPE, pass_fds=tuple(fds), cwd=slot.tmp,
                                      env=_base_env(slot.tmp), start_new_session=True, close_fds=True)
         os.close(slot.w_fd)
         slot.w_fd = -1
+        if sec_fd >= 0:
+            os.close(sec_fd)
+            sec_fd = -1
         payload = _harness_payload(python)
         if len(payload) > 65536 and _F_SETPIPE_SZ is not None:
             try:  # grow the pipe (Linux) so that the harness fits and the write below cannot block
@@ -1032,6 +1194,8 @@ def _prepare(limits: SandboxLimits) -> _Slot:
         except (BrokenPipeError, OSError):
             pass
     except BaseException:
+        if sec_fd >= 0:
+            os.close(sec_fd)
         slot.close()
         raise
     return slot
@@ -1060,9 +1224,10 @@ def _dispatch(slot: _Slot, code: str, tests: list[str], setup: str, limits: Sand
                "uid": slot.ids[0] if slot.ids else None, "gid": slot.ids[1] if slot.ids else None}
         jobb = marshal.dumps(job)
         verdict = _supervise(slot.proc, b"%012d" % len(jobb) + jobb, slot.r_fd, nonce, limits,
-                             len(tests), t0, plans)
+                             len(tests), t0, plans, slot.level.startswith("bwrap"))
         if limits.max_procs > 0:
             _kill_escaped(slot.tmp)
+        verdict.isolation = slot.level
         return verdict
     finally:
         slot.close()
@@ -1078,6 +1243,7 @@ def run_tests(code: str, tests: list[str], setup: str = "", limits: SandboxLimit
     it does not define (the solution's classes)."""
     limits = limits or SandboxLimits()
     t0 = time.monotonic()
+    _isolation(limits, limits.python or sys.executable)  # SandboxUnavailable: before anything runs
     try:
         slot = _prepare(limits)
     except OSError as e:
@@ -1125,7 +1291,7 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 def _supervise(proc: subprocess.Popen, payload: bytes, r_fd: int, nonce: str, limits: SandboxLimits,
-               n_tests: int, t0: float, plans: list[_Plan] | None = None) -> Verdict:
+               n_tests: int, t0: float, plans: list[_Plan] | None = None, isolated: bool = False) -> Verdict:
     deadline = t0 + float(limits.timeout_s)
     in_fd, out_fd, err_fd = proc.stdin.fileno(), proc.stdout.fileno(), proc.stderr.fileno()
     for fd in (in_fd, out_fd, err_fd, r_fd):
@@ -1173,16 +1339,18 @@ def _supervise(proc: subprocess.Popen, payload: bytes, r_fd: int, nonce: str, li
             closed_early = True  # result channel closed without a valid token: cannot pass any more
             break
     # Wait (bounded) for the leader to exit without reaping it, so its pgid cannot be recycled yet.
-    if not timed_out and not closed_early:
+    # (bubblewrap: also after an early close, so that its exit status tells a signal death)
+    if not timed_out and (not closed_early or isolated):
         delay = 0.0005
+        until = min(deadline, time.monotonic() + 0.5) if closed_early else deadline
         while True:
             try:
                 if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
                     break
             except ChildProcessError:
                 break
-            if time.monotonic() >= deadline:
-                timed_out = True
+            if time.monotonic() >= until:
+                timed_out = not closed_early
                 break
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
@@ -1193,6 +1361,8 @@ def _supervise(proc: subprocess.Popen, payload: bytes, r_fd: int, nonce: str, li
         cpu = ru.ru_utime + ru.ru_stime
     except ChildProcessError:
         proc.returncode, cpu = -signal.SIGKILL, 0.0
+    if isolated and proc.returncode is not None and 128 < proc.returncode < 128 + 65:
+        proc.returncode = 128 - proc.returncode  # bubblewrap reports a signal death as 128 + n
     for fd in (out_fd, err_fd, r_fd):  # drain what is left (the group is dead now)
         if fd in open_fds:
             try:
@@ -1246,6 +1416,7 @@ def run_many(jobs: list[dict], limits: SandboxLimits | None = None, workers: int
     jobs = list(jobs)
     if not jobs:
         return []
+    _isolation(limits or SandboxLimits(), (limits or SandboxLimits()).python or sys.executable)
     workers = max(1, int(workers or os.cpu_count() or 1))
     results: list[Verdict | None] = [None] * len(jobs)
     # compile the tests once up front (cached), so worker threads only spawn and supervise
