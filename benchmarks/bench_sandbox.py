@@ -5,8 +5,9 @@ so every program is distinct; no external data), verifies them with ``run_many``
 measures a one-at-a-time baseline on a subset in the same run.  Progress goes to stderr; the LAST line
 of stdout is one JSON object:
 
-    {"programs": N, "seconds": ..., "programs_per_s": ..., "target": 30, "workers": ...,
-     "baseline_sequential_per_s": ..., "ratio": ..., ...}
+    {"programs": N, "target": 30, "workers": ..., "programs_per_s": <isolated rate>,
+     "isolated": {"isolation": "bwrap+seccomp", "programs_per_s": ..., "baseline_sequential_per_s": ...},
+     "in_process_only": {...}, "isolation_cost_ratio": ...}
 
 Usage: ``python benchmarks/bench_sandbox.py [--n 200] [--workers W] [--baseline 30]``
 """
@@ -69,41 +70,48 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--baseline", type=int, default=30, help="programs in the one-at-a-time baseline")
-    args = ap.parse_args()
-    limits = SandboxLimits(timeout_s=20.0)
-    jobs = build_jobs(args.n)
-
+def measure(jobs: list[dict], limits: SandboxLimits, workers: int, baseline: int) -> dict:
     run_many(jobs[:4], limits=limits, workers=1)  # warm-up: caches, page cache, privilege probe
-
-    print(f"baseline: {args.baseline} programs, one at a time ...", file=sys.stderr, flush=True)
-    sub = jobs[: args.baseline]
+    print(f"[{limits.isolation}] baseline: {baseline} programs, one at a time ...", file=sys.stderr, flush=True)
+    sub = jobs[:baseline]
     t = time.perf_counter()
     base = [run_tests(j["code"], j["tests"], limits=limits) for j in sub]  # strictly one at a time
     base_s = time.perf_counter() - t
     assert all(v.passed for v in base), [v.stderr_tail for v in base if not v.passed][:3]
 
-    print(f"parallel: {args.n} programs, {args.workers} workers ...", file=sys.stderr, flush=True)
+    print(f"[{limits.isolation}] parallel: {len(jobs)} programs, {workers} workers ...", file=sys.stderr,
+          flush=True)
     cpu0 = _children_cpu()
     t = time.perf_counter()
-    verdicts = run_many(jobs, limits=limits, workers=args.workers, progress="sandbox bench")
+    verdicts = run_many(jobs, limits=limits, workers=workers, progress="sandbox bench")
     secs = time.perf_counter() - t
     cpu = _children_cpu() - cpu0
     failed = [v for v in verdicts if not v.passed]
     if failed:
         print(f"{len(failed)} programs did not pass, e.g. {failed[0].stderr_tail[-300:]}",
               file=sys.stderr)
-    seq_rate = args.baseline / base_s
-    rate = args.n / secs
+    seq_rate = baseline / base_s
+    rate = len(jobs) / secs
+    return {"isolation": verdicts[0].isolation, "seconds": round(secs, 3), "programs_per_s": round(rate, 1),
+            "baseline_sequential_per_s": round(seq_rate, 1), "ratio": round(rate / seq_rate, 2),
+            "passed": len(jobs) - len(failed), "child_cpu_ms_per_program": round(1000 * cpu / len(jobs), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--baseline", type=int, default=30, help="programs in the one-at-a-time baseline")
+    args = ap.parse_args()
+    jobs = build_jobs(args.n)
+    # both modes side by side in one run: the OS layer (bubblewrap + seccomp where this machine
+    # allows; "auto" falls back with a warning) and the in-process layer alone
+    on = measure(jobs, SandboxLimits(timeout_s=20.0, isolation="auto"), args.workers, args.baseline)
+    off = measure(jobs, SandboxLimits(timeout_s=20.0, isolation="off"), args.workers, args.baseline)
     print(json.dumps({
-        "programs": args.n, "seconds": round(secs, 3), "programs_per_s": round(rate, 1), "target": 30,
-        "workers": args.workers, "baseline_sequential_per_s": round(seq_rate, 1),
-        "ratio": round(rate / seq_rate, 2), "passed": args.n - len(failed),
-        "child_cpu_ms_per_program": round(1000 * cpu / args.n, 1),
+        "programs": args.n, "target": 30, "workers": args.workers,
+        "programs_per_s": on["programs_per_s"], "isolated": on, "in_process_only": off,
+        "isolation_cost_ratio": round(off["programs_per_s"] / on["programs_per_s"], 2),
         "loadavg_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
     }))
 
