@@ -172,6 +172,17 @@ class EvalConfig:
         _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "eval.dtype")
 
 
+@dataclass
+class SandboxConfig:
+    # OS layer around generated code (bubblewrap namespaces + seccomp): auto = use it where this machine
+    # allows (else one loud warning), required = refuse to run without it, off = in-process layer only
+    isolation: str = "auto"
+
+    def __post_init__(self):
+        _check(self.isolation in ("auto", "required", "off"), "must be one of auto, required, off",
+               "sandbox.isolation")
+
+
 def _default_methods() -> dict[str, dict | None]:
     return {"seed": None, "sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "cdsdft": {"method": "cdsdft"}}
 
@@ -187,6 +198,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     # Named methods the runner compares: name -> overrides of `train` (None for the untouched seed model).
     methods: dict[str, dict | None] = field(default_factory=_default_methods)
     # Leave-one-domain-out: also train methods without each domain that has eval tasks. true: every trained

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -170,6 +171,7 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
     """Run (or with dry_run, print) the whole plan; returns {step: status/seconds}."""
     from .report import write_report
 
+    os.environ["CROSSDISTILL_SANDBOX_ISOLATION"] = cfg.sandbox.isolation  # read by crossdistill.sandbox
     steps = build_plan(cfg)
     if dry_run:
         print(describe_plan(cfg))

@@ -16,12 +16,16 @@ All programs run once, in parallel, via ``run_many`` (module-scoped fixture): ~1
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import shutil
 
 import pytest
 
@@ -35,7 +39,7 @@ CANARY_TEXT = "do not touch\n"
 SECRET = "sk-crossdistill-FAKE-SECRET-0123456789"
 STRAY = [Path("/tmp/crossdistill_pwned.txt"), Path("/dev/shm/crossdistill_pwned"),
          Path("/etc/crossdistill_pwned")]
-SETUP = "import math"
+SETUP = "import math"   # + VICTIM = <pid of a process the programs try to harm> (see the fixture)
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) == 15",
          "assert math.isclose(add(0.1, 0.2), 0.3)"]
 LIMITS = SandboxLimits(timeout_s=2.0, cpu_s=2.0, memory_mb=512, max_output_bytes=20_000)
@@ -78,8 +82,18 @@ def _leftover_processes(base: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def hostile_results():
+def _victim_state(pid: int) -> tuple:
+    """State letter, nice value and CPU affinity of the victim process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()
+    return fields[0], int(fields[16]), sorted(os.sched_getaffinity(pid))
+
+
+# The whole corpus runs twice: with the OS layer (bubblewrap + seccomp where the machine allows;
+# "auto" falls back to the in-process layer with a warning) and with the in-process layer alone.
+@pytest.fixture(scope="module", params=["auto", "off"])
+def hostile_results(request):
+    limits = SandboxLimits(**{**LIMITS.__dict__, "isolation": request.param})
+    victim = subprocess.Popen(["sleep", "600"])
     CANARY_DIR.mkdir(mode=0o755, exist_ok=True)
     CANARY.write_text(CANARY_TEXT)
     CANARY.chmod(0o644)
@@ -92,12 +106,17 @@ def hostile_results():
     os.environ["OPENAI_API_KEY"] = SECRET
     try:
         t0 = time.monotonic()
-        jobs = [{"code": p.read_text(), "tests": TESTS, "setup": SETUP} for p in PROGRAMS]
-        verdicts = run_many(jobs, limits=LIMITS)
+        victim_before = _victim_state(victim.pid)
+        setup = f"{SETUP}\nVICTIM = {victim.pid}"
+        jobs = [{"code": p.read_text(), "tests": TESTS, "setup": setup} for p in PROGRAMS]
+        verdicts = run_many(jobs, limits=limits)
         wall = time.monotonic() - t0
         time.sleep(0.2)
         leftovers = _leftover_processes(base)
+        victim_after = _victim_state(victim.pid) if victim.poll() is None else ("dead",)
     finally:
+        victim.kill()
+        victim.wait()
         tempfile.tempdir = old_tempdir
         if old_secret is None:
             os.environ.pop("OPENAI_API_KEY", None)
@@ -107,7 +126,9 @@ def hostile_results():
     remaining = os.listdir(base)
     os.rmdir(base) if not remaining else None
     return {"verdicts": dict(zip((p.stem for p in PROGRAMS), verdicts)), "before": before,
-            "after": after, "leftovers": leftovers, "wall": wall, "remaining": remaining}
+            "after": after, "leftovers": leftovers, "wall": wall, "remaining": remaining,
+            "victim": (victim_before, victim_after), "stray": glob.glob("/tmp/crossdistill_pwned*"),
+            "mode": request.param}
 
 
 def test_corpus_is_large_enough():
@@ -124,6 +145,11 @@ def test_hostile_program(program: Path, hostile_results):
     assert v.status in _expect(program), detail
     assert v.duration_s < TIME_BOUND_S, detail
     assert SECRET not in v.stdout_tail and SECRET not in v.stderr_tail, detail
+    assert "SHADOW" not in v.stdout_tail, detail   # /etc/shadow read and printed
+    if hostile_results["mode"] == "auto" and shutil.which("bwrap"):
+        assert v.isolation.startswith("bwrap"), v.isolation
+    assert hostile_results["victim"][0] == hostile_results["victim"][1], "victim process harmed"
+    assert hostile_results["stray"] == [], "files created outside the sandbox"
     assert hostile_results["after"] == hostile_results["before"], "canary changed"
     assert hostile_results["leftovers"] == [], hostile_results["leftovers"]
 
@@ -133,6 +159,8 @@ def test_no_damage_outside(hostile_results):
     assert CANARY.read_text() == CANARY_TEXT
     for p in STRAY:
         assert not p.exists(), p
+    assert hostile_results["stray"] == []
+    assert hostile_results["victim"][0] == hostile_results["victim"][1]
     assert hostile_results["leftovers"] == []
     assert hostile_results["remaining"] == [], "sandbox temp dirs were not cleaned up"
 

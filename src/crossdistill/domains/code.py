@@ -140,7 +140,8 @@ _STATUS_REASON = {"fail": "tests_failed", "timeout": "timeout", "error": "runtim
 def _verdict_dict(v: Any) -> dict:
     """The deterministic part of a sandbox verdict (no timings: same inputs, same distilled.jsonl)."""
     return {"status": v.status, "n_tests": getattr(v, "n_tests", None), "n_passed": getattr(v, "n_passed", None),
-            "stderr_tail": (getattr(v, "stderr_tail", "") or "")[-500:]}
+            "stderr_tail": (getattr(v, "stderr_tail", "") or "")[-500:],
+            "isolation": getattr(v, "isolation", None), "weak": getattr(v, "weak", None)}
 
 
 class CodeDomain(Domain):

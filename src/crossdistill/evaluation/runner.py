@@ -428,7 +428,8 @@ def _run_code(spec, records, shots, model, tok, eval_cfg, seed, progress):
         for i, v in zip(where, res):
             verdicts[i] = {"status": v.status, "passed": bool(v.passed), "n_tests": getattr(v, "n_tests", None),
                            "n_passed": getattr(v, "n_passed", None),
-                           "stderr_tail": (getattr(v, "stderr_tail", "") or "")[-400:]}
+                           "stderr_tail": (getattr(v, "stderr_tail", "") or "")[-400:],
+                           "isolation": getattr(v, "isolation", None), "weak": getattr(v, "weak", None)}
     rows, p1 = [], []
     per_k: dict[int, list[float]] = {k: [] for k in eval_cfg.pass_k} if n > 1 else {}
     for j, (rec, p) in enumerate(zip(records, prompts)):
@@ -449,7 +450,9 @@ def _run_code(spec, records, shots, model, tok, eval_cfg, seed, progress):
     for k, vals in per_k.items():
         scores.append(score_entry(spec.name, f"pass@{k}_sampled", vals, resamples=eval_cfg.bootstrap, seed=seed,
                                   n_samples=n, temperature=eval_cfg.temperature))
-    return rows, scores, {}
+    run_v = [v for v in verdicts if "isolation" in v]
+    return rows, scores, {"sandbox_isolation": sorted({v["isolation"] for v in run_v}),
+                          "sandbox_weak_programs": sum(1 for v in run_v if v.get("weak"))}
 
 
 def _run_multiple_choice(spec, records, shots, model, tok, eval_cfg, seed, progress):
