@@ -552,3 +552,45 @@ def test_weak_tests_are_counted():
     assert v.passed and v.weak == 1
     v = run_tests("def f(x):\n    return None\n", ["assert f(1) is None", "assert f(1) is not None"])
     assert v.status == "fail" and v.n_passed == 1
+
+
+# ------------------------------------------------------------------------ isolation (issue 19)
+def test_isolation_required_refuses_without_bwrap(monkeypatch):
+    monkeypatch.setattr(sandbox, "_isolation_probe", lambda python, procs: ("none", "bwrap is missing (test)"))
+    with pytest.raises(sandbox.SandboxUnavailable, match="bwrap is missing"):
+        run_tests(ADD, ADD_TESTS, limits=SandboxLimits(isolation="required"))
+    with pytest.raises(sandbox.SandboxUnavailable):
+        sandbox.run_many([{"code": ADD, "tests": ADD_TESTS}], limits=SandboxLimits(isolation="required"))
+    sandbox._ISO_WARNED.clear()
+    v = run_tests(ADD, ADD_TESTS, limits=SandboxLimits(isolation="auto"))
+    assert v.passed and v.isolation.startswith("none")
+    with pytest.raises(ValueError):
+        run_tests(ADD, ADD_TESTS, limits=SandboxLimits(isolation="sometimes"))
+
+
+def test_auto_warns_once(monkeypatch, capsys):
+    monkeypatch.setattr(sandbox, "_isolation_probe", lambda python, procs: ("none", "no bwrap (test)"))
+    sandbox._ISO_WARNED.clear()
+    for _ in range(3):
+        sandbox.isolation_level(SandboxLimits(isolation="auto"))
+    assert capsys.readouterr().err.count("WARNING: no OS isolation (no bwrap (test))") == 1
+
+
+@pytest.mark.skipif(sandbox._isolation_probe(os.path.realpath(sys.executable), 0)[0] == "none",
+                    reason="bubblewrap does not run on this machine")
+def test_isolated_run_is_unprivileged_and_sees_nothing():
+    code = ("import os\nprint('UID', os.getuid(), 'PPID', os.getppid(), 'SEEN', os.path.exists('/work'), "
+            "os.path.exists('/home'), os.path.exists('/root/.cache'))\n" + ADD)
+    v = run_tests(code, ADD_TESTS, limits=SandboxLimits(isolation="required"))
+    assert v.passed and v.isolation.startswith("bwrap"), v.stderr_tail
+    assert "UID 65534 PPID 1 " in v.stdout_tail, v.stdout_tail  # own PID namespace, unprivileged
+    assert "SEEN False False False" in v.stdout_tail  # only /usr and the interpreter are mounted
+
+
+def test_recipe_key_sandbox_isolation(tmp_path):
+    from crossdistill.config import load_config
+    from crossdistill.errors import UserError
+    assert load_config(None).sandbox.isolation == "auto"
+    assert load_config(None, ["sandbox.isolation=off"]).sandbox.isolation == "off"
+    with pytest.raises(UserError, match="sandbox.isolation"):
+        load_config(None, ["sandbox.isolation=sometimes"])

@@ -1257,7 +1257,8 @@ def _sbx_main():  # noqa: C901 - deliberately one function: see rule 2 above
                             "splice")),
             (_signal, "signal.", ("pidfd_send_signal", "sigwait", "sigwaitinfo", "sigtimedwait")),
             (sys.modules["time"], "time.", ("clock_settime", "clock_settime_ns")),
-            (_fcntl_mod, "fcntl.", ("ioctl", "flock", "lockf"))):
+            (_fcntl_mod, "fcntl.", ("ioctl", "flock", "lockf")),
+            (gc, "gc.", ("set_debug",))):  # DEBUG_SAVEALL keeps frames that lead to the harness
         for _n in _names:
             if hasattr(_mod, _n):
                 setattr(_mod, _n, _mk_deny(_pre + _n))

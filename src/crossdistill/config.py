@@ -176,9 +176,11 @@ class EvalConfig:
 class SandboxConfig:
     # OS layer around generated code (bubblewrap namespaces + seccomp): auto = use it where this machine
     # allows (else one loud warning), required = refuse to run without it, off = in-process layer only
-    isolation: str = "auto"
+    isolation: str | bool = "auto"   # (YAML reads a bare `off` as false: taken as "off")
 
     def __post_init__(self):
+        if self.isolation is False:
+            self.isolation = "off"
         _check(self.isolation in ("auto", "required", "off"), "must be one of auto, required, off",
                "sandbox.isolation")
 

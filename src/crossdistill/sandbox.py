@@ -66,6 +66,24 @@ reaping broker; not implemented since the target (30/s) is met twice over.
 
 Why the verdict cannot be faked
 -------------------------------
+* The parent decides (issue 19).  Each ``assert`` is split before the child starts (:class:`_Splitter`):
+  the child receives only the probes (``add(1, 2)``) as ``h_obs(site, lambda: probe, ...)`` calls, and
+  sends their values back in the result token as plain data (tagged builtins, ``repr``'d, decoded in
+  the parent with ``ast.literal_eval`` - never pickle/marshal).  The skeleton (``__p(0) == 3``), with
+  the expected values, never leaves the parent, which evaluates it on the decoded values with a few
+  side-effect-free builtins and ``math`` functions.  A test passes only if the child ran it without
+  an exception *and* every observation satisfies its skeleton *and* each straight-line assert was
+  observed.  So a child whose harness state is forged (nonce, result fd, test list, trusted types,
+  violations - all reachable from ``gc.garbage`` frames on 3.11) can only report values the candidate
+  could have returned, without knowing what they are compared with.  Asserts that cannot be split
+  safely (a comparison of two run-time values, ``is``, candidate classes, enum-based candidates, every
+  assert under ``try``) are evaluated in the child as before and counted in ``Verdict.weak``.
+* OS isolation (``SandboxLimits.isolation``; see :func:`_bwrap_argv` and :func:`_seccomp_filter`):
+  bubblewrap namespaces (user/pid/net/ipc/uts), uid 65534 without capabilities, read-only ``/usr`` and
+  interpreter prefix only, a 64 MiB tmpfs work dir, die-with-parent, and a seccomp filter; the level
+  is recorded in ``Verdict.isolation``.
+The in-process protections below remain as a second layer (and the only one with isolation "off"):
+
 * The verdict never comes from the exit code.  The parent generates a random nonce per run and sends
   it over stdin; the harness keeps it only as a fast local of its main function and, after *all* tests
   ran, writes ``SBX1 <nonce> <status> <n_tests> <n_passed> <reason>`` as the last line of a dedicated
