@@ -594,3 +594,53 @@ def test_recipe_key_sandbox_isolation(tmp_path):
     assert load_config(None, ["sandbox.isolation=off"]).sandbox.isolation == "off"
     with pytest.raises(UserError, match="sandbox.isolation"):
         load_config(None, ["sandbox.isolation=sometimes"])
+
+
+_OS_PROBE = r"""
+import os, socket, signal, sys, time, fcntl
+out = {}
+def tryit(name, f):
+    try:
+        f()
+        out[name] = "ALLOWED"
+    except OSError as e:
+        out[name] = "refused:%d" % e.errno
+tryit("fork", lambda: os._exit(0) if os.fork() == 0 else None)
+tryit("socket", lambda: socket.socket())
+tryit("memfd", lambda: os.memfd_create("x"))
+tryit("setpriority", lambda: os.setpriority(os.PRIO_PROCESS, 0, -5))
+tryit("sched_setaffinity", lambda: os.sched_setaffinity(0, {0}))
+tryit("clock_settime", lambda: time.clock_settime(time.CLOCK_REALTIME, time.time()))
+tryit("ioctl", lambda: fcntl.ioctl(0, 0x5401, b"\0" * 64))
+tryit("pidfd_open", lambda: os.pidfd_open(os.getpid()))
+tryit("write_outside", lambda: open("/tmp/crossdistill_pwned_oslayer", "w").write("x"))
+tryit("write_root", lambda: open("/crossdistill_pwned", "w").write("x"))
+tryit("fill_work_dir", lambda: [open("f%d" % i, "wb").write(b"x" * (1 << 20)) for i in range(80)])
+tryit("write_usr", lambda: open("/usr/crossdistill_pwned", "w").write("x"))
+tryit("chroot", lambda: os.chroot("/usr"))
+tryit("setuid0", lambda: os.setuid(0))
+print(out)
+"""
+
+
+@pytest.mark.skipif(sandbox._isolation_probe(os.path.realpath(sys.executable), 0)[0] != "bwrap+seccomp",
+                    reason="bubblewrap + seccomp do not run on this machine")
+def test_os_layer_alone_refuses_what_the_hooks_would(tmp_path):
+    """Defence in depth: plain Python (no harness, no audit hook) under the OS layer alone."""
+    import ast
+    import subprocess
+    r_fd, w_fd = os.pipe()
+    os.write(w_fd, sandbox._seccomp_filter(0))
+    os.close(w_fd)
+    work = os.path.realpath(tempfile.mkdtemp(prefix="cdsbx-os-"))
+    try:
+        r = subprocess.run([*sandbox._bwrap_argv(sys.executable, work, r_fd), "-S", "-c", _OS_PROBE],
+                           pass_fds=(r_fd,), capture_output=True, timeout=60, env=sandbox._base_env(work), cwd=work)
+    finally:
+        os.close(r_fd)
+        sandbox._rmtree(work)
+    assert r.returncode == 0, r.stderr
+    out = ast.literal_eval(r.stdout.decode().strip().splitlines()[-1])
+    assert [k for k, v in out.items() if v == "ALLOWED"] == [], out
+    assert out["ioctl"] == "refused:25"  # ENOTTY: what a program without a terminal expects
+    assert not Path("/tmp/crossdistill_pwned_oslayer").exists()

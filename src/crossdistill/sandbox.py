@@ -1054,7 +1054,10 @@ def _bwrap_argv(python: str, tmp: str, seccomp_fd: int | None) -> list[str]:
             "--ro-bind-try", "/etc/localtime", "/etc/localtime", "--proc", "/proc", "--dev", "/dev"]
     if not (prefix == "/usr" or prefix.startswith("/usr/")):
         argv += ["--ro-bind", prefix, prefix]
-    argv += ["--size", str(_WORK_TMPFS_BYTES), "--perms", "1777", "--tmpfs", tmp, "--chdir", tmp]
+    # the only writable place is the size-limited work dir: bubblewrap's own root tmpfs (where it made
+    # the mount points, /tmp included) is remounted read-only
+    argv += ["--size", str(_WORK_TMPFS_BYTES), "--perms", "1777", "--tmpfs", tmp, "--remount-ro", "/",
+             "--chdir", tmp]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv + ["--", real]
