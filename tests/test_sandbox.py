@@ -336,9 +336,13 @@ def test_humaneval_style_check_program():
     tests = humaneval_tests(test, "has_close_elements")
     assert tests == [test.rstrip() + "\n\ncheck(has_close_elements)\n"]
     v = run_tests(prompt + completion, tests, limits=FAST)
-    assert (v.status, v.n_tests, v.n_passed) == ("pass", 1, 1), v.stderr_tail
+    assert (v.status, v.n_tests, v.n_passed, v.weak) == ("pass", 1, 1, 0), v.stderr_tail
+    # the asserts inside check() are split too: the child never sees `== True` / `== False` / `not`
+    plan = sandbox._plan_test(tests[0], True, frozenset(), True)
+    assert "== True" not in plan.blob and "== False" not in plan.blob and "not " not in plan.blob
+    assert [s.required for s in plan.sites] == [True, True, True, False]
     v = run_tests(prompt + "    return True\n", tests, limits=FAST)
-    assert v.status == "fail"
+    assert v.status == "fail" and "checked by the parent" in v.stderr_tail
     assert "candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05)" not in v.stdout_tail
 
 
