@@ -83,9 +83,10 @@ def _leftover_processes(base: str) -> list[str]:
 
 
 def _victim_state(pid: int) -> tuple:
-    """State letter, nice value and CPU affinity of the victim process."""
+    """Stopped or not, nice value and CPU affinity of the victim process (a fresh `sleep` may still be
+    running its start-up: R and S both count as alive and not stopped)."""
     fields = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()
-    return fields[0], int(fields[16]), sorted(os.sched_getaffinity(pid))
+    return fields[0] in "tTXZ", int(fields[16]), sorted(os.sched_getaffinity(pid))
 
 
 # The whole corpus runs twice: with the OS layer (bubblewrap + seccomp where the machine allows;

@@ -1,5 +1,5 @@
 # Allocates until the address-space limit bites.
-# expect: error,fail
+# expect: error,fail,timeout
 hog = []
 while True:
     hog.append(bytearray(50 * 2**20))
