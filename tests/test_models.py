@@ -57,3 +57,19 @@ def test_wrong_model_is_a_user_error(bad):
 
 def test_hub_ids_pass_through():
     assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_registry_quant_matches_the_gguf_header_and_is_stated():
+    """The note reports and model cards carry: the weights are dequantised from a quantised GGUF. The quant type in
+    the registry must be the one the GGUF's own header states (checked when the GGUF is in the cache)."""
+    import gguf
+
+    from crossdistill.models import REGISTRY, cache_dir, model_note
+
+    for name, spec in REGISTRY.items():
+        assert spec.quant and spec.quant in model_note(name) and spec.hub_id in model_note(name)
+        f = cache_dir() / "gguf" / f"{name}.gguf"
+        if f.exists():
+            ft = gguf.GGUFReader(str(f)).fields["general.file_type"]
+            assert gguf.LlamaFileType(int(ft.parts[ft.data[0]][0])).name == f"MOSTLY_{spec.quant}"
+    assert model_note("some/local-model") is None

@@ -18,7 +18,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .config import Config, stable_hash
+from .config import Config, stable_hash, train_key
 from .errors import UserError
 from .io import write_json, write_text
 
@@ -81,7 +81,7 @@ def build_plan(cfg: Config) -> list[Step]:
                               keeps_outputs=True))
             continue
         tcfg = cfg.train_config_for(method)
-        tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
+        tkey = stable_hash({"distill": distill_key, "train": train_key(tcfg), "seed": cfg.seed})
         steps.append(Step(f"train/{method}", out / "train" / method, tkey,
                           (lambda m=method: run_train_step(cfg, m)), ["distill"]))
         ekey = stable_hash({**eval_base, "tasks": cfg.eval_tasks(), "train": tkey})
@@ -95,7 +95,7 @@ def build_plan(cfg: Config) -> list[Step]:
             name = _lodo_name(method, left_out)
             lcfg = lodo_config(cfg, method, left_out)
             tcfg = lcfg.train_config_for(name)
-            tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
+            tkey = stable_hash({"distill": distill_key, "train": train_key(tcfg), "seed": cfg.seed})
             steps.append(Step(f"train/{name}", out / "train" / name, tkey,
                               (lambda c=lcfg, n=name: run_train_step(c, n)), ["distill"]))
             ekey = stable_hash({**eval_base, "tasks": dcfg.eval, "train": tkey})
