@@ -193,6 +193,16 @@ def cmd_eval(args) -> None:
     print(Path(out) / "results.json")
 
 
+def cmd_export(args) -> None:
+    from .export import export_run
+
+    summary = export_run(args.run_dir, args.method, args.out, merge=args.merge, push_to_hub=args.push_to_hub,
+                         private=not args.public)
+    print(f"{summary['kind']}: {summary['out']}  (base_model_name_or_path: {summary['base_model_name_or_path']})")
+    if summary.get("pushed"):
+        print(f"pushed: {summary['pushed']}")
+
+
 def cmd_report(args) -> None:
     from .report import write_report
 
@@ -291,6 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("runs", nargs="+", help="output dirs of `crossdistill run ... seed=N eval.seed=K`")
     po.add_argument("--out", required=True, help="where the pooled results.json goes")
     po.set_defaults(func=cmd_pool)
+
+    ex = sub.add_parser("export", help="a trained method as a PEFT adapter or merged model folder, with a model card",
+                        description="Write a run's trained method as a PEFT adapter folder (default) or, with --merge, "
+                                    "the base model with the adapter merged in; both with the tokenizer and a "
+                                    "README.md model card (recipe, data, scores). base_model_name_or_path is the "
+                                    "registry model's hub id, or a local model's path.")
+    ex.add_argument("run_dir", help="a run's output_dir (holding train/<method>/adapter)")
+    ex.add_argument("--method", required=True, help="the trained method to export (a name under RUN_DIR/train/)")
+    ex.add_argument("--out", required=True, help="new (or empty) folder to write")
+    ex.add_argument("--merge", action="store_true", help="merge the LoRA into the base weights (a plain "
+                                                         "transformers model folder)")
+    ex.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hugging Face hub repo "
+                                                             "(needs the network and `huggingface-cli login`)")
+    ex.add_argument("--public", action="store_true", help="with --push-to-hub: create the repo public "
+                                                          "(default: private)")
+    ex.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("report", help="(re)write report.md / report.html for an output dir")
     rp.add_argument("output_dir", help="a run's output_dir (holding results.json)")
