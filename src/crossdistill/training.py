@@ -954,7 +954,10 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
         lr_scheduler_type=tc.lr_scheduler, warmup_steps=float(min(max(tc.warmup_ratio, 0.0), 0.999)),
         weight_decay=tc.weight_decay, logging_strategy="steps", logging_steps=tc.logging_steps,
         save_strategy="steps", save_steps=tc.save_steps, save_total_limit=2, seed=cfg.seed,
-        bf16=mixed_bf16, fp16=mixed_fp16 and not on_cpu, use_cpu=on_cpu and mixed_bf16,
+        bf16=mixed_bf16, fp16=mixed_fp16 and not on_cpu,
+        # use_cpu is what makes accelerate run data-parallel on CPUs (gloo); without it every launched process trains
+        # alone on all the data (tests/test_multiprocess.py)
+        use_cpu=on_cpu and (mixed_bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1),
         **_checkpointing_kwargs(tc.gradient_checkpointing),
         remove_unused_columns=False, label_names=["labels"], report_to=report_to,
         dataloader_pin_memory=not on_cpu, ddp_find_unused_parameters=False, eval_strategy="no",
