@@ -244,6 +244,7 @@ def run_baseline(model, tok, prompts: list[str], max_new: int, eos: list[int]):
     return texts, tokens, wall, cpu
 
 
+_REAL_ROUTE: dict = {}
 WIN_RATIO = 1.3   # our engine stays on a device only where it beats the best library path by this much
 
 
@@ -328,6 +329,10 @@ def bench_one(args, model_arg: str | None, device: str, skip: set[str]) -> dict:
     from crossdistill.generation import SamplingConfig, generate
 
     cuda = torch.device(device).type == "cuda"
+    # `ours` is our engine on every device, also where generation.py routes to the library path (no figure said it
+    # wins there): this run is what would change that routing.
+    real_route = _REAL_ROUTE.setdefault("route", generation._engine_route)   # the router, before the override
+    generation._engine_route = lambda m: "engine" if generation._supports_engine(m) else "library"
     t_load = time.perf_counter()
     items = gsm8k_items(Path(args.data) if args.data else None, args.n)
     if args.random_init:
@@ -381,12 +386,24 @@ def bench_one(args, model_arg: str | None, device: str, skip: set[str]) -> dict:
     peak_reset()
     _sync(device)
     w0, c0 = time.perf_counter(), time.process_time()
-    outs = generate(model, tok, prompts, cfg, progress="ours")
+    ours_error = None
+    try:
+        outs = generate(model, tok, prompts, cfg, progress="ours")
+    except Exception as e:  # noqa: BLE001 - never measured off a CPU: report it and time what the router does
+        if not cuda:
+            raise
+        ours_error = f"{type(e).__name__}: {e}"[:300]
+        log(f"[bench] our engine failed on {device}: {ours_error}; timing the routed (library) path instead")
+        generation._engine_route = real_route
+        _sync(device)
+        w0, c0 = time.perf_counter(), time.process_time()
+        outs = generate(model, tok, prompts, cfg, progress="ours")
     _sync(device)
     ours_wall, ours_cpu = time.perf_counter() - w0, time.process_time() - c0
     peaks["ours"] = peak_mb()
     ours_tokens = sum(g.n_tokens for g in outs)
     st = dict(generation.last_stats)
+    ours_route = st.get("route", "engine")
     if st.get("steps"):
         log(f"[bench] ours: {st['steps']} decode steps, {st['rows'] / st['steps']:.1f} rows per step on average; "
             f"decode {st['decode_s']:.1f}s, prefill {st['prefill_s']:.1f}s ({st['prefill_tokens']} tokens, shared "
@@ -446,6 +463,8 @@ def bench_one(args, model_arg: str | None, device: str, skip: set[str]) -> dict:
         "n_prompts": n,
         "max_new_tokens": args.max_new_tokens,
         "ours_tok_s": round(ours_tok_s, 1),
+        "ours_route": ours_route,
+        "ours_error": ours_error,
         "generate_batch_tok_s": round(lib["generate_batch"], 1) if "generate_batch" in lib else None,
         "padded_tok_s": round(lib["padded"], 1) if "padded" in lib else None,
         "batch1_tok_s": round(base_tok_s, 2),
