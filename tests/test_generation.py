@@ -381,7 +381,9 @@ def test_unknown_backend_and_vllm_missing(model_with_eos, tok, prompts):
     with pytest.raises(ValueError, match="backend"):
         generate(model, tok, prompts[:1], SamplingConfig(max_new_tokens=2), backend="nope")
     if importlib.util.find_spec("vllm") is None:
-        with pytest.raises(ImportError, match="vllm"):
+        from crossdistill.errors import UserError
+
+        with pytest.raises(UserError, match="vllm"):
             generate("some/model", tok, prompts[:1], SamplingConfig(max_new_tokens=2), backend="vllm")
 
 

@@ -76,6 +76,28 @@ DTYPES = ("auto", "bfloat16", "float32", "float16")
 
 
 @dataclass
+class VllmConfig:
+    """The vLLM engine, where `distill.backend` or `eval.backend` is `vllm` (the `vllm` extra, GPUs): one engine per
+    model and process; each trained method's LoRA is a LoRARequest on it; freed before training starts."""
+
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85   # of the GPU's memory (leave room for log-likelihood tasks in HF)
+    max_model_len: int | None = None      # default: the model's context length
+    max_lora_rank: int = 64               # >= every method's train.lora.r
+    max_loras: int = 1
+    enforce_eager: bool = False
+
+    def __post_init__(self):
+        _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "vllm.dtype")
+        _check(self.tensor_parallel_size >= 1, "must be >= 1", "vllm.tensor_parallel_size")
+        _check(0 < self.gpu_memory_utilization <= 1, "must be in (0, 1]", "vllm.gpu_memory_utilization")
+        _check(self.max_model_len is None or self.max_model_len > 0, "must be > 0 (or null)", "vllm.max_model_len")
+        _check(self.max_lora_rank > 0, "must be > 0", "vllm.max_lora_rank")
+        _check(self.max_loras >= 1, "must be >= 1", "vllm.max_loras")
+
+
+@dataclass
 class LoraConfig:
     r: int = 16
     alpha: int = 32
@@ -217,6 +239,7 @@ class EvalConfig:
     sandbox_timeout_s: float = 10.0
     seed: int | None = None          # the eval subset's shuffle (and sampling); null: the recipe's seed. Fix it to
                                      # score every training seed of an experiment on the same items
+    backend: str = "hf"              # hf | vllm: who runs the generation tasks (log-likelihood tasks stay in HF)
 
     def __post_init__(self):
         _check(self.limit is None or self.limit > 0, "must be > 0 (or null)", "eval.limit")
@@ -224,6 +247,7 @@ class EvalConfig:
         _check(self.n_samples >= 1, "must be >= 1", "eval.n_samples")
         _check(all(k <= self.n_samples for k in self.pass_k), "every k must be <= eval.n_samples", "eval.pass_k")
         _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "eval.dtype")
+        _check(self.backend in ("hf", "vllm"), "must be 'hf' or 'vllm'", "eval.backend")
 
 
 def _default_methods() -> dict[str, dict | None]:
@@ -241,6 +265,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
     # Named methods the runner compares: name -> overrides of `train` (None for the untouched seed model).
     methods: dict[str, dict | None] = field(default_factory=_default_methods)
     # Leave-one-domain-out: also train methods without each domain that has eval tasks. true: every trained

@@ -146,11 +146,12 @@ def generate(
     """Generate one completion per prompt; outputs are in input order.
 
     ``prompts`` are already-rendered texts (see :func:`render_chat`). ``progress`` names a tqdm bar (tokens/s in the
-    postfix). ``backend="vllm"`` hands the work to ``vllm.LLM`` (``model`` must then be a path or hub name).
+    postfix). ``backend="vllm"`` (or a ``vllm_backend.VllmModel`` as ``model``) hands the work to the model's vLLM
+    engine (``model`` must then be a path or hub name, or that handle).
     """
     cfg = cfg or SamplingConfig()
     prompts = list(prompts)
-    if backend == "vllm":
+    if backend == "vllm" or _is_vllm_model(model):
         return _generate_vllm(model, tokenizer, prompts, cfg, progress=progress)
     out: list[Generation | None] = [None] * len(prompts)
     for i, g in generate_iter(model, tokenizer, prompts, cfg, progress=progress, backend=backend):
@@ -174,7 +175,7 @@ def generate_iter(
     """
     cfg = cfg or SamplingConfig()
     prompts = list(prompts)
-    if backend == "vllm":
+    if backend == "vllm" or _is_vllm_model(model):
         yield from enumerate(_generate_vllm(model, tokenizer, prompts, cfg, progress=progress))
         return
     if backend != "hf":
@@ -221,6 +222,12 @@ def generate_iter(
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _is_vllm_model(model) -> bool:
+    from .vllm_backend import VllmModel
+
+    return isinstance(model, VllmModel)
 
 
 class _Progress:
@@ -1207,42 +1214,17 @@ def _generate_static_hf(model, tokenizer, prompts: list[str], cfg: SamplingConfi
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# vLLM backend
+# vLLM backend (crossdistill.vllm_backend: one engine per model, LoRAs as requests, freed before training)
 # --------------------------------------------------------------------------------------------------------------------
-
-_VLLM_CACHE: dict[str, Any] = {}
 
 
 def _generate_vllm(model, tokenizer, prompts: list[str], cfg: SamplingConfig, *, progress: str | None):
-    try:
-        import vllm  # noqa: F401
-        from vllm import LLM, SamplingParams
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "backend='vllm' needs the vllm package (pip install 'crossdistill[vllm]'); "
-            "use backend='hf' on machines without it"
-        ) from e
-    if not isinstance(model, (str, bytes)) and not hasattr(model, "__fspath__"):
-        raise TypeError("backend='vllm' takes the model as a path or hub name, not a loaded torch module")
-    name = str(model)
-    llm = _VLLM_CACHE.get(name)
-    if llm is None:
-        llm = _VLLM_CACHE[name] = LLM(model=name, seed=int(cfg.seed))
-    params = SamplingParams(
-        n=1,
-        temperature=max(0.0, float(cfg.temperature or 0.0)),
-        top_p=float(cfg.top_p),
-        top_k=int(cfg.top_k) if cfg.top_k and cfg.top_k > 0 else -1,
-        max_tokens=int(cfg.max_new_tokens),
-        seed=int(cfg.seed),
-        stop=list(cfg.stop or []) or None,
-        skip_special_tokens=True,
-    )
-    outs = llm.generate(prompts, params, use_tqdm=bool(progress))
-    result = []
-    for o in outs:
-        c = o.outputs[0]
-        finished = c.finish_reason == "stop"
-        result.append(Generation(text=c.text, n_tokens=len(c.token_ids), finished=finished))
-    return result
+    from .vllm_backend import VllmModel
+    from .vllm_backend import generate as vllm_generate
 
+    if isinstance(model, VllmModel):
+        return model.generate(prompts, cfg, progress)
+    if not isinstance(model, (str, bytes)) and not hasattr(model, "__fspath__"):
+        raise TypeError("backend='vllm' takes the model as a path or hub name (or a vllm_backend.VllmModel), not a "
+                        "loaded torch module")
+    return vllm_generate(str(model), prompts, cfg, progress=progress)

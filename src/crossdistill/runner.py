@@ -67,6 +67,8 @@ def build_plan(cfg: Config) -> list[Step]:
     eval_fields = dataclasses.asdict(cfg.eval)
     if eval_fields["seed"] is None:
         del eval_fields["seed"]
+    if eval_fields.get("backend") == "hf":   # (the default, left out so that older runs keep their cache keys)
+        del eval_fields["backend"]
     eval_base = {"eval": eval_fields, "limit": cfg.effective_limit(cfg.eval.limit), "seed": cfg.eval_seed(),
                  "model": cfg.model}
     steps: list[Step] = [
@@ -152,7 +154,7 @@ def run_eval_step(cfg: Config, method: str, adapter_of: str | None, tasks: list[
     out = Path(cfg.output_dir)
     adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
     evaluate(cfg.model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed())
+             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed(), vllm_cfg=cfg.vllm)
 
 
 # --- running the plan ---------------------------------------------------------------------------

@@ -876,6 +876,9 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
                         "(computed from the seed weights before the first step)", field="train.seed_logprobs")
 
     report_to = _report_to(tc.report_to)   # a missing reporter package fails here, before any work
+    from .vllm_backend import free_engines
+
+    free_engines()   # a vLLM engine of this process (distill/eval with backend vllm) gives its GPU memory back
     target_field = "original_response" if tc.method == "sft" else "response"
     rows = read_distilled(distilled_path, target_field, tc.domains)
 
