@@ -38,7 +38,12 @@ stamp=".venv/.installed"
 want="constraints=${CONSTRAINTS:-none}"
 if ! "$VPY" -c "import crossdistill, trl, peft, pytest" 2>/dev/null || [ pyproject.toml -nt "$stamp" ] \
     || { [ -n "$CONSTRAINTS" ] && [ "$CONSTRAINTS" -nt "$stamp" ]; } || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing crossdistill and its dependencies (${want})"
-  "$VPY" -m pip install -q "${cflag[@]}" -e ".[test]"
-  echo "$want" > "$stamp"
+  if [ ! -e .venv/bin/pip ] && "$VPY" -c "import crossdistill, trl, peft, pytest" 2>/dev/null; then
+    # a venv made without pip (`venv --without-pip`, sharing another venv's packages): it works, leave it as it is
+    echo "setup: .venv has no pip; using its packages as they are (not checked against ${CONSTRAINTS:-nothing})"
+  else
+    echo "setup: installing crossdistill and its dependencies (${want})"
+    "$VPY" -m pip install -q "${cflag[@]}" -e ".[test]"
+    echo "$want" > "$stamp"
+  fi
 fi

@@ -109,8 +109,14 @@ def test_export_loads_in_lm_eval_with_peft(run_dir, tmp_path):
     out = tmp_path / "lm"
     export_run(str(run_dir), "cdsdft", str(out))
     base_path = str(Path(resolve_model_path(TINY)).resolve())
-    lm = HFLM(pretrained=base_path, peft=str(out), tokenizer=str(out), device="cpu", batch_size=1)
+    lm = HFLM(pretrained=base_path, peft=str(out), tokenizer=str(out), device="cpu", batch_size=1, dtype="float32")
     assert type(lm.model).__name__ == "PeftModelForCausalLM"
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path),
+                                        str(run_dir / "train" / "cdsdft" / "adapter"))
+    assert torch.allclose(_logits(lm.model, IDS), _logits(trained, IDS), atol=1e-5)
 
 
 def test_registry_models_export_their_hub_id():
