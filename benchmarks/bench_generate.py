@@ -252,6 +252,8 @@ def run_padded(model, tok, prompts: list[str], max_new: int, batch_size: int, eo
     """Length-sorted static batches through `model.generate` (left padding). Returns (token counts, wall s, cpu s)."""
     import torch
 
+    from crossdistill.generation import left_pad
+
     dev = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
     gen_kw = dict(eos_token_id=eos) if eos else dict(min_new_tokens=max_new)
@@ -260,12 +262,8 @@ def run_padded(model, tok, prompts: list[str], max_new: int, batch_size: int, eo
     counts, wall, cpu = [0] * len(ids), 0.0, 0.0
     for b0 in range(0, len(order), batch_size):
         chunk = order[b0:b0 + batch_size]
-        L = max(len(ids[i]) for i in chunk)
-        inp = torch.full((len(chunk), L), pad, dtype=torch.long)
-        att = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            inp[r, L - len(ids[i]):] = torch.tensor(ids[i])
-            att[r, L - len(ids[i]):] = 1
+        inp, att = left_pad([ids[i] for i in chunk], pad)
+        L = inp.shape[1]
         _sync(dev)
         w0, c0 = time.perf_counter(), time.process_time()
         with torch.inference_mode():

@@ -1166,6 +1166,18 @@ class _Engine:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (input_ids, attention_mask), right-aligned in one [rows, longest] batch (decoder-only
+    batching for ``model.generate``)."""
+    L = max(len(r) for r in rows)
+    inp = torch.full((len(rows), L), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        inp[i, L - len(r) :] = torch.tensor(r, dtype=torch.long)
+        att[i, L - len(r) :] = 1
+    return inp, att
+
+
 def _generate_static_hf(model, tokenizer, prompts: list[str], cfg: SamplingConfig):
     from transformers import GenerationConfig
 
@@ -1191,12 +1203,8 @@ def _generate_static_hf(model, tokenizer, prompts: list[str], cfg: SamplingConfi
         torch.manual_seed(int(cfg.seed))
     for b0 in range(0, len(order), bs):
         chunk = order[b0 : b0 + bs]
-        L = max(len(ids[i]) for i in chunk)
-        inp = torch.full((len(chunk), L), pad, dtype=torch.long)
-        att = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            inp[r, L - len(ids[i]) :] = torch.tensor(ids[i])
-            att[r, L - len(ids[i]) :] = 1
+        inp, att = left_pad([ids[i] for i in chunk], pad)
+        L = inp.shape[1]
         with torch.inference_mode():
             kw = dict(input_ids=inp.to(dev), attention_mask=att.to(dev), generation_config=gen_cfg)
             if fin.stops:
