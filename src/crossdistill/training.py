@@ -949,8 +949,7 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
 
     # ---- arguments -----------------------------------------------------------------------------------------
     on_cpu = not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
-    args = CrossDistillConfig(
-        **tc.trainer_args,
+    args = CrossDistillConfig(**{**dict(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=tc.batch_size, gradient_accumulation_steps=tc.grad_accum,
         learning_rate=tc.lr, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
@@ -968,7 +967,7 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
         kd_temperature=tc.kd_temperature, seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta,
         invariance=tc.invariance, inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps,
         balanced_batches=tc.balanced_batches,
-    )
+    ), **tc.trainer_args})   # train.trainer_args: more TrainingArguments, and over the defaults above
 
     # ---- seed cache ----------------------------------------------------------------------------------------
     cache = None
