@@ -73,3 +73,16 @@ def test_registry_quant_matches_the_gguf_header_and_is_stated():
             ft = gguf.GGUFReader(str(f)).fields["general.file_type"]
             assert gguf.LlamaFileType(int(ft.parts[ft.data[0]][0])).name == f"MOSTLY_{spec.quant}"
     assert model_note("some/local-model") is None
+
+
+def test_reports_state_the_gguf_quantisation(tmp_path):
+    import json
+
+    from crossdistill.report import write_report
+
+    (tmp_path / "results.json").write_text(json.dumps({"model": "smollm2-135m-instruct", "recipe": "r.yaml",
+                                                       "seed": 0, "methods": ["seed"], "scores": [], "deltas": []}))
+    paths = write_report(str(tmp_path))
+    md = (tmp_path / "report.md").read_text()
+    assert "dequantised from a Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct" in md
+    assert "dequantised from a Q4_1 GGUF" in open(paths["html"]).read()
