@@ -108,3 +108,70 @@ def test_shipped_recipes_are_valid(recipe):
     for name, over in cfg.methods.items():
         if over is not None:
             cfg.train_config_for(name)
+
+
+# --- TRL/transformers names, report_to, trainer_args ------------------------------------------------------------
+
+def test_trl_names_are_aliases_of_the_recipe_keys(tmp_path):
+    p = write(tmp_path, "train:\n  learning_rate: 3.0e-4\n  per_device_train_batch_size: 2\n"
+                        "methods:\n  sft: {num_train_epochs: 2, gradient_accumulation_steps: 4}\n")
+    cfg = load_config(p, ["train.lr_scheduler_type=linear", "train.max_seq_length=256"])
+    assert cfg.train.lr == pytest.approx(3e-4) and cfg.train.batch_size == 2
+    assert cfg.train.lr_scheduler == "linear" and cfg.train.max_length == 256
+    sft = cfg.train_config_for("sft")
+    assert sft.epochs == 2.0 and sft.grad_accum == 4 and sft.lr == pytest.approx(3e-4)
+    # an override in the TRL name replaces the recipe's own spelling (same key), and vice versa
+    assert load_config(p, ["train.lr=1e-5"]).train.lr == pytest.approx(1e-5)
+    p2 = write(tmp_path, "train: {lr: 1.0e-4}\n", "r2.yaml")
+    assert load_config(p2, ["train.learning_rate=2e-5"]).train.lr == pytest.approx(2e-5)
+
+
+def test_alias_and_key_together_is_a_located_error(tmp_path):
+    p = write(tmp_path, "train:\n  lr: 1.0e-4\n  learning_rate: 2.0e-4\n")
+    with pytest.raises(UserError) as e:
+        load_config(p)
+    assert e.value.field == "train.learning_rate" and e.value.line == 3 and "'lr'" in str(e.value)
+
+
+def test_report_to_is_validated_with_a_suggestion():
+    assert load_config(None, ["train.report_to=mlflow"]).train.report_to == "mlflow"
+    assert load_config(None, ["train.report_to=[wandb, tensorboard]"]).train.report_to == ["wandb", "tensorboard"]
+    with pytest.raises(UserError) as e:
+        load_config(None, ["train.report_to=wandbb"])
+    assert e.value.field == "train.report_to" and "did you mean 'wandb'" in str(e.value)
+    with pytest.raises(UserError):
+        load_config(None, ["train.report_to=[none, wandb]"])
+
+
+def test_report_to_missing_package_is_a_user_error(monkeypatch):
+    import importlib.util
+
+    from crossdistill import training
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a))
+    with pytest.raises(UserError) as e:
+        training._report_to("wandb")
+    assert "pip install wandb" in str(e.value)
+    assert training._report_to("none") == "none"
+
+
+def test_trainer_args_checked_against_training_arguments(tmp_path):
+    cfg = load_config(None, ["train.trainer_args.ddp_timeout=600", "train.trainer_args.save_total_limit=3"])
+    assert cfg.train.trainer_args == {"ddp_timeout": 600, "save_total_limit": 3}
+    with pytest.raises(UserError) as e:
+        load_config(None, ["train.trainer_args.ddp_timout=600"])
+    assert e.value.field == "train.trainer_args.ddp_timout" and "did you mean 'ddp_timeout'" in str(e.value)
+    with pytest.raises(UserError) as e:
+        load_config(None, ["train.trainer_args.learning_rate=1"])
+    assert "train.lr" in str(e.value)
+
+
+def test_logging_knobs_do_not_change_the_train_cache_key():
+    from crossdistill.config import train_key
+
+    base = load_config(None)
+    logged = load_config(None, ["train.report_to=none"])
+    assert stable_hash(train_key(base.train)) == stable_hash(train_key(logged.train))
+    extra = load_config(None, ["train.trainer_args.max_grad_norm=0.5"])
+    assert stable_hash(train_key(base.train)) != stable_hash(train_key(extra.train))

@@ -176,22 +176,36 @@ def test_cpu_uses_paged_store_and_restores_the_model(model_with_eos, tok, prompt
     assert not any("forward" in m.__dict__ for m in model.modules())
 
 
-@pytest.mark.parametrize("store", ["slab", "small_pages"])
-def test_other_kv_layouts_match(model_with_eos, tok, prompts, monkeypatch, store):
-    """The slab store (GPUs, fallback) and pages of 4 tokens (page growth, freeing, defragmentation) give the same
-    greedy tokens as one-at-a-time HF generate."""
+def test_small_pages_match(model_with_eos, tok, prompts, monkeypatch):
+    """Pages of 4 tokens (page growth, freeing, defragmentation) give the same greedy tokens as one-at-a-time HF
+    generate."""
     model, eos = model_with_eos
-    if store == "slab":
-        monkeypatch.setattr(gen_mod, "_FORCE_PAGED", False)
-    else:
-        monkeypatch.setattr(gen_mod._PagedStore, "block", 4)
+    monkeypatch.setattr(gen_mod._PagedStore, "block", 4)
     many = prompts + [render_chat(tok, q[::-1] + " " + q) for q in QUESTIONS]
     ref = _hf_one_at_a_time(model, tok, many, 20, eos)
     outs = generate(model, tok, many, SamplingConfig(max_new_tokens=20, batch_size=3))
-    assert gen_mod.last_stats["paged"] == (store != "slab")
+    assert gen_mod.last_stats["paged"] == 1 and gen_mod.last_stats["route"] == "engine"
     for (ids, finished), g in zip(ref, outs):
         assert g.text == _as_text(tok, ids, eos)
         assert g.finished == finished
+
+
+def test_engine_route_follows_the_measured_rule(model_with_eos, tok, prompts, monkeypatch):
+    """Our engine only on CPUs (where bench_generate measured >= 1.3x the best library path); any other device,
+    and a model the paged path cannot serve, go to batched model.generate with the same greedy outputs."""
+    model, _ = model_with_eos
+    assert gen_mod._engine_route(model) == "engine"
+    monkeypatch.setattr(gen_mod, "_model_device", lambda m: torch.device("cuda"))
+    assert gen_mod._engine_route(model) == "library"
+    monkeypatch.undo()
+    cfg = SamplingConfig(max_new_tokens=14, batch_size=3)
+    fast = generate(model, tok, prompts, cfg)
+    assert gen_mod.last_stats["route"] == "engine"
+    monkeypatch.setattr(gen_mod._Engine, "_paged_probe", lambda self: False)   # e.g. softcapped attention
+    lib = generate(model, tok, prompts, cfg)
+    assert gen_mod.last_stats["route"] == "library"
+    assert lib == fast
+    assert model.config._attn_implementation == "sdpa"      # the failed engine left the model as it was
 
 
 def test_packed_linears_bf16(tok, prompts, monkeypatch):
@@ -367,7 +381,9 @@ def test_unknown_backend_and_vllm_missing(model_with_eos, tok, prompts):
     with pytest.raises(ValueError, match="backend"):
         generate(model, tok, prompts[:1], SamplingConfig(max_new_tokens=2), backend="nope")
     if importlib.util.find_spec("vllm") is None:
-        with pytest.raises(ImportError, match="vllm"):
+        from crossdistill.errors import UserError
+
+        with pytest.raises(UserError, match="vllm"):
             generate("some/model", tok, prompts[:1], SamplingConfig(max_new_tokens=2), backend="vllm")
 
 

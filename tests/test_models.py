@@ -57,3 +57,32 @@ def test_wrong_model_is_a_user_error(bad):
 
 def test_hub_ids_pass_through():
     assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_registry_quant_matches_the_gguf_header_and_is_stated():
+    """The note reports and model cards carry: the weights are dequantised from a quantised GGUF. The quant type in
+    the registry must be the one the GGUF's own header states (checked when the GGUF is in the cache)."""
+    import gguf
+
+    from crossdistill.models import REGISTRY, cache_dir, model_note
+
+    for name, spec in REGISTRY.items():
+        assert spec.quant and spec.quant in model_note(name) and spec.hub_id in model_note(name)
+        f = cache_dir() / "gguf" / f"{name}.gguf"
+        if f.exists():
+            ft = gguf.GGUFReader(str(f)).fields["general.file_type"]
+            assert gguf.LlamaFileType(int(ft.parts[ft.data[0]][0])).name == f"MOSTLY_{spec.quant}"
+    assert model_note("some/local-model") is None
+
+
+def test_reports_state_the_gguf_quantisation(tmp_path):
+    import json
+
+    from crossdistill.report import write_report
+
+    (tmp_path / "results.json").write_text(json.dumps({"model": "smollm2-135m-instruct", "recipe": "r.yaml",
+                                                       "seed": 0, "methods": ["seed"], "scores": [], "deltas": []}))
+    paths = write_report(str(tmp_path))
+    md = (tmp_path / "report.md").read_text()
+    assert "dequantised from a Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct" in md
+    assert "dequantised from a Q4_1 GGUF" in open(paths["html"]).read()

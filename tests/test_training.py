@@ -278,3 +278,19 @@ def test_seed_cache_matches_model_topk(distilled):
     assert batch["seed_topk_logprobs"].shape == ref_lp.shape
     assert torch.equal(batch["seed_topk_ids"].long(), ref_ids)
     assert torch.allclose(batch["seed_topk_logprobs"].float(), ref_lp, atol=5e-3)
+
+
+def test_trainer_args_reach_the_training_arguments(tmp_path, distilled):
+    """train.trainer_args adds TrainingArguments fields and overrides the stage's own defaults (save_total_limit)."""
+    seen = {}
+
+    class Args(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            seen.update(max_grad_norm=args.max_grad_norm, save_total_limit=args.save_total_limit,
+                        report_to=args.report_to)
+
+    model, tok = build_tiny_model(seed=0)
+    cfg = _cfg(max_steps=1, method="sft", report_to="none",
+               trainer_args={"max_grad_norm": 0.25, "save_total_limit": 1})
+    train(cfg, "sft", str(distilled), str(tmp_path / "run"), model=model, tokenizer=tok, callbacks=[Args()])
+    assert seen["max_grad_norm"] == 0.25 and seen["save_total_limit"] == 1 and seen["report_to"] in ([], "none", ["none"])

@@ -24,6 +24,19 @@ def _recipe_path(arg: str | None) -> str:
     return arg
 
 
+def _looks_like_override(arg: str | None) -> bool:
+    """`limit=2` in the recipe's place: an override of the embedded demo, not a file (unless such a file exists)."""
+    return bool(arg) and "=" in arg and not Path(arg).exists()
+
+
+def _recipe_overrides_first(args) -> None:
+    """`crossdistill run limit=2` (and `bash scripts/demo.sh limit=2`): the optional recipe was left out, so the
+    first `key=value` lands in its place; move it to the overrides and use the embedded demo."""
+    if _looks_like_override(getattr(args, "recipe", None)) and hasattr(args, "overrides"):
+        args.overrides = [args.recipe, *args.overrides]
+        args.recipe = DEMO
+
+
 def _split_method(overrides: list[str]) -> tuple[str | None, list[str]]:
     """`train.method=NAME` may name a recipe method (e.g. an ablation); pull it out of the plain overrides."""
     method, rest = None, []
@@ -104,6 +117,18 @@ def cmd_data(args) -> None:
         print(json.dumps(rep, indent=2))
 
 
+def cmd_tasks(args) -> None:
+    from .evaluation.tasks import BUILTIN_TASKS
+    from .sources import dataset_info
+
+    for name, spec in BUILTIN_TASKS.items():
+        info = dataset_info(spec.source) if spec.source else None
+        size = f"{info.size:>6}" if info else "     -"
+        desc = info.description if info else ""
+        print(f"{name:14} {spec.type:16} {spec.source or '-':14} {size}  {desc}")
+    print("(or any task spec .yaml: see `crossdistill eval --help`)")
+
+
 def cmd_distill(args) -> None:
     from .distill import distill, merge_shards
 
@@ -168,6 +193,16 @@ def cmd_eval(args) -> None:
     print(Path(out) / "results.json")
 
 
+def cmd_export(args) -> None:
+    from .export import export_run
+
+    summary = export_run(args.run_dir, args.method, args.out, merge=args.merge, push_to_hub=args.push_to_hub,
+                         private=not args.public)
+    print(f"{summary['kind']}: {summary['out']}  (base_model_name_or_path: {summary['base_model_name_or_path']})")
+    if summary.get("pushed"):
+        print(f"pushed: {summary['pushed']}")
+
+
 def cmd_report(args) -> None:
     from .report import write_report
 
@@ -186,55 +221,80 @@ def cmd_pool(args) -> None:
     print(args.out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="crossdistill", description="Cross-domain self-distillation fine-tuning of LLMs.")
-    sub = p.add_subparsers(dest="command", required=True)
+RECIPE_HELP = "recipe YAML, or `demo` for the embedded demo (default: demo)"
+OVERRIDES_HELP = ("key.sub=value overrides of the recipe, e.g. limit=8 train.lr=2e-4 (values are YAML); "
+                  "with no recipe they apply to the embedded demo")
 
-    r = sub.add_parser("run", help="the whole experiment from one recipe (default: the embedded demo)")
-    r.add_argument("recipe", nargs="?", default=DEMO, help="recipe YAML (default: the embedded demo)")
-    r.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. limit=8 train.lr=2e-4")
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="crossdistill", description="Cross-domain self-distillation fine-tuning of LLMs.")
+    p.add_argument("--version", action="version", version=f"crossdistill {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="the whole experiment from one recipe (default: the embedded demo)",
+                       description="Distill, train every method, evaluate and report, from one recipe. Finished steps "
+                                   "are cached: a rerun resumes.")
+    r.add_argument("recipe", nargs="?", default=DEMO, help=RECIPE_HELP)
+    r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     r.add_argument("--dry-run", action="store_true", help="print the plan and what is cached, run nothing")
     r.add_argument("--only", help="comma-separated steps to run: a stage (train) or one step (train/sft, which includes its LODO runs)")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("config", help="show the resolved recipe")
-    c.add_argument("action", choices=["show"])
-    c.add_argument("recipe", nargs="?", default=DEMO)
-    c.add_argument("overrides", nargs="*")
+    c = sub.add_parser("config", help="show the resolved recipe", description="Print the recipe with every default "
+                       "and override applied, as YAML.")
+    c.add_argument("action", choices=["show"], help="show: print the resolved recipe")
+    c.add_argument("recipe", nargs="?", default=DEMO, help=RECIPE_HELP)
+    c.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     c.set_defaults(func=cmd_config_show)
 
     m = sub.add_parser("models", help="list or prepare models for offline use")
-    m.add_argument("action", choices=["list", "prepare"])
-    m.add_argument("name", nargs="?")
+    m.add_argument("action", choices=["list", "prepare"],
+                   help="list: the registry and what is cached; prepare: download/convert NAME into the cache")
+    m.add_argument("name", nargs="?", help="registry name (see `models list`) or HF hub id, for `prepare`")
     m.set_defaults(func=cmd_models)
 
     d = sub.add_parser("data", help="built-in datasets, schema validation, overlap check")
-    d.add_argument("action", choices=["list", "prepare", "validate", "overlap"])
-    d.add_argument("names", nargs="*")
-    d.add_argument("--out", default="data")
-    d.add_argument("--ngram", type=int, default=13)
+    d.add_argument("action", choices=["list", "prepare", "validate", "overlap"],
+                   help="list: built-in datasets; prepare NAME...: write them as JSONL under --out; validate FILE...: "
+                        "check record files; overlap TRAIN EVAL: n-gram contamination report")
+    d.add_argument("names", nargs="*", help="dataset names (prepare) or JSONL files (validate, overlap)")
+    d.add_argument("--out", default="data", help="folder for `prepare` (default: data)")
+    d.add_argument("--ngram", type=int, default=13, help="n-gram length for `overlap` (default: 13)")
     d.set_defaults(func=cmd_data)
 
+    tk = sub.add_parser("tasks", help="list the built-in eval tasks")
+    tk.add_argument("action", choices=["list"], help="list: name, type, dataset, size and description of each task")
+    tk.set_defaults(func=cmd_tasks)
+
     ds = sub.add_parser("distill", help="seed rewrites + verification -> OUTPUT_DIR/distill/")
-    ds.add_argument("recipe", nargs="?", default=DEMO)
-    ds.add_argument("overrides", nargs="*")
+    ds.add_argument("recipe", nargs="?", default=DEMO, help=RECIPE_HELP)
+    ds.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     ds.add_argument("--shard", help="i/n: process one shard of the records (merge with --merge)")
     ds.add_argument("--merge", action="store_true", help="merge finished shards into distilled.jsonl")
     ds.set_defaults(func=cmd_distill)
 
-    t = sub.add_parser("train", help="train one method -> OUTPUT_DIR/train/<method>/")
-    t.add_argument("recipe", nargs="?", default=DEMO)
-    t.add_argument("overrides", nargs="*", help="train.method=M picks the method (sft|sdft|cdsdft or a recipe name)")
+    t = sub.add_parser("train", help="train one method -> OUTPUT_DIR/train/<method>/",
+                       description="Train one method on OUTPUT_DIR/distill/distilled.jsonl. Under `accelerate launch` "
+                                   "it trains data-parallel.")
+    t.add_argument("recipe", nargs="?", default=DEMO, help=RECIPE_HELP)
+    t.add_argument("overrides", nargs="*", help="train.method=M picks the method (sft|sdft|cdsdft or a recipe name); "
+                                                 "other key.sub=value overrides as for `run`")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a model/adapter on tasks")
-    e.add_argument("recipe", nargs="?")
-    e.add_argument("overrides", nargs="*")
-    e.add_argument("--model")
-    e.add_argument("--adapter")
-    e.add_argument("--tasks", help="comma-separated task names or spec.yaml paths")
-    e.add_argument("--limit", type=int)
-    e.add_argument("--out")
+    e = sub.add_parser("eval", help="evaluate a model/adapter on tasks",
+                       description="Either a recipe's method (crossdistill eval RECIPE train.method=M) or any model "
+                                   "(crossdistill eval --model M --tasks t1,t2 --out DIR).")
+    e.add_argument("recipe", nargs="?", help=RECIPE_HELP + "; leave out with --model")
+    e.add_argument("overrides", nargs="*", help="train.method=M picks the method to evaluate (default: seed); "
+                                                 "other key.sub=value overrides as for `run`")
+    e.add_argument("--model", help="registry name, HF hub id or model folder (instead of a recipe)")
+    e.add_argument("--adapter", help="PEFT adapter folder to apply to --model")
+    e.add_argument("--tasks", help="comma-separated task names (see `crossdistill tasks list`) or spec.yaml paths")
+    e.add_argument("--limit", type=int, help="score the first N items of a seeded shuffle per task")
+    e.add_argument("--out", help="output folder for results.json (with --model)")
     e.set_defaults(func=cmd_eval)
 
     po = sub.add_parser("pool", help="pool runs that differ only in the training seed: mean scores and paired deltas")
@@ -242,8 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--out", required=True, help="where the pooled results.json goes")
     po.set_defaults(func=cmd_pool)
 
+    ex = sub.add_parser("export", help="a trained method as a PEFT adapter or merged model folder, with a model card",
+                        description="Write a run's trained method as a PEFT adapter folder (default) or, with --merge, "
+                                    "the base model with the adapter merged in; both with the tokenizer and a "
+                                    "README.md model card (recipe, data, scores). base_model_name_or_path is the "
+                                    "registry model's hub id, or a local model's path.")
+    ex.add_argument("run_dir", help="a run's output_dir (holding train/<method>/adapter)")
+    ex.add_argument("--method", required=True, help="the trained method to export (a name under RUN_DIR/train/)")
+    ex.add_argument("--out", required=True, help="new (or empty) folder to write")
+    ex.add_argument("--merge", action="store_true", help="merge the LoRA into the base weights (a plain "
+                                                         "transformers model folder)")
+    ex.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder to this Hugging Face hub repo "
+                                                             "(needs the network and `huggingface-cli login`)")
+    ex.add_argument("--public", action="store_true", help="with --push-to-hub: create the repo public "
+                                                          "(default: private)")
+    ex.set_defaults(func=cmd_export)
+
     rp = sub.add_parser("report", help="(re)write report.md / report.html for an output dir")
-    rp.add_argument("output_dir")
+    rp.add_argument("output_dir", help="a run's output_dir (holding results.json)")
     rp.set_defaults(func=cmd_report)
     return p
 
@@ -273,6 +349,7 @@ def _located(e: UserError, recipe: str | None) -> UserError:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _recipe_overrides_first(args)
     try:
         args.func(args)
     except UserError as e:

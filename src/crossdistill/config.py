@@ -76,6 +76,28 @@ DTYPES = ("auto", "bfloat16", "float32", "float16")
 
 
 @dataclass
+class VllmConfig:
+    """The vLLM engine, where `distill.backend` or `eval.backend` is `vllm` (the `vllm` extra, GPUs): one engine per
+    model and process; each trained method's LoRA is a LoRARequest on it; freed before training starts."""
+
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85   # of the GPU's memory (leave room for log-likelihood tasks in HF)
+    max_model_len: int | None = None      # default: the model's context length
+    max_lora_rank: int = 64               # >= every method's train.lora.r
+    max_loras: int = 1
+    enforce_eager: bool = False
+
+    def __post_init__(self):
+        _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "vllm.dtype")
+        _check(self.tensor_parallel_size >= 1, "must be >= 1", "vllm.tensor_parallel_size")
+        _check(0 < self.gpu_memory_utilization <= 1, "must be in (0, 1]", "vllm.gpu_memory_utilization")
+        _check(self.max_model_len is None or self.max_model_len > 0, "must be > 0 (or null)", "vllm.max_model_len")
+        _check(self.max_lora_rank > 0, "must be > 0", "vllm.max_lora_rank")
+        _check(self.max_loras >= 1, "must be >= 1", "vllm.max_loras")
+
+
+@dataclass
 class LoraConfig:
     r: int = 16
     alpha: int = 32
@@ -91,6 +113,47 @@ TRAIN_METHODS = ("sft", "sdft", "cdsdft")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 INVARIANCES = ("none", "mmd", "coral", "dann")
 DOMAIN_WEIGHTINGS = ("uniform", "size", "temperature")
+REPORT_TO = ("auto", "none", "tensorboard", "wandb", "mlflow", "trackio")
+
+# The names TRL / transformers users type, mapped onto the recipe's own `train` keys (the only place they are listed).
+TRAIN_ALIASES = {
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch_size",
+    "num_train_epochs": "epochs",
+    "gradient_accumulation_steps": "grad_accum",
+    "lr_scheduler_type": "lr_scheduler",
+    "max_seq_length": "max_length",
+}
+# TrainingArguments fields the training stage sets itself (from the keys on the right); trainer_args may not touch them.
+_TRAINER_OWNED = {**{a: f"train.{k}" for a, k in TRAIN_ALIASES.items()},
+                  "max_steps": "train.max_steps", "warmup_ratio": "train.warmup_ratio", "warmup_steps":
+                  "train.warmup_ratio", "weight_decay": "train.weight_decay", "logging_steps": "train.logging_steps",
+                  "save_steps": "train.save_steps", "seed": "seed", "report_to": "train.report_to",
+                  "output_dir": "output_dir", "bf16": "train.dtype", "fp16": "train.dtype",
+                  "gradient_checkpointing": "train.gradient_checkpointing",
+                  "activation_checkpointing": "train.gradient_checkpointing",
+                  "remove_unused_columns": None, "label_names": None}
+
+
+def _check_trainer_args(args: dict) -> None:
+    """`train.trainer_args`: extra TrainingArguments fields, checked against this transformers version's fields."""
+    if not args:
+        return
+    import dataclasses as dc
+
+    from transformers import TrainingArguments
+
+    names = sorted(f.name for f in dc.fields(TrainingArguments) if f.init and not f.name.startswith("_"))
+    for key in args:
+        full = f"train.trainer_args.{key}"
+        if key in _TRAINER_OWNED:
+            own = _TRAINER_OWNED[key]
+            raise UserError(f"'{key}' is set by crossdistill" + (f" from '{own}'; set that instead" if own else
+                                                                 " itself and cannot be overridden"), field=full)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"'{key}' is not a transformers TrainingArguments field{hint}", field=full)
 
 
 @dataclass
@@ -126,8 +189,21 @@ class TrainConfig:
     logging_steps: int = 1
     save_steps: int = 50
     gradient_checkpointing: bool = False
+    # where the Trainer logs: auto (tensorboard when installed, else none) | none | tensorboard | wandb | mlflow |
+    # trackio, or a list of them
+    report_to: str | list[str] = "auto"
+    # extra transformers TrainingArguments (e.g. {ddp_timeout: 3600, fsdp: "full_shard"}), passed through as is
+    trainer_args: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        reporters = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        for r in reporters:
+            close = difflib.get_close_matches(str(r), REPORT_TO, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close and close[0] != r else ""
+            _check(r in REPORT_TO, f"'{r}' is not one of {REPORT_TO}{hint}", "train.report_to")
+        _check(len(reporters) == 1 or not {"auto", "none"} & set(reporters),
+               "'auto' and 'none' stand alone, not in a list", "train.report_to")
+        _check_trainer_args(self.trainer_args)
         _check(self.method in TRAIN_METHODS, f"must be one of {TRAIN_METHODS}", "train.method")
         _check(self.lr > 0, "must be > 0", "train.lr")
         _check(self.epochs > 0, "must be > 0", "train.epochs")
@@ -163,6 +239,7 @@ class EvalConfig:
     sandbox_timeout_s: float = 10.0
     seed: int | None = None          # the eval subset's shuffle (and sampling); null: the recipe's seed. Fix it to
                                      # score every training seed of an experiment on the same items
+    backend: str = "hf"              # hf | vllm: who runs the generation tasks (log-likelihood tasks stay in HF)
 
     def __post_init__(self):
         _check(self.limit is None or self.limit > 0, "must be > 0 (or null)", "eval.limit")
@@ -170,6 +247,7 @@ class EvalConfig:
         _check(self.n_samples >= 1, "must be >= 1", "eval.n_samples")
         _check(all(k <= self.n_samples for k in self.pass_k), "every k must be <= eval.n_samples", "eval.pass_k")
         _check(self.dtype in DTYPES, f"must be one of {DTYPES}", "eval.dtype")
+        _check(self.backend in ("hf", "vllm"), "must be 'hf' or 'vllm'", "eval.backend")
 
 
 @dataclass
@@ -201,6 +279,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
     # Named methods the runner compares: name -> overrides of `train` (None for the untouched seed model).
     methods: dict[str, dict | None] = field(default_factory=_default_methods)
     # Leave-one-domain-out: also train methods without each domain that has eval tasks. true: every trained
@@ -267,7 +346,7 @@ class Config:
             if overrides is None:
                 raise UserError(f"method '{method_name}' is the untrained seed model; it has nothing to train",
                                 field=f"methods.{method_name}")
-            merged = _deep_merge(base, overrides)
+            merged = _deep_merge(base, _apply_aliases(overrides or {}, f"methods.{method_name}", self.recipe_path, {}))
             return _build(TrainConfig, merged, f"methods.{method_name}", self.recipe_path, {})
         if method_name in TRAIN_METHODS:
             base["method"] = method_name
@@ -343,6 +422,8 @@ def _build(cls, data: Any, path: str, recipe: str | None, lines: dict[str, int])
         raise UserError(f"expected a mapping, got {type(data).__name__}", **where(path))
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name != "recipe_path"]
+    if cls is TrainConfig:
+        data = _apply_aliases(data, path, recipe, lines)
     kwargs = {}
     for key, value in data.items():
         full = f"{path}.{key}" if path else str(key)
@@ -369,6 +450,40 @@ def _build(cls, data: Any, path: str, recipe: str | None, lines: dict[str, int])
     except UserError as e:
         # __post_init__ names the field; add the recipe and line.
         raise UserError(str(e).split(": ", 1)[-1], file=recipe, line=lines.get(e.field or ""), field=e.field) from None
+
+
+def _apply_aliases(data: dict, path: str, recipe: str | None, lines: dict[str, int]) -> dict:
+    """TRL/transformers names (TRAIN_ALIASES) -> the recipe's `train` keys; both spellings at once is an error."""
+    out = {}
+    for key, value in data.items():
+        name = TRAIN_ALIASES.get(key, key)
+        if name != key and name in data:
+            full = f"{path}.{key}" if path else str(key)
+            raise UserError(f"'{key}' is another name for '{name}', which is also set; keep one",
+                            file=recipe, line=lines.get(full), field=full)
+        out[name] = value
+    return out
+
+
+def _aliases_in(doc: dict, recipe: str | None, lines: dict[str, int]) -> None:
+    """Rename TRL aliases in a recipe (or overrides) document's `train` and `methods.*` sections, in place, so that
+    a recipe's `lr` and an override's `learning_rate` are the same key when they merge."""
+    if isinstance(doc.get("train"), dict):
+        doc["train"] = _apply_aliases(doc["train"], "train", recipe, lines)
+    if isinstance(doc.get("methods"), dict):
+        for name, over in doc["methods"].items():
+            if isinstance(over, dict):
+                doc["methods"][name] = _apply_aliases(over, f"methods.{name}", recipe, lines)
+
+
+def train_key(tc: TrainConfig) -> dict:
+    """The `train` settings that decide the trained model (cache keys): not where it logs, and trainer_args only
+    when given (so adding the knob left earlier runs' keys unchanged)."""
+    d = dataclasses.asdict(tc)
+    d.pop("report_to", None)
+    if not d.get("trainer_args"):
+        d.pop("trainer_args", None)
+    return d
 
 
 def _line_map(text: str) -> dict[str, int]:
@@ -435,6 +550,8 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         lines = _line_map(text)
         recipe_str = str(p)
     over = parse_overrides(overrides or [])
+    _aliases_in(data, recipe_str, lines)
+    _aliases_in(over, None, {})
     # Overrides of a named method's settings (methods.cdsdft.beta=0) merge into that entry.
     merged = _deep_merge(data, over)
     cfg = _build(Config, merged, "", recipe_str, lines)

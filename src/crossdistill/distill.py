@@ -259,7 +259,10 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
             if model is None and dc.backend == "vllm":
                 from .models import resolve_model_path
 
-                model = resolve_model_path(cfg.model)   # vLLM loads the weights itself
+                from .vllm_backend import VllmModel
+
+                # vLLM loads the weights itself, with the recipe's `vllm` engine settings
+                model = VllmModel(resolve_model_path(cfg.model), None, cfg.vllm)
             elif model is None:
                 from .models import load_model
 

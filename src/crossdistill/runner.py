@@ -19,7 +19,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from .config import Config, stable_hash
+from .config import Config, stable_hash, train_key
 from .errors import UserError
 from .io import write_json, write_text
 
@@ -68,6 +68,8 @@ def build_plan(cfg: Config) -> list[Step]:
     eval_fields = dataclasses.asdict(cfg.eval)
     if eval_fields["seed"] is None:
         del eval_fields["seed"]
+    if eval_fields.get("backend") == "hf":   # (the default, left out so that older runs keep their cache keys)
+        del eval_fields["backend"]
     eval_base = {"eval": eval_fields, "limit": cfg.effective_limit(cfg.eval.limit), "seed": cfg.eval_seed(),
                  "model": cfg.model}
     steps: list[Step] = [
@@ -82,7 +84,7 @@ def build_plan(cfg: Config) -> list[Step]:
                               keeps_outputs=True))
             continue
         tcfg = cfg.train_config_for(method)
-        tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
+        tkey = stable_hash({"distill": distill_key, "train": train_key(tcfg), "seed": cfg.seed})
         steps.append(Step(f"train/{method}", out / "train" / method, tkey,
                           (lambda m=method: run_train_step(cfg, m)), ["distill"]))
         ekey = stable_hash({**eval_base, "tasks": cfg.eval_tasks(), "train": tkey})
@@ -96,7 +98,7 @@ def build_plan(cfg: Config) -> list[Step]:
             name = _lodo_name(method, left_out)
             lcfg = lodo_config(cfg, method, left_out)
             tcfg = lcfg.train_config_for(name)
-            tkey = stable_hash({"distill": distill_key, "train": dataclasses.asdict(tcfg), "seed": cfg.seed})
+            tkey = stable_hash({"distill": distill_key, "train": train_key(tcfg), "seed": cfg.seed})
             steps.append(Step(f"train/{name}", out / "train" / name, tkey,
                               (lambda c=lcfg, n=name: run_train_step(c, n)), ["distill"]))
             ekey = stable_hash({**eval_base, "tasks": dcfg.eval, "train": tkey})
@@ -153,7 +155,7 @@ def run_eval_step(cfg: Config, method: str, adapter_of: str | None, tasks: list[
     out = Path(cfg.output_dir)
     adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
     evaluate(cfg.model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed())
+             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed(), vllm_cfg=cfg.vllm)
 
 
 # --- running the plan ---------------------------------------------------------------------------

@@ -795,6 +795,9 @@ def _check_resumable(out: Path, new: dict) -> None:
             (d.get("train") or {}).pop(k, None)
         d.pop("distilled_path", None)
         d.pop("model_path", None)
+        (d.get("train") or {}).pop("report_to", None)       # where it logs does not change the model
+        if not (d.get("train") or {}).get("trainer_args"):
+            (d.get("train") or {}).pop("trainer_args", None)
         return d
 
     if core(old) != core(new):
@@ -820,11 +823,28 @@ def _checkpointing_kwargs(enabled: bool) -> dict:
     return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
 
 
-def _report_to() -> list[str] | str:
+_REPORTER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                      "trackio": ("trackio",)}
+
+
+def _report_to(setting: str | list[str] = "auto") -> list[str] | str:
+    """`train.report_to` -> TrainingArguments.report_to. auto: tensorboard when installed, else none. A named
+    reporter whose package is missing is a UserError now, not a crash at the first logging step."""
     import importlib.util
 
-    return ["tensorboard"] if (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")) \
-        else "none"
+    def installed(name):
+        return any(importlib.util.find_spec(m) for m in _REPORTER_PACKAGES[name])
+
+    if setting == "auto":
+        return ["tensorboard"] if installed("tensorboard") else "none"
+    if setting == "none":
+        return "none"
+    names = [setting] if isinstance(setting, str) else list(setting)
+    for n in names:
+        if not installed(n):
+            raise UserError(f"'{n}' needs its package: pip install {_REPORTER_PACKAGES[n][0]}",
+                            field="train.report_to")
+    return names
 
 
 def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, model=None, tokenizer=None,
@@ -855,6 +875,10 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
         raise UserError("seed_logprobs 'live' needs a LoRA adapter to disable; with full fine-tuning use 'cached' "
                         "(computed from the seed weights before the first step)", field="train.seed_logprobs")
 
+    report_to = _report_to(tc.report_to)   # a missing reporter package fails here, before any work
+    from .vllm_backend import free_engines
+
+    free_engines()   # a vLLM engine of this process (distill/eval with backend vllm) gives its GPU memory back
     target_field = "original_response" if tc.method == "sft" else "response"
     rows = read_distilled(distilled_path, target_field, tc.domains)
 
@@ -925,22 +949,25 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
 
     # ---- arguments -----------------------------------------------------------------------------------------
     on_cpu = not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
-    args = CrossDistillConfig(
+    args = CrossDistillConfig(**{**dict(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=tc.batch_size, gradient_accumulation_steps=tc.grad_accum,
         learning_rate=tc.lr, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
         lr_scheduler_type=tc.lr_scheduler, warmup_steps=float(min(max(tc.warmup_ratio, 0.0), 0.999)),
         weight_decay=tc.weight_decay, logging_strategy="steps", logging_steps=tc.logging_steps,
         save_strategy="steps", save_steps=tc.save_steps, save_total_limit=2, seed=cfg.seed,
-        bf16=mixed_bf16, fp16=mixed_fp16 and not on_cpu, use_cpu=on_cpu and mixed_bf16,
+        bf16=mixed_bf16, fp16=mixed_fp16 and not on_cpu,
+        # use_cpu is what makes accelerate run data-parallel on CPUs (gloo); without it every launched process trains
+        # alone on all the data (tests/test_multiprocess.py)
+        use_cpu=on_cpu and (mixed_bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1),
         **_checkpointing_kwargs(tc.gradient_checkpointing),
-        remove_unused_columns=False, label_names=["labels"], report_to=_report_to(),
+        remove_unused_columns=False, label_names=["labels"], report_to=report_to,
         dataloader_pin_memory=not on_cpu, ddp_find_unused_parameters=False, eval_strategy="no",
         method=tc.method, alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta,
         kd_temperature=tc.kd_temperature, seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta,
         invariance=tc.invariance, inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps,
         balanced_batches=tc.balanced_batches,
-    )
+    ), **tc.trainer_args})   # train.trainer_args: more TrainingArguments, and over the defaults above
 
     # ---- seed cache ----------------------------------------------------------------------------------------
     cache = None

@@ -137,7 +137,7 @@ def _dir_digest(d: Path) -> str:
 
 def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: str | None = None,
              limit: int | None = None, out_dir: str | Path | None = None, eval_cfg: EvalConfig | None = None,
-             seed: int = 0, progress: bool = True) -> dict:
+             seed: int = 0, progress: bool = True, vllm_cfg=None) -> dict:
     """Evaluate a model on tasks; returns the results dict (also written to `out_dir/results.json`).
 
     `model_or_name`: a registry name, local folder or hub id (loaded with `models.load_model`, `adapter` applied),
@@ -183,7 +183,15 @@ def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: s
             if progress:
                 print(f"[eval] {spec.name} ({spec.type}): {len(records)} items", file=sys.stderr)
             t0 = time.perf_counter()
-            model, tok = holder.get()
+            if eval_cfg.backend == "vllm" and spec.type != "multiple_choice" and not holder.in_memory:
+                from ..models import load_tokenizer, resolve_model_path
+                from ..vllm_backend import VllmModel
+
+                # generation on the model's vLLM engine, the method's adapter as a LoRARequest
+                model, tok = VllmModel(resolve_model_path(str(model_or_name)), adapter, vllm_cfg), \
+                    load_tokenizer(str(model_or_name))
+            else:
+                model, tok = holder.get()
             rows, scores, info = _RUNNERS[spec.type](spec, records, shots, model, tok, eval_cfg, seed, progress)
             seconds = round(time.perf_counter() - t0, 3)
             info = {**info, "resumed": False}
@@ -237,7 +245,7 @@ def _config_hash(spec: T.TaskSpec, records: list[Record], shots: list[Record], f
         "v": EVAL_VERSION, "spec": spec_d, "items": items.hexdigest(), "model": fingerprint,
         "eval": {k: getattr(eval_cfg, k) for k in ("max_new_tokens", "n_samples", "pass_k", "temperature",
                                                   "bootstrap", "dtype", "sandbox_timeout_s")},
-        "limit": limit, "seed": seed,
+        "limit": limit, "seed": seed, **({"backend": "vllm"} if eval_cfg.backend == "vllm" else {}),
     })
 
 
