@@ -228,3 +228,18 @@ def test_trl_sdft_baseline_writes_a_peft_adapter(tmp_path, distilled):
     PeftModel.from_pretrained(base, out / "adapter")
     assert [r["step"] for r in _log(out)] == [1, 2]
     assert train(_cfg(max_steps=2), "trl-sdft", str(distilled), str(out), model=model, tokenizer=tok)["skipped"]
+
+
+def test_ablation_chain_adds_one_ingredient_per_method():
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "ablation-chain.yaml"
+    cfg = load_config(recipe)
+    names = [m for m, o in cfg.methods.items() if o is not None]
+    terms = [cfg.train_config_for(m).terms for m in names]
+    changed = []
+    for a, b in zip(terms, terms[1:]):
+        diff = [k for k in ("targets", "domain_weighted", "balanced", "seed_kl", "invariance")
+                if getattr(a, k) != getattr(b, k)]
+        changed.append(diff)
+    assert names[0] == "sdft" and terms[0] == cfg.train_config_for("sdft").terms
+    assert changed == [["domain_weighted"], ["balanced"], ["seed_kl"], ["invariance"]]
+    assert terms[-1] == cfg.train_config_for("cdsdft").terms     # the end of the chain is CD-SDFT

@@ -608,7 +608,7 @@ class CrossDistillTrainer(Trainer):
     def __init__(self, *args, domain_names: list[str], domain_weights: list[float] | None = None,
                  sampling_probs: list[float] | None = None, eos_ids: set[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.eos_ids = set(eos_ids or {self.processing_class.eos_token_id})
+        self.eos_ids = set(eos_ids) if eos_ids else {self.processing_class.eos_token_id}
         self.domain_names = list(domain_names)
         D = len(self.domain_names)
         w = domain_weights or [1.0 / D] * D
@@ -1137,13 +1137,16 @@ def _trainer_args(cfg: Config, tc: TrainConfig, ckpt_dir: Path, mixed_bf16: bool
     )
     if cls is not None:
         return cls(**common, **extra)
-    return CrossDistillConfig(
-        **common, label_names=["labels"],
-        method=tc.method, targets=tc.targets, ce_weighting=tc.ce_weighting, sampler=tc.sampler,
-        onpolicy_max_new_tokens=tc.onpolicy_max_new_tokens, onpolicy_temperature=tc.onpolicy_temperature,
-        alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta,
-        kd_temperature=tc.kd_temperature, seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta,
-        invariance=tc.invariance, inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps, **extra)
+    return CrossDistillConfig(**common, label_names=["labels"], **switch_kwargs(tc), **extra)
+
+
+def switch_kwargs(tc: TrainConfig) -> dict:
+    """CrossDistillConfig's objective knobs from a resolved TrainConfig (`beta` is `inv_beta` there)."""
+    return dict(method=tc.method, targets=tc.targets, ce_weighting=tc.ce_weighting, sampler=tc.sampler,
+                onpolicy_max_new_tokens=tc.onpolicy_max_new_tokens, onpolicy_temperature=tc.onpolicy_temperature,
+                alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta, kd_temperature=tc.kd_temperature,
+                seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta, invariance=tc.invariance,
+                inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps)
 
 
 def _seed_cache(cfg: Config, tc: TrainConfig, model: nn.Module, dataset: ExampleDataset, out: Path, args,
