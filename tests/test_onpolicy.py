@@ -18,12 +18,7 @@ from crossdistill.training import (CrossDistillCollator, CrossDistillConfig, Cro
 DOMAINS = ("math", "code", "text")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(n_per_domain=4):
