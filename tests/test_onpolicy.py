@@ -207,7 +207,8 @@ def test_onpolicy_loss_is_zero_when_teacher_equals_student(tmp_path, distilled, 
     for k in (0, 20):
         model, tok = build_tiny_model(seed=0)
         out = tmp_path / f"k{k}"
-        train(_cfg(max_steps=1, methods={"on": {"method": "sdft-onpolicy", "topk": k}}), "on", str(distilled), str(out), model=model, tokenizer=tok)
+        cfg = _cfg(max_steps=1, methods={"on": {"method": "sdft-onpolicy", "topk": k}})
+        train(cfg, "on", str(distilled), str(out), model=model, tokenizer=tok)
         assert abs(_log(out)[0]["div"]) < 1e-6
 
 

@@ -284,9 +284,7 @@ class Config:
             plugin = d.plugin or name
             known = domain_plugins()
             if plugin not in known:
-                close = difflib.get_close_matches(plugin, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UserError(f"unknown domain plug-in '{plugin}'{hint}; known: {', '.join(known)}",
+                raise UserError(f"unknown domain plug-in '{plugin}'{suggest(plugin, known)}; known: {', '.join(known)}",
                                 file=self.recipe_path, field=f"domains.{name}")
         for name, overrides in self.methods.items():
             if overrides is not None:
@@ -295,9 +293,8 @@ class Config:
             for name in self.lodo:
                 if self.methods.get(name) is None:   # not in the recipe, or the untrained seed model
                     trained = [m for m, o in self.methods.items() if o is not None]
-                    close = difflib.get_close_matches(str(name), trained, n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    raise UserError(f"'{name}' is not a trained method of this recipe{hint}; trained: "
+                    raise UserError(f"'{name}' is not a trained method of this recipe"
+                                    f"{suggest(str(name), trained)}; trained: "
                                     f"{', '.join(trained)}", file=self.recipe_path, field="lodo")
 
     # --- derived views -------------------------------------------------------------------------
@@ -341,8 +338,9 @@ class Config:
         elif method_name in TRAIN_METHODS:
             overrides, where = {"method": method_name}, "train"
         else:
-            raise UserError(f"unknown method '{method_name}'{suggest(method_name, list(self.methods) + list(TRAIN_METHODS))}"
-                            f"; the recipe defines: {', '.join(self.methods)}", field="train.method")
+            hint = suggest(method_name, list(self.methods) + list(TRAIN_METHODS))
+            raise UserError(f"unknown method '{method_name}'{hint}; the recipe defines: {', '.join(self.methods)}",
+                            field="train.method")
         return _build(TrainConfig, resolve_method(base, overrides, where, self.recipe_path), where,
                       self.recipe_path, {})
 

@@ -548,7 +548,7 @@ def generation_eos_ids(model: nn.Module, tokenizer) -> set[int]:
 class CrossDistillConfig(TrainingArguments):
     """TrainingArguments + the CD-SDFT knobs (TRL style: `XConfig(TrainingArguments)`)."""
 
-    method: str = field(default="cdsdft", metadata={"help": "the preset the switches came from (config.METHOD_PRESETS)"})
+    method: str = field(default="cdsdft", metadata={"help": "the preset of the switches (config.METHOD_PRESETS)"})
     targets: str = field(default="rewrite", metadata={"help": "original | rewrite | onpolicy"})
     ce_weighting: str = field(default="domain", metadata={"help": "token | domain"})
     sampler: str = field(default="balanced", metadata={"help": "random | balanced"})
