@@ -30,6 +30,18 @@ i.e. everything. So CrossDistillTrainer subclasses `transformers.Trainer` and ke
 computed inside the wrapped model's forward (forward redirection, as TRL's distillation trainer does) so DDP /
 FSDP / DeepSpeed see it, and ZeRO-3 gathering of the LM head for the fused projection.
 
+On-policy targets (`targets: onpolicy`, Shenfeld et al. 2026): per step the student (LoRA on) samples a response to
+each prompt; the teacher is the same model with the adapter disabled, given the domain plug-in's teacher prompt
+(prompt + reference as a demonstration); the loss is sum_tokens w * D(p_teacher || p_theta) on the sampled tokens,
+over the teacher's top-k + one tail bucket (or the full vocabulary, topk 0), with the same per-domain weights,
+sampler and invariance term as fixed targets. Why not `trl.experimental.sdft.SDFTTrainer` (which the `trl-sdft`
+baseline arm runs unmodified): a subclass would replace its dataset format (prompt / privileged_context, no domain),
+its sampler (the domain-balanced one), its collator and compute_loss (domain weights, invariance on the student's
+hidden states), i.e. everything but generation; and its loss utilities (`compute_topk_self_distillation_loss`) take
+full (B, T, V) student and teacher logits, which the fused head below never materialises. The tail-bucket top-k
+divergence is the same construction (`losses.teacher_topk_buckets`, like TRL's `add_tail_bucket`), on the
+teacher's top-k support (TRL: the student's) so the teacher's top-k can be computed without keeping its logits.
+
 Cost: the LM head is projected only at response positions, chunk by chunk, with the CE and the divergence taken
 from the same fp32 chunk and back-propagated at once (`losses.fused_head_loss`); the (B, T, V) logits never exist.
 The `sft`/`sdft` path runs the same backbone forward + fused CE head and nothing else.
