@@ -1,9 +1,16 @@
-"""Step time and peak memory: a CD-SDFT step (cached top-k seed log-probs + MMD) vs a plain TRL SFTTrainer step.
+"""Step time and peak memory: a CD-SDFT step (cached top-k seed log-probs + MMD) and an on-policy SDFT step
+(the student samples the response, the demonstration-shown seed scores it, top-k 20 + tail) vs a plain TRL
+SFTTrainer step.
 
 Same model, same synthetic batch (prompt = first `--prompt-frac` of each row, loss on the rest), same LoRA
 (r16, alpha 32, all-linear), same precision. Each side runs in its own fresh subprocess (clean allocator, clean
 peak), `--warmup` untimed + `--steps` timed optimizer steps; sides alternate `--repeats` times and each side's step
 time is the smallest of its per-repeat medians (robust to other processes sharing the CPU).
+
+The on-policy side (`sdft-onpolicy`) trains on as many sampled tokens as the SFT side has response tokens
+(`seq_len - prompt`, unless the sample ends early at an eos); its teacher prompt is the prompt plus the SFT row's
+response as the demonstration. Its step = generation + teacher forward + student forward/backward; the first two
+are timed separately (`onpolicy_gen_s`, `onpolicy_teacher_s`, per step).
 
 Peak memory: CUDA -> torch.cuda.max_memory_allocated over the training phase (weights included, reset after
 setup). CPU -> peak RSS of the training phase (VmHWM after resetting it via /proc/self/clear_refs right before the
@@ -14,7 +21,8 @@ Python/torch runtime.
     python benchmarks/bench_train.py --random-init llama-3.2-1b --batch 8 --seq-len 1024 --steps 10   # GPU
 
 Last line: one JSON {"model", "device", "batch", "seq_len", "sft_step_s", "cdsdft_step_s", "time_ratio",
-"sft_peak_mb", "cdsdft_peak_mb", "mem_ratio", "target": 1.15, ...}.
+"sft_peak_mb", "cdsdft_peak_mb", "mem_ratio", "target": 1.15, "onpolicy_step_s", "onpolicy_ratio",
+"onpolicy_gen_s", "onpolicy_teacher_s", "onpolicy_sample_len", "onpolicy_target": 3.0, ...}.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import sys
 import time
 
 TARGET = 1.15
+ONPOLICY_TARGET = 3.0
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(_HERE), "src"))   # crossdistill from this checkout, installed or not
 sys.path.insert(0, _HERE)
@@ -115,12 +124,19 @@ def worker(a) -> dict:
         tok = _dummy_tokenizer(V)
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
     else:
+        from crossdistill.config import Config, TrainConfig
         from crossdistill.training import (CrossDistillCollator, CrossDistillConfig, CrossDistillTrainer,
-                                           ExampleDataset, compute_seed_cache)
+                                           ExampleDataset, compute_seed_cache, switch_kwargs)
 
-        method = "cdsdft" if a.side == "cdsdft" else "sft"
-        examples = [{"input_ids": r, "labels": [-100] * p_len + r[p_len:], "domain": ("a", "b")[i % 2],
-                     "id": str(i)} for i, r in enumerate(rows)]
+        method = {"cdsdft": "cdsdft", "onpolicy": "sdft-onpolicy"}.get(a.side, "sft")
+        tc = Config(train=TrainConfig(alpha=0.5, beta=0.1, invariance="mmd", topk=a.topk, seed_logprobs="cached",
+                                      onpolicy_max_new_tokens=a.seq_len - p_len)).train_config_for(method)
+        if method == "sdft-onpolicy":
+            examples = [{"input_ids": r[:p_len], "labels": [-100] * p_len, "teacher_prompt_ids": r,
+                         "domain": ("a", "b")[i % 2], "id": str(i)} for i, r in enumerate(rows)]
+        else:
+            examples = [{"input_ids": r, "labels": [-100] * p_len + r[p_len:], "domain": ("a", "b")[i % 2],
+                         "id": str(i)} for i, r in enumerate(rows)]
         ds = ExampleDataset(examples, ["a", "b"])
         cache = None
         if method == "cdsdft":
@@ -133,12 +149,29 @@ def worker(a) -> dict:
             extra["cache_s_per_batch"] = (time.perf_counter() - t0) / (n_rows / a.batch)
             if cuda:
                 torch.cuda.empty_cache()
-        args = CrossDistillConfig(method=method, alpha=0.5, divergence="forward_kl", seed_logprobs="cached",
-                                  topk=a.topk, inv_beta=0.1, invariance="mmd", balanced_batches=True,
-                                  remove_unused_columns=False, label_names=["labels"], **common)
-        trainer = CrossDistillTrainer(model=model, args=args, train_dataset=ds,
+        args = CrossDistillConfig(**switch_kwargs(tc), remove_unused_columns=False, label_names=["labels"], **common)
+        trainer = CrossDistillTrainer(model=model, args=args, train_dataset=ds, processing_class=_dummy_tokenizer(V),
                                       data_collator=CrossDistillCollator(0, cache), callbacks=[Timer()],
-                                      domain_names=["a", "b"])
+                                      domain_names=["a", "b"], eos_ids={1})
+        if method == "sdft-onpolicy":
+            parts: dict[str, list[float]] = {"gen": [], "teacher": [], "len": []}
+
+            def timed(fn, key):
+                def run(*args, **kw):
+                    if cuda:
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    r = fn(*args, **kw)
+                    if cuda:
+                        torch.cuda.synchronize()
+                    parts[key].append(time.perf_counter() - t0)
+                    if key == "gen":
+                        parts["len"].append(float(r["sample_len"]))
+                    return r
+                return run
+
+            trainer.rollout = timed(trainer.rollout, "gen")
+            trainer.teacher_hidden = timed(trainer.teacher_hidden, "teacher")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -150,6 +183,10 @@ def worker(a) -> dict:
     else:
         peak_mb = (_status_kb("VmHWM") - rss0_kb) / 1024
     timed = times[a.warmup:]
+    if a.side == "onpolicy":
+        extra.update({"gen_s": statistics.median(parts["gen"][a.warmup:]),
+                      "teacher_s": statistics.median(parts["teacher"][a.warmup:]),
+                      "sample_len": statistics.mean(parts["len"][a.warmup:])})
     return {"side": a.side, "model": model_name, "device": device if not cuda else torch.cuda.get_device_name(),
             "dtype": str(dtype).replace("torch.", ""), "step_s": statistics.median(timed), "steps_s": timed,
             "peak_mb": peak_mb, "setup_rss_mb": (rss_setup_kb - rss0_kb) / 1024, "hwm_reset": hwm_reset, **extra}
@@ -206,7 +243,7 @@ def main(argv=None) -> dict:
 
     import tempfile
 
-    sides = ["sft", "cdsdft"] + (["ours_sft"] if a.ours_sft else [])
+    sides = ["sft", "cdsdft", "onpolicy"] + (["ours_sft"] if a.ours_sft else [])
     results: dict[str, list[dict]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         for rep in range(a.repeats):
@@ -246,6 +283,11 @@ def main(argv=None) -> dict:
         "cache_s_per_batch": round(min(r["cache_s_per_batch"] for r in results["cdsdft"]), 4),
         "target": TARGET,
     }
+    best = min(results["onpolicy"], key=lambda r: r["step_s"])
+    out.update({"onpolicy_step_s": round(best["step_s"], 4), "onpolicy_ratio": round(best["step_s"] / step("sft"), 3),
+                "onpolicy_gen_s": round(best["gen_s"], 4), "onpolicy_teacher_s": round(best["teacher_s"], 4),
+                "onpolicy_student_s": round(best["step_s"] - best["gen_s"] - best["teacher_s"], 4),
+                "onpolicy_sample_len": round(best["sample_len"], 1), "onpolicy_target": ONPOLICY_TARGET})
     if a.ours_sft:
         out["ours_sft_step_s"] = round(step("ours_sft"), 4)
         out["ours_sft_peak_mb"] = round(peak("ours_sft"), 1)

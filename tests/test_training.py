@@ -34,14 +34,7 @@ def _rows(n_per_domain=4):
     return rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model's ops are microseconds long; on a shared, busy CPU OpenMP barriers between 2 threads cost
-    far more than the work. One thread for this module, restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,26 @@ class LoraConfig:
         _check(0 <= self.dropout < 1, "must be in [0, 1)", "train.lora.dropout")
 
 
-TRAIN_METHODS = ("sft", "sdft", "cdsdft")
+TARGETS = ("original", "rewrite", "onpolicy")
+CE_WEIGHTINGS = ("token", "domain")
+SAMPLERS = ("random", "balanced")
+# A method is a set of orthogonal switches; the named methods are presets of them, written here and nowhere else.
+# Precedence when a method's TrainConfig is built: the `train` section < the preset < the method entry's own keys, so
+# `sdft` ignores `train.alpha` (as it always did) and `{method: sdft, alpha: 0.5}` adds the KL to the seed to it.
+# `cdsdft` / `cdsdft-onpolicy` take alpha, beta and invariance from `train`. On-policy targets have no separate KL to
+# the seed: the teacher already is the seed (shown the demonstration).
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "sft": {"targets": "original", "ce_weighting": "token", "sampler": "random", "alpha": 0.0, "beta": 0.0},
+    "sdft": {"targets": "rewrite", "ce_weighting": "token", "sampler": "random", "alpha": 0.0, "beta": 0.0},
+    "cdsdft": {"targets": "rewrite", "ce_weighting": "domain", "sampler": "balanced"},
+    "sdft-onpolicy": {"targets": "onpolicy", "ce_weighting": "token", "sampler": "random", "alpha": 0.0,
+                      "beta": 0.0},
+    "cdsdft-onpolicy": {"targets": "onpolicy", "ce_weighting": "domain", "sampler": "balanced", "alpha": 0.0},
+    # TRL's SDFTTrainer, unmodified (a baseline arm): its own loss; the switches only describe it.
+    "trl-sdft": {"targets": "onpolicy", "ce_weighting": "token", "sampler": "random", "alpha": 0.0, "beta": 0.0},
+}
+TRAIN_METHODS = tuple(METHOD_PRESETS)
+SWITCHES = ("targets", "ce_weighting", "sampler", "alpha", "beta", "invariance")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 INVARIANCES = ("none", "mmd", "coral", "dann")
 DOMAIN_WEIGHTINGS = ("uniform", "size", "temperature")
@@ -156,9 +175,55 @@ def _check_trainer_args(args: dict) -> None:
             raise UserError(f"'{key}' is not a transformers TrainingArguments field{hint}", field=full)
 
 
+@dataclass(frozen=True)
+class LossTerms:
+    """Which parts of the objective a resolved TrainConfig turns on: the one answer the trainer asks for."""
+
+    targets: str            # original | rewrite | onpolicy
+    ce: bool                # token CE on fixed targets (off for on-policy: the student's own samples are the targets)
+    domain_weighted: bool   # per-domain weights w_d on the token loss (CE, or the on-policy divergence)
+    balanced: bool          # domain-balanced sampler
+    seed_kl: bool           # alpha * D(p_seed || p_theta) on the fixed targets
+    invariance: str | None  # mmd | coral | dann, or None when off
+
+    @property
+    def onpolicy(self) -> bool:
+        return self.targets == "onpolicy"
+
+    @property
+    def target_field(self) -> str:
+        """The distilled.jsonl field that trains (on-policy: the reference, shown to the teacher only)."""
+        return "response" if self.targets == "rewrite" else "original_response"
+
+
+def loss_terms(targets: str, ce_weighting: str, sampler: str, alpha: float, beta: float,
+               invariance: str) -> LossTerms:
+    return LossTerms(targets=targets, ce=targets != "onpolicy", domain_weighted=ce_weighting == "domain",
+                     balanced=sampler == "balanced", seed_kl=targets != "onpolicy" and alpha > 0,
+                     invariance=invariance if invariance != "none" and beta > 0 else None)
+
+
+def _one_of(value: Any, allowed: tuple, field_name: str) -> None:
+    """`value` must be one of `allowed`; the error suggests the closest one."""
+    if value not in allowed:
+        raise UserError(f"'{value}' is not one of {', '.join(allowed)}{suggest(str(value), allowed)}",
+                        field=field_name)
+
+
+def suggest(name: str, known, cutoff: float = 0.6) -> str:
+    """' (did you mean 'x'?)' for the closest of `known`, or ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 @dataclass
 class TrainConfig:
-    method: str = "cdsdft"           # sft (original responses, CE) | sdft (distilled, CE) | cdsdft (distilled, full objective)
+    # A named preset of the switches below (METHOD_PRESETS): sft | sdft | cdsdft | sdft-onpolicy | cdsdft-onpolicy |
+    # trl-sdft. The switches set in a method entry override the preset's.
+    method: str = "cdsdft"
+    targets: str = "rewrite"         # original (SFT) | rewrite (2024 SDFT) | onpolicy (2026 SDFT: student samples)
+    ce_weighting: str = "domain"     # token (token-mean) | domain (sum_d w_d mean_d, w_d per domain_weighting)
+    sampler: str = "balanced"        # random | balanced (DomainBalancedSampler)
     lr: float = 1e-4
     epochs: float = 1.0
     max_steps: int | None = None     # overrides epochs when set
@@ -195,6 +260,10 @@ class TrainConfig:
     # extra transformers TrainingArguments (e.g. {ddp_timeout: 3600, fsdp: "full_shard"}), passed through as is
     trainer_args: dict = field(default_factory=dict)
 
+    # on-policy targets: the student's sample per training prompt (the teacher's top-k is `topk`; 0 = full vocab)
+    onpolicy_max_new_tokens: int = 128
+    onpolicy_temperature: float = 1.0
+
     def __post_init__(self):
         reporters = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
         for r in reporters:
@@ -204,7 +273,19 @@ class TrainConfig:
         _check(len(reporters) == 1 or not {"auto", "none"} & set(reporters),
                "'auto' and 'none' stand alone, not in a list", "train.report_to")
         _check_trainer_args(self.trainer_args)
-        _check(self.method in TRAIN_METHODS, f"must be one of {TRAIN_METHODS}", "train.method")
+        _one_of(self.method, TRAIN_METHODS, "train.method")
+        _one_of(self.targets, TARGETS, "train.targets")
+        _one_of(self.ce_weighting, CE_WEIGHTINGS, "train.ce_weighting")
+        _one_of(self.sampler, SAMPLERS, "train.sampler")
+        _check(self.onpolicy_max_new_tokens > 0, "must be > 0", "train.onpolicy_max_new_tokens")
+        _check(self.onpolicy_temperature > 0, "must be > 0 (on-policy samples)", "train.onpolicy_temperature")
+        if self.targets == "onpolicy":
+            _check(self.alpha == 0, "must be 0 with targets 'onpolicy' (the teacher already is the seed, shown "
+                   "the demonstration)", "train.alpha")
+            _check(not self.full_finetune, "targets 'onpolicy' needs a LoRA adapter (the teacher is the model "
+                   "with its adapter disabled)", "train.full_finetune")
+        _check(self.topk > 0 or not (self.terms.seed_kl and self.seed_logprobs == "cached"),
+               "must be > 0 for a cached seed (0 = full vocabulary: on-policy or live only)", "train.topk")
         _check(self.lr > 0, "must be > 0", "train.lr")
         _check(self.epochs > 0, "must be > 0", "train.epochs")
         _check(self.max_steps is None or self.max_steps > 0, "must be > 0 (or null)", "train.max_steps")
@@ -218,11 +299,15 @@ class TrainConfig:
         _check(0 <= self.jsd_beta <= 1, "must be in [0, 1]", "train.jsd_beta")
         _check(self.kd_temperature > 0, "must be > 0", "train.kd_temperature")
         _check(self.seed_logprobs in ("cached", "live"), "must be 'cached' or 'live'", "train.seed_logprobs")
-        _check(self.topk > 0, "must be > 0", "train.topk")
+        _check(self.topk >= 0, "must be >= 0", "train.topk")
         _check(self.invariance in INVARIANCES, f"must be one of {INVARIANCES}", "train.invariance")
         _check(self.domain_weighting in DOMAIN_WEIGHTINGS, f"must be one of {DOMAIN_WEIGHTINGS}", "train.domain_weighting")
         _check(self.domain_temperature > 0, "must be > 0", "train.domain_temperature")
         _check(self.beta_warmup_steps >= 0, "must be >= 0", "train.beta_warmup_steps")
+
+    @property
+    def terms(self) -> LossTerms:
+        return loss_terms(self.targets, self.ce_weighting, self.sampler, self.alpha, self.beta, self.invariance)
 
 
 @dataclass
@@ -293,9 +378,7 @@ class Config:
             plugin = d.plugin or name
             known = domain_plugins()
             if plugin not in known:
-                close = difflib.get_close_matches(plugin, known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UserError(f"unknown domain plug-in '{plugin}'{hint}; known: {', '.join(known)}",
+                raise UserError(f"unknown domain plug-in '{plugin}'{suggest(plugin, known)}; known: {', '.join(known)}",
                                 file=self.recipe_path, field=f"domains.{name}")
         for name, overrides in self.methods.items():
             if overrides is not None:
@@ -304,9 +387,8 @@ class Config:
             for name in self.lodo:
                 if self.methods.get(name) is None:   # not in the recipe, or the untrained seed model
                     trained = [m for m, o in self.methods.items() if o is not None]
-                    close = difflib.get_close_matches(str(name), trained, n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    raise UserError(f"'{name}' is not a trained method of this recipe{hint}; trained: "
+                    raise UserError(f"'{name}' is not a trained method of this recipe"
+                                    f"{suggest(str(name), trained)}; trained: "
                                     f"{', '.join(trained)}", file=self.recipe_path, field="lodo")
 
     # --- derived views -------------------------------------------------------------------------
@@ -346,15 +428,16 @@ class Config:
             if overrides is None:
                 raise UserError(f"method '{method_name}' is the untrained seed model; it has nothing to train",
                                 field=f"methods.{method_name}")
-            merged = _deep_merge(base, _apply_aliases(overrides or {}, f"methods.{method_name}", self.recipe_path, {}))
-            return _build(TrainConfig, merged, f"methods.{method_name}", self.recipe_path, {})
-        if method_name in TRAIN_METHODS:
-            base["method"] = method_name
-            return _build(TrainConfig, base, "train", self.recipe_path, {})
-        close = difflib.get_close_matches(method_name, list(self.methods) + list(TRAIN_METHODS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown method '{method_name}'{hint}; the recipe defines: {', '.join(self.methods)}",
-                        field="train.method")
+            overrides = _apply_aliases(overrides or {}, f"methods.{method_name}", self.recipe_path, {})
+            where = f"methods.{method_name}"
+        elif method_name in TRAIN_METHODS:
+            overrides, where = {"method": method_name}, "train"
+        else:
+            hint = suggest(method_name, list(self.methods) + list(TRAIN_METHODS))
+            raise UserError(f"unknown method '{method_name}'{hint}; the recipe defines: {', '.join(self.methods)}",
+                            field="train.method")
+        return _build(TrainConfig, resolve_method(base, overrides, where, self.recipe_path), where,
+                      self.recipe_path, {})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -363,6 +446,23 @@ class Config:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def resolve_method(train: dict, entry: dict | None, where: str = "train", recipe: str | None = None) -> dict:
+    """The one place a method's switches are decided: `train` section < preset of `method` < the entry's keys.
+
+    `train.balanced_batches: false` (the older spelling) means `sampler: random` unless the entry names a sampler."""
+    entry = dict(entry or {})
+    method = entry.get("method", train.get("method", "cdsdft"))
+    if not isinstance(method, str) or method not in METHOD_PRESETS:
+        raise UserError(f"unknown method '{method}'{suggest(str(method), METHOD_PRESETS)}; presets: "
+                        f"{', '.join(METHOD_PRESETS)} (or set the switches {', '.join(SWITCHES)})",
+                        file=recipe, field=f"{where}.method")
+    merged = _deep_merge(_deep_merge(train, METHOD_PRESETS[method]), entry)
+    merged["method"] = method
+    if not merged.get("balanced_batches", True) and "sampler" not in entry:
+        merged["sampler"] = "random"
+    return merged
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -30,6 +30,18 @@ i.e. everything. So CrossDistillTrainer subclasses `transformers.Trainer` and ke
 computed inside the wrapped model's forward (forward redirection, as TRL's distillation trainer does) so DDP /
 FSDP / DeepSpeed see it, and ZeRO-3 gathering of the LM head for the fused projection.
 
+On-policy targets (`targets: onpolicy`, Shenfeld et al. 2026): per step the student (LoRA on) samples a response to
+each prompt; the teacher is the same model with the adapter disabled, given the domain plug-in's teacher prompt
+(prompt + reference as a demonstration); the loss is sum_tokens w * D(p_teacher || p_theta) on the sampled tokens,
+over the teacher's top-k + one tail bucket (or the full vocabulary, topk 0), with the same per-domain weights,
+sampler and invariance term as fixed targets. Why not `trl.experimental.sdft.SDFTTrainer` (which the `trl-sdft`
+baseline arm runs unmodified): a subclass would replace its dataset format (prompt / privileged_context, no domain),
+its sampler (the domain-balanced one), its collator and compute_loss (domain weights, invariance on the student's
+hidden states), i.e. everything but generation; and its loss utilities (`compute_topk_self_distillation_loss`) take
+full (B, T, V) student and teacher logits, which the fused head below never materialises. The tail-bucket top-k
+divergence is the same construction (`losses.teacher_topk_buckets`, like TRL's `add_tail_bucket`), on the
+teacher's top-k support (TRL: the student's) so the teacher's top-k can be computed without keeping its logits.
+
 Cost: the LM head is projected only at response positions, chunk by chunk, with the CE and the divergence taken
 from the same fp32 chunk and back-propagated at once (`losses.fused_head_loss`); the (B, T, V) logits never exist.
 The `sft`/`sdft` path runs the same backbone forward + fused CE head and nothing else.
@@ -55,7 +67,7 @@ import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import losses as L
-from .config import Config, TrainConfig, stable_hash
+from .config import Config, LossTerms, TrainConfig, loss_terms, stable_hash
 from .errors import UserError
 from .io import read_complete_rows, write_json, write_jsonl, write_text
 
@@ -122,10 +134,14 @@ def _chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def build_examples(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
+def build_examples(rows: list[dict], tokenizer, max_length: int, teacher_messages=None) -> tuple[list[dict], dict]:
     """Tokenise: prompt through the chat template (add_generation_prompt=True), response + eos appended, labels
     -100 on the prompt. Longer than max_length: the response is cut (counted as `truncated`); a prompt that leaves
-    no room for one response token is dropped (counted in `dropped`). Nothing is skipped silently."""
+    no room for one response token is dropped (counted in `dropped`). Nothing is skipped silently.
+
+    On-policy targets (`teacher_messages(domain, messages, reference) -> messages` given): the example is the
+    student's prompt only (the student samples its response at train time) plus `teacher_prompt_ids`, the teacher's
+    prompt that shows the reference as a demonstration; the reference never enters the student's input."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise UserError("the tokenizer has no eos token", field="model")
@@ -145,6 +161,11 @@ def build_examples(rows: list[dict], tokenizer, max_length: int) -> tuple[list[d
             r_ids = r_ids[: max_length - len(p_ids)]
             truncated += 1
             truncated_ids.append(str(r["id"]))
+        if teacher_messages is not None:
+            t_ids = _chat_prompt_ids(tokenizer, teacher_messages(r["domain"], r["messages"], r["target"]))
+            examples.append({"input_ids": p_ids, "labels": [-100] * len(p_ids), "teacher_prompt_ids": t_ids,
+                             "domain": r["domain"], "id": str(r["id"])})
+            continue
         examples.append({"input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids,
                          "domain": r["domain"], "id": str(r["id"])})
     stats = {"truncated": truncated, "dropped": dropped, "dropped_total": sum(dropped.values()),
@@ -171,13 +192,18 @@ class ExampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         e = self.examples[i]
-        return {"input_ids": e["input_ids"], "labels": e["labels"], "domain_id": self.domain_ids[i], "idx": i}
+        item = {"input_ids": e["input_ids"], "labels": e["labels"], "domain_id": self.domain_ids[i], "idx": i}
+        if "teacher_prompt_ids" in e:
+            item["teacher_prompt_ids"] = e["teacher_prompt_ids"]
+        return item
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for e in self.examples:
             h.update(torch.tensor(e["input_ids"], dtype=torch.int64).numpy().tobytes())
             h.update(torch.tensor(e["labels"], dtype=torch.int64).numpy().tobytes())
+            if "teacher_prompt_ids" in e:
+                h.update(torch.tensor(e["teacher_prompt_ids"], dtype=torch.int64).numpy().tobytes())
         return h.hexdigest()[:16]
 
 
@@ -291,6 +317,29 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 @torch.no_grad()
+def head_topk_logprobs(causal: nn.Module, h: torch.Tensor, k: int, temperature: float,
+                       chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of log softmax(z / tau) for hidden rows h (N, H) through the LM head, chunk by chunk (the (N, V)
+    logits never exist at once): fp32 log-probs (clamped at -1e4) and int32 ids, each (N, k)."""
+    head, weight, bias = _head_params(causal)
+    scale, softcap = _logit_transform(causal)
+    chunk = chunk or L.default_chunk_rows(weight.shape[0])
+    lps, tids = [], []
+    for c in range(0, h.shape[0], chunk):
+        z = torch.nn.functional.linear(h[c:c + chunk], weight, bias) if _head_is_plain(head) else head(h[c:c + chunk])
+        z = z.float() * scale
+        if softcap:
+            z = torch.tanh(z / softcap) * softcap
+        lp = torch.log_softmax(z / temperature, dim=-1)
+        v, t = lp.topk(min(k, lp.shape[-1]), dim=-1)
+        lps.append(v.float().clamp(min=-1.0e4))
+        tids.append(t.to(torch.int32))
+    if not lps:
+        return h.new_zeros((0, k), dtype=torch.float32), torch.zeros((0, k), dtype=torch.int32, device=h.device)
+    return torch.cat(lps), torch.cat(tids)
+
+
+@torch.no_grad()
 def compute_seed_cache(model: nn.Module, dataset: ExampleDataset, k: int, temperature: float, key: str,
                        batch_size: int = 8, device: torch.device | str | None = None,
                        autocast_dtype: torch.dtype | None = None) -> SeedCache:
@@ -298,8 +347,7 @@ def compute_seed_cache(model: nn.Module, dataset: ExampleDataset, k: int, temper
     response position. Length-sorted batches; the head is projected only at response positions, in chunks."""
     causal = _causal_lm(model)
     backbone = _backbone(causal)
-    head, weight, bias = _head_params(causal)
-    scale, softcap = _logit_transform(causal)
+    _, weight, _ = _head_params(causal)
     device = torch.device(device) if device is not None else weight.device
     was_training = model.training
     model.eval()
@@ -330,24 +378,10 @@ def compute_seed_cache(model: nn.Module, dataset: ExampleDataset, k: int, temper
                 att[b, :lengths[i]] = 1
             ids, lab, att = ids.to(device), lab.to(device), att.to(device)
             sel = lab[:, 1:] != -100
-            lps, tids = [], []
             with amp:
                 hidden = backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
-                h = hidden[:, :-1][sel]
-                for c in range(0, h.shape[0], chunk):
-                    if _head_is_plain(head):
-                        z = torch.nn.functional.linear(h[c:c + chunk], weight, bias)
-                    else:
-                        z = head(h[c:c + chunk])
-                    z = z.float() * scale
-                    if softcap:
-                        z = torch.tanh(z / softcap) * softcap
-                    lp = torch.log_softmax(z / temperature, dim=-1)
-                    v, t = lp.topk(min(k, lp.shape[-1]), dim=-1)
-                    lps.append(v.float().clamp(min=-1.0e4).cpu())
-                    tids.append(t.to(torch.int32).cpu())
-            lps = [x.to(torch.float16) for x in lps]
-            lp_all, id_all = torch.cat(lps), torch.cat(tids)
+                v, t = head_topk_logprobs(causal, hidden[:, :-1][sel], k, temperature, chunk)
+            lp_all, id_all = v.cpu().to(torch.float16), t.cpu()
             counts = sel.sum(1).tolist()
             off = 0
             for b, i in enumerate(idx):
@@ -392,6 +426,9 @@ class CrossDistillCollator:
             att[b, :n] = 1
         out = {"input_ids": ids, "attention_mask": att, "labels": lab,
                "domain_ids": torch.tensor([f["domain_id"] for f in features], dtype=torch.long)}
+        if "teacher_prompt_ids" in features[0]:   # on-policy: prompts only, the trainer samples the responses
+            out["prompt_ids_list"] = [list(f["input_ids"]) for f in features]
+            out["teacher_prompt_ids_list"] = [list(f["teacher_prompt_ids"]) for f in features]
         if self.cache is not None:
             parts = [self.cache.get(f["idx"]) for f in features]
             out["seed_topk_logprobs"] = torch.cat([p[0] for p in parts])
@@ -459,6 +496,63 @@ class DomainBalancedSampler(torch.utils.data.Sampler):
 
 
 # =================================================================================================================
+# On-policy targets (Shenfeld et al. 2026): the student samples, the demonstration-shown seed teaches
+# =================================================================================================================
+
+@torch.no_grad()
+def sample_completions(model: nn.Module, prompts: list[list[int]], *, pad_id: int, eos_ids: set[int],
+                       max_new_tokens: int, temperature: float) -> list[list[int]]:
+    """One sampled completion per prompt from `model` as it is (LoRA active), cut after its first eos (kept).
+
+    `model.generate` and not `generation.generate`: the project's generator returns decoded text, and the on-policy
+    loss must score exactly the sampled token ids (re-tokenising the text is not the student's own sequence)."""
+    device = next(model.parameters()).device
+    T = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    att = torch.zeros((len(prompts), T), dtype=torch.long)
+    for b, p in enumerate(prompts):          # left padding: every row continues from its last prompt token
+        ids[b, T - len(p):] = torch.tensor(p, dtype=torch.long)
+        att[b, T - len(p):] = 1
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), do_sample=True,
+                             temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+                             pad_token_id=pad_id, eos_token_id=sorted(eos_ids))
+    finally:
+        model.train(was_training)
+    completions = []
+    for row in out[:, T:].tolist():
+        cut = next((j + 1 for j, t in enumerate(row) if t in eos_ids), len(row))
+        completions.append(row[:cut])
+    return completions
+
+
+def onpolicy_rows(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                  device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """prompt_i + completion_i, right-padded, labels on the completion only (the layout the loss forward reads)."""
+    T = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    lab = torch.full((len(prompts), T), -100, dtype=torch.long)
+    att = torch.zeros((len(prompts), T), dtype=torch.long)
+    for b, (p, c) in enumerate(zip(prompts, completions)):
+        n = len(p) + len(c)
+        ids[b, :n] = torch.tensor(p + c, dtype=torch.long)
+        lab[b, len(p):n] = torch.tensor(c, dtype=torch.long)
+        att[b, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": att.to(device), "labels": lab.to(device)}
+
+
+def generation_eos_ids(model: nn.Module, tokenizer) -> set[int]:
+    """Every id that ends a completion: the tokenizer's eos and the generation config's (e.g. <|im_end|>)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gc = getattr(_causal_lm(model), "generation_config", None)
+    e = getattr(gc, "eos_token_id", None)
+    ids.update([e] if isinstance(e, int) else list(e or []))
+    return ids
+
+
+# =================================================================================================================
 # Trainer
 # =================================================================================================================
 
@@ -466,23 +560,29 @@ class DomainBalancedSampler(torch.utils.data.Sampler):
 class CrossDistillConfig(TrainingArguments):
     """TrainingArguments + the CD-SDFT knobs (TRL style: `XConfig(TrainingArguments)`)."""
 
-    method: str = field(default="cdsdft", metadata={"help": "sft | sdft (token-mean CE) | cdsdft (full objective)"})
+    method: str = field(default="cdsdft", metadata={"help": "the preset of the switches (config.METHOD_PRESETS)"})
+    targets: str = field(default="rewrite", metadata={"help": "original | rewrite | onpolicy"})
+    ce_weighting: str = field(default="domain", metadata={"help": "token | domain"})
+    sampler: str = field(default="balanced", metadata={"help": "random | balanced"})
+    onpolicy_max_new_tokens: int = field(default=128, metadata={"help": "on-policy: tokens the student samples"})
+    onpolicy_temperature: float = field(default=1.0, metadata={"help": "on-policy: sampling temperature"})
     alpha: float = field(default=0.5, metadata={"help": "weight of the seed divergence"})
     divergence: str = field(default="forward_kl", metadata={"help": "forward_kl | reverse_kl | jsd"})
     jsd_beta: float = field(default=0.5, metadata={"help": "mixture weight of the generalised JSD"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the divergence"})
     seed_logprobs: str = field(default="cached", metadata={"help": "cached (top-k, precomputed) | live"})
-    topk: int = field(default=20, metadata={"help": "k of the cached seed distribution"})
+    topk: int = field(default=20, metadata={"help": "k of the teacher's top-k (seed cache, on-policy teacher); "
+                                                    "0 = full vocabulary (live / on-policy)"})
     inv_beta: float = field(default=0.1, metadata={"help": "weight beta of L_inv (after warm-up)"})
     invariance: str = field(default="mmd", metadata={"help": "none | mmd | coral | dann"})
     inv_layer: int = field(default=-1, metadata={"help": "hidden_states index pooled for L_inv (-1: final, normed)"})
     beta_warmup_steps: int = field(default=0, metadata={"help": "linear warm-up of beta over this many steps"})
-    balanced_batches: bool = field(default=True, metadata={"help": "domain-balanced sampler (cdsdft)"})
     head_chunk_size: int | None = field(default=None, metadata={"help": "rows per LM-head chunk (None: auto)"})
 
     @property
-    def full_objective(self) -> bool:
-        return self.method == "cdsdft"
+    def terms(self) -> LossTerms:
+        """Which loss terms are on: decided by `config.loss_terms`, the same function TrainConfig.terms asks."""
+        return loss_terms(self.targets, self.ce_weighting, self.sampler, self.alpha, self.inv_beta, self.invariance)
 
 
 def _call_through(wrapper: nn.Module, inner: nn.Module, fn, *args, **kwargs):
@@ -518,27 +618,27 @@ class CrossDistillTrainer(Trainer):
     loss_is_scaled_for_ga = False   # compute_loss returns a per-micro-batch mean; Trainer divides by GA steps
 
     def __init__(self, *args, domain_names: list[str], domain_weights: list[float] | None = None,
-                 sampling_probs: list[float] | None = None, **kwargs):
+                 sampling_probs: list[float] | None = None, eos_ids: set[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        a: CrossDistillConfig = self.args
-        if a.method not in ("sft", "sdft", "cdsdft"):
-            raise UserError(f"unknown method '{a.method}'", field="train.method")
+        self.eos_ids = set(eos_ids) if eos_ids else {self.processing_class.eos_token_id}
         self.domain_names = list(domain_names)
         D = len(self.domain_names)
         w = domain_weights or [1.0 / D] * D
         self._w = torch.tensor(w, dtype=torch.float32)
         self.sampling_probs = list(sampling_probs or w)
         self._acc: torch.Tensor | None = None
-        self._acc_len = 6 + 2 * D
+        self._acc_len = 7 + 2 * D     # n, loss, ce, div, inv, beta_t, ce_sum_d (D), count_d (D), sample_len
 
     # -- knobs ----------------------------------------------------------------------------------------------------
     @property
     def use_div(self) -> bool:
-        return self.args.full_objective and self.args.alpha > 0
+        """A divergence to a teacher: the seed on fixed targets (alpha), or the demonstration-shown seed on-policy."""
+        t = self.args.terms
+        return t.seed_kl or t.onpolicy
 
     @property
     def use_inv(self) -> bool:
-        return self.args.full_objective and self.args.invariance != "none" and self.args.inv_beta > 0
+        return self.args.terms.invariance is not None
 
     def current_beta(self) -> float:
         a = self.args
@@ -550,7 +650,7 @@ class CrossDistillTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset
         a = self.args
-        if (a.full_objective and a.balanced_batches and isinstance(ds, ExampleDataset)
+        if (a.terms.balanced and isinstance(ds, ExampleDataset)
                 and len(set(ds.domain_ids)) >= 2):
             return DomainBalancedSampler(ds.domain_ids, self.sampling_probs, self._train_batch_size,
                                          seed=a.data_seed if a.data_seed is not None else a.seed,
@@ -560,9 +660,27 @@ class CrossDistillTrainer(Trainer):
     # -- loss -----------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         unwrapped = self.accelerator.unwrap_model(model)
+        if self.args.terms.onpolicy:
+            inputs = self.rollout(unwrapped, inputs)
         out = _call_through(model, unwrapped, self._loss_forward, unwrapped, inputs)
         self._accumulate(out)
         return (out["loss"], out) if return_outputs else out["loss"]
+
+    def rollout(self, unwrapped: nn.Module, inputs: dict) -> dict:
+        """On-policy batch: the student (LoRA active) samples a response to each prompt; the student rows are
+        prompt + sample, the teacher rows are the teacher prompt (with the demonstration) + the same sample."""
+        a: CrossDistillConfig = self.args
+        pad = self.processing_class.pad_token_id
+        comps = sample_completions(unwrapped, inputs["prompt_ids_list"], pad_id=pad, eos_ids=self.eos_ids,
+                                   max_new_tokens=a.onpolicy_max_new_tokens, temperature=a.onpolicy_temperature)
+        dev = inputs["input_ids"].device
+        out = {k: v for k, v in inputs.items() if k not in ("prompt_ids_list", "teacher_prompt_ids_list")}
+        out.update(onpolicy_rows(inputs["prompt_ids_list"], comps, pad, dev))
+        t = onpolicy_rows(inputs["teacher_prompt_ids_list"], comps, pad, dev)
+        out.update({"teacher_input_ids": t["input_ids"], "teacher_attention_mask": t["attention_mask"],
+                    "teacher_labels": t["labels"]})
+        out["sample_len"] = torch.tensor([float(len(c)) for c in comps], device=dev).mean()
+        return out
 
     def _loss_forward(self, unwrapped: nn.Module, inputs: dict) -> dict:
         a: CrossDistillConfig = self.args
@@ -599,28 +717,36 @@ class CrossDistillTrainer(Trainer):
         N = h_sel.shape[0]
         D = len(self.domain_names)
 
-        # per-token CE weights
+        # per-token weights of the main term: token-mean, or sum_d w_d * (mean over domain d's tokens)
+        terms = a.terms
         counts = torch.bincount(tok_dom, minlength=D).to(torch.float32)
-        if a.full_objective:
+        if terms.domain_weighted:
             w = self._w.to(h_sel.device)
             present_w = (w * (counts > 0)).sum().clamp(min=1e-12)
-            ce_w = w[tok_dom] / (counts[tok_dom].clamp(min=1) * present_w)
+            tok_w = w[tok_dom] / (counts[tok_dom].clamp(min=1) * present_w)
         else:
-            ce_w = torch.full((N,), 1.0 / max(N, 1), device=h_sel.device)
+            tok_w = torch.full((N,), 1.0 / max(N, 1), device=h_sel.device)
+        # fixed targets: CE is the main term (+ alpha * KL to the seed); on-policy: the divergence to the teacher is
+        ce_w = torch.zeros_like(tok_w) if terms.onpolicy else tok_w
 
-        # seed distribution
+        # teacher distribution: the seed on these tokens (cached top-k or live), or on-policy the seed shown the
+        # demonstration, on the student's sampled tokens (adapter disabled, no_grad: no gradient reaches it)
         t_lp = t_ids = t_hidden = None
         div_w = None
         if use_div:
-            div_w = torch.full((N,), a.alpha / max(N, 1), device=h_sel.device)
-            if a.seed_logprobs == "cached":
+            div_w = tok_w if terms.onpolicy else torch.full((N,), a.alpha / max(N, 1), device=h_sel.device)
+            if not terms.onpolicy and a.seed_logprobs == "cached":
                 t_lp, t_ids = inputs["seed_topk_logprobs"], inputs["seed_topk_ids"]
                 if t_lp.shape[0] != N:
                     raise RuntimeError(f"seed cache misaligned: {t_lp.shape[0]} cached rows for {N} response tokens")
             else:
-                with torch.no_grad(), _adapter_disabled(unwrapped):
-                    t_hidden = backbone(input_ids=input_ids, attention_mask=attn,
-                                        use_cache=False).last_hidden_state[:, :-1][sel]
+                t_hidden = self.teacher_hidden(unwrapped, inputs)
+                if t_hidden.shape[0] != N:
+                    raise RuntimeError(f"teacher misaligned: {t_hidden.shape[0]} teacher rows for {N} tokens")
+                if terms.onpolicy and a.topk > 0:
+                    t_lp, t_ids = head_topk_logprobs(causal, t_hidden, a.topk, a.kd_temperature,
+                                                     a.head_chunk_size)
+                    t_hidden = None
 
         if _head_is_plain(head):
             with _maybe_gather(weight, bias):
@@ -651,7 +777,22 @@ class CrossDistillTrainer(Trainer):
         ce_term = (ce_tok * ce_w).sum()
         div_mean = div_tok.mean() if N else torch.zeros((), device=h_sel.device)
         return {"loss": loss, "ce": ce_term.detach(), "div": div_mean.detach(), "inv": inv.detach(),
-                "beta_t": torch.tensor(beta_t, device=h_sel.device), "ce_sum_d": ce_sum_d, "count_d": counts}
+                "beta_t": torch.tensor(beta_t, device=h_sel.device), "ce_sum_d": ce_sum_d, "count_d": counts,
+                "sample_len": inputs.get("sample_len", torch.zeros((), device=h_sel.device))}
+
+    @torch.no_grad()
+    def teacher_hidden(self, unwrapped: nn.Module, inputs: dict) -> torch.Tensor:
+        """Final hidden states of the teacher (the model with its adapter disabled) at the positions that predict
+        the trained tokens, in the student's row-major order: on-policy its own rows (teacher prompt + sample),
+        otherwise the student's rows."""
+        if self.args.terms.onpolicy:
+            ids, att, lab = inputs["teacher_input_ids"], inputs["teacher_attention_mask"], inputs["teacher_labels"]
+        else:
+            ids, att, lab = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+        backbone = _backbone(_causal_lm(unwrapped))
+        with _adapter_disabled(unwrapped):
+            hidden = backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+        return hidden[:, :-1][lab[:, 1:] != -100]
 
     def _unfused_head(self, unwrapped, head, h_sel, targets, ce_w, div_w, t_lp, t_ids, t_hidden, scale, softcap):
         a = self.args
@@ -684,8 +825,9 @@ class CrossDistillTrainer(Trainer):
         D = len(self.domain_names)
         vec = torch.cat([torch.stack([torch.ones((), device=dev), out["loss"].detach().float(), out["ce"].float(),
                                       out["div"].float(), out["inv"].float(), out["beta_t"].float()]),
-                         out["ce_sum_d"].float(), out["count_d"].float()]).to(torch.float64)
-        assert vec.numel() == 6 + 2 * D
+                         out["ce_sum_d"].float(), out["count_d"].float(),
+                         out["sample_len"].float().reshape(1)]).to(torch.float64)
+        assert vec.numel() == 7 + 2 * D
         self._acc += vec
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -706,6 +848,8 @@ class CrossDistillTrainer(Trainer):
             logs["beta_t"] = acc[5] / n
             for i, d in enumerate(self.domain_names):
                 logs[f"tokens/{d}"] = acc[6 + D + i]
+            if self.args.terms.onpolicy:
+                logs["sample_len"] = acc[6 + 2 * D] / n
             self._acc.zero_()
         super().log(logs, start_time)
 
@@ -854,35 +998,95 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
 
     Idempotent (a complete OUT/adapter returns at once) and resumable (re-running after a kill continues from the
     newest complete checkpoint). `model`/`tokenizer` pass an in-memory model (tests); otherwise `cfg.model` is
-    loaded. `callbacks` are extra transformers TrainerCallbacks."""
-    from transformers import AutoModelForCausalLM, set_seed
+    loaded. `callbacks` are extra transformers TrainerCallbacks.
 
-    from .models import load_tokenizer, resolve_dtype, resolve_model_path
-
+    Steps, top to bottom: resolve the method (config.resolve_method: which loss terms are on) -> load the model ->
+    build the data -> bookkeeping / resume -> attach the adapter -> trainer arguments -> seed cache -> train ->
+    save atomically."""
     t_start = time.time()
     tc = cfg.train_config_for(method_name)
+    terms = tc.terms
     out = Path(out_dir)
     adapter_dir = out / "adapter"
     stats_path = out / "train_stats.json"
     if _is_complete(adapter_dir):
-        if stats_path.exists():
-            stats = json.loads(stats_path.read_text(encoding="utf-8"))
-        else:
-            stats = {"adapter_dir": str(adapter_dir)}
+        stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else \
+            {"adapter_dir": str(adapter_dir)}
         stats["skipped"] = True
         return stats
-    if tc.full_finetune and tc.method == "cdsdft" and tc.alpha > 0 and tc.seed_logprobs == "live":
+    if tc.method == "trl-sdft":
+        from .trl_baseline import train_trl_sdft
+
+        return train_trl_sdft(cfg, method_name, tc, distilled_path, out, model=model, tokenizer=tokenizer,
+                              callbacks=callbacks)
+    if tc.full_finetune and terms.seed_kl and tc.seed_logprobs == "live":
         raise UserError("seed_logprobs 'live' needs a LoRA adapter to disable; with full fine-tuning use 'cached' "
                         "(computed from the seed weights before the first step)", field="train.seed_logprobs")
 
-    report_to = _report_to(tc.report_to)   # a missing reporter package fails here, before any work
+    _report_to(tc.report_to)   # a missing reporter package fails here, before any work
     from .vllm_backend import free_engines
 
     free_engines()   # a vLLM engine of this process (distill/eval with backend vllm) gives its GPU memory back
-    target_field = "original_response" if tc.method == "sft" else "response"
-    rows = read_distilled(distilled_path, target_field, tc.domains)
+    rows = read_distilled(distilled_path, terms.target_field, tc.domains)
+    model, tokenizer, model_desc, resolved = _load_model(cfg, tc, model, tokenizer)
+    mixed_bf16, mixed_fp16 = resolved == torch.bfloat16, resolved == torch.float16
 
-    # ---- model ---------------------------------------------------------------------------------------------
+    # ---- data ----------------------------------------------------------------------------------------------
+    examples, data_stats = build_examples(rows, tokenizer, tc.max_length,
+                                          _teacher_messages(cfg) if terms.onpolicy else None)
+    domain_names = sorted({e["domain"] for e in examples})
+    counts = {d: sum(1 for e in examples if e["domain"] == d) for d in domain_names}
+    base_w = {d: (cfg.domains[d].weight if d in cfg.domains else 1.0) for d in domain_names}
+    weights = domain_weights(counts, tc.domain_weighting, tc.domain_temperature, base_w)
+    dataset = ExampleDataset(examples, domain_names)
+
+    # ---- run bookkeeping / resume --------------------------------------------------------------------------
+    run_cfg = _run_config(cfg, method_name, tc, model_desc, distilled_path, weights)
+    ckpt_dir = out / "checkpoints"
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    resume = _last_valid_checkpoint(ckpt_dir, is_main)
+    if resume is not None:
+        _check_resumable(out, run_cfg)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False))
+        resume_step = int(resume.name.split("-")[-1]) if resume is not None else 0
+        _truncate_log(out / "log.jsonl", resume_step)
+
+    model = _attach_adapter(cfg, tc, model, domain_names)
+    args = _trainer_args(cfg, tc, ckpt_dir, mixed_bf16, mixed_fp16)
+    cache, cache_info = _seed_cache(cfg, tc, model, dataset, out, args, mixed_bf16)
+
+    trainer = CrossDistillTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        data_collator=CrossDistillCollator(tokenizer.pad_token_id, cache),
+        callbacks=[_JsonlLogCallback(out / "log.jsonl")] + list(callbacks or []),
+        domain_names=domain_names, domain_weights=[weights[d] for d in domain_names],
+        eos_ids=generation_eos_ids(model, tokenizer),
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+
+    stats = {
+        "method_name": method_name, "method": tc.method, "model": cfg.model, "terms": dataclasses.asdict(terms),
+        "examples": len(examples), "examples_per_domain": counts, "domain_weights": weights,
+        "records_read": len(rows), "truncated": data_stats["truncated"], "dropped": data_stats["dropped"],
+        "max_length": tc.max_length, "steps": trainer.state.global_step,
+        "train_loss": getattr(result, "training_loss", None),
+        "resumed_from": str(resume) if resume is not None else None,
+        "wall_s": round(time.time() - t_start, 2), "seed_cache": cache_info,
+        "full_finetune": tc.full_finetune, "adapter_dir": str(adapter_dir),
+        "precision": "bf16" if mixed_bf16 else ("fp16" if mixed_fp16 else "fp32"),
+    }
+    _save(trainer, out, stats)
+    return stats
+
+
+def _load_model(cfg: Config, tc: TrainConfig, model, tokenizer):
+    """(model, tokenizer, description, compute dtype): `cfg.model` loaded, or the in-memory model of a test."""
+    from transformers import AutoModelForCausalLM
+
+    from .models import load_tokenizer, resolve_dtype, resolve_model_path
+
     resolved = resolve_dtype(tc.dtype)
     if model is None:
         path = resolve_model_path(cfg.model)
@@ -903,53 +1107,59 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
             resolved = next(model.parameters()).dtype
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    mixed_bf16 = resolved == torch.bfloat16
-    mixed_fp16 = resolved == torch.float16
+    return model, tokenizer, model_desc, resolved
 
-    # ---- data ----------------------------------------------------------------------------------------------
-    examples, data_stats = build_examples(rows, tokenizer, tc.max_length)
-    domain_names = sorted({e["domain"] for e in examples})
-    counts = {d: sum(1 for e in examples if e["domain"] == d) for d in domain_names}
-    base_w = {d: (cfg.domains[d].weight if d in cfg.domains else 1.0) for d in domain_names}
-    weights = domain_weights(counts, tc.domain_weighting, tc.domain_temperature, base_w)
-    dataset = ExampleDataset(examples, domain_names)
 
-    # ---- run bookkeeping / resume --------------------------------------------------------------------------
-    run_cfg = _run_config(cfg, method_name, tc, model_desc, distilled_path, weights)
-    ckpt_dir = out / "checkpoints"
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    resume = _last_valid_checkpoint(ckpt_dir, is_main)
-    if resume is not None:
-        _check_resumable(out, run_cfg)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False))
-        resume_step = int(resume.name.split("-")[-1]) if resume is not None else 0
-        _truncate_log(out / "log.jsonl", resume_step)
+def _teacher_messages(cfg: Config):
+    """(domain, messages, reference) -> the teacher's messages, from each domain plug-in's teacher template."""
+    from .domains import get_domain
 
-    # ---- adapter -------------------------------------------------------------------------------------------
+    def build(domain: str, messages: list[dict], reference: str) -> list[dict]:
+        dc = cfg.domains.get(domain)
+        return get_domain((dc.plugin if dc is not None else None) or domain).teacher_messages(messages, reference)
+
+    return build
+
+
+def _attach_adapter(cfg: Config, tc: TrainConfig, model: nn.Module, domain_names: list[str]) -> nn.Module:
+    """The LoRA adapter (unless full fine-tuning) and, for DANN, the domain classifier as a submodule."""
+    from transformers import set_seed
+
     set_seed(cfg.seed)
     if not tc.full_finetune:
         from peft import LoraConfig, get_peft_model
 
-        lcfg = LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
-                          target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
-        model = get_peft_model(model, lcfg)
+        model = get_peft_model(model, _peft_lora_config(tc))
     model.train()
-    use_inv = tc.method == "cdsdft" and tc.invariance != "none" and tc.beta > 0
-    if use_inv and tc.invariance == "dann":
+    inv = tc.terms.invariance
+    if inv == "dann":
         causal = _causal_lm(model)
         hidden_size = causal.config.get_text_config().hidden_size
         clf = L.DomainClassifier(hidden_size, max(2, len(domain_names)))
         clf.to(next(model.parameters()).device)
         causal.add_module(CLASSIFIER_ATTR, clf)
-    if use_inv and len(domain_names) < 2:
-        logger.warning("invariance '%s' needs >= 2 domains; the data has %s, so L_inv is 0", tc.invariance,
-                       domain_names)
+    if inv is not None and len(domain_names) < 2:
+        logger.warning("invariance '%s' needs >= 2 domains; the data has %s, so L_inv is 0", inv, domain_names)
+    return model
 
-    # ---- arguments -----------------------------------------------------------------------------------------
-    on_cpu = not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
-    args = CrossDistillConfig(**{**dict(
+
+def _peft_lora_config(tc: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
+                      target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def _on_cpu() -> bool:
+    return not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
+
+
+def _trainer_args(cfg: Config, tc: TrainConfig, ckpt_dir: Path, mixed_bf16: bool, mixed_fp16: bool,
+                  cls=None, **extra):
+    """The TrainingArguments of a run: the shared transformers knobs from the recipe, then `extra` (the
+    trainer-specific ones). `cls` is CrossDistillConfig by default (TRL's SDFTConfig for the baseline arm)."""
+    on_cpu = _on_cpu()
+    common = dict(
         output_dir=str(ckpt_dir),
         per_device_train_batch_size=tc.batch_size, gradient_accumulation_steps=tc.grad_accum,
         learning_rate=tc.lr, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
@@ -961,45 +1171,54 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
         # alone on all the data (tests/test_multiprocess.py)
         use_cpu=on_cpu and (mixed_bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1),
         **_checkpointing_kwargs(tc.gradient_checkpointing),
-        remove_unused_columns=False, label_names=["labels"], report_to=report_to,
+        remove_unused_columns=False, report_to=_report_to(tc.report_to),
         dataloader_pin_memory=not on_cpu, ddp_find_unused_parameters=False, eval_strategy="no",
-        method=tc.method, alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta,
-        kd_temperature=tc.kd_temperature, seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta,
-        invariance=tc.invariance, inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps,
-        balanced_batches=tc.balanced_batches,
-    ), **tc.trainer_args})   # train.trainer_args: more TrainingArguments, and over the defaults above
-
-    # ---- seed cache ----------------------------------------------------------------------------------------
-    cache = None
-    cache_info: dict[str, Any] = {}
-    if tc.method == "cdsdft" and tc.alpha > 0 and tc.seed_logprobs == "cached":
-        key = stable_hash({"model": cfg.model, "fp": model_fingerprint(model), "data": dataset.fingerprint(),
-                           "k": tc.topk, "tau": tc.kd_temperature})
-        cache_path = out / "seed_cache" / f"seed_topk-{key}.pt"
-        with args.main_process_first(local=False, desc="seed top-k cache"):
-            t0 = time.time()
-            cache = SeedCache.load(cache_path, key)
-            reused = cache is not None
-            if cache is None:
-                model.to(args.device)
-                cache = compute_seed_cache(model, dataset, tc.topk, tc.kd_temperature, key,
-                                           batch_size=max(1, tc.batch_size * 2), device=args.device,
-                                           autocast_dtype=torch.bfloat16 if mixed_bf16 else None)
-                if args.process_index == 0:
-                    cache.save(cache_path)
-        cache_info = {"path": str(cache_path), "tokens": cache.num_tokens, "k": tc.topk, "reused": reused,
-                      "seconds": round(time.time() - t0, 2)}
-        logger.info("seed cache: %s", cache_info)
-
-    trainer = CrossDistillTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        data_collator=CrossDistillCollator(tokenizer.pad_token_id, cache),
-        callbacks=[_JsonlLogCallback(out / "log.jsonl")] + list(callbacks or []),
-        domain_names=domain_names, domain_weights=[weights[d] for d in domain_names],
     )
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    common.update(tc.trainer_args)   # train.trainer_args: more TrainingArguments, and over the defaults above
+    if cls is not None:
+        return cls(**common, **extra)
+    return CrossDistillConfig(**common, label_names=["labels"], **switch_kwargs(tc), **extra)
 
-    # ---- final save, atomically ----------------------------------------------------------------------------
+
+def switch_kwargs(tc: TrainConfig) -> dict:
+    """CrossDistillConfig's objective knobs from a resolved TrainConfig (`beta` is `inv_beta` there)."""
+    return dict(method=tc.method, targets=tc.targets, ce_weighting=tc.ce_weighting, sampler=tc.sampler,
+                onpolicy_max_new_tokens=tc.onpolicy_max_new_tokens, onpolicy_temperature=tc.onpolicy_temperature,
+                alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta, kd_temperature=tc.kd_temperature,
+                seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta, invariance=tc.invariance,
+                inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps)
+
+
+def _seed_cache(cfg: Config, tc: TrainConfig, model: nn.Module, dataset: ExampleDataset, out: Path, args,
+                mixed_bf16: bool) -> tuple[SeedCache | None, dict]:
+    """The seed's top-k on every response token, computed once (reused on resume) when the KL to the seed is on
+    with `seed_logprobs: cached`."""
+    if not (tc.terms.seed_kl and tc.seed_logprobs == "cached"):
+        return None, {}
+    key = stable_hash({"model": cfg.model, "fp": model_fingerprint(model), "data": dataset.fingerprint(),
+                       "k": tc.topk, "tau": tc.kd_temperature})
+    cache_path = out / "seed_cache" / f"seed_topk-{key}.pt"
+    with args.main_process_first(local=False, desc="seed top-k cache"):
+        t0 = time.time()
+        cache = SeedCache.load(cache_path, key)
+        reused = cache is not None
+        if cache is None:
+            model.to(args.device)
+            cache = compute_seed_cache(model, dataset, tc.topk, tc.kd_temperature, key,
+                                       batch_size=max(1, tc.batch_size * 2), device=args.device,
+                                       autocast_dtype=torch.bfloat16 if mixed_bf16 else None)
+            if args.process_index == 0:
+                cache.save(cache_path)
+    info = {"path": str(cache_path), "tokens": cache.num_tokens, "k": tc.topk, "reused": reused,
+            "seconds": round(time.time() - t0, 2)}
+    logger.info("seed cache: %s", info)
+    return cache, info
+
+
+def _save(trainer: Trainer, out: Path, stats: dict) -> None:
+    """OUT/adapter written atomically (a .partial folder renamed at the end, with the .complete marker inside);
+    the DANN classifier is kept out of the saved model and stored beside it."""
+    adapter_dir = out / "adapter"
     tmp = out / ".adapter.partial"
     if trainer.accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
@@ -1011,26 +1230,13 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
     trainer.save_model(str(tmp))
     if clf is not None:
         causal.add_module(CLASSIFIER_ATTR, clf)
-
-    stats = {
-        "method_name": method_name, "method": tc.method, "model": cfg.model,
-        "examples": len(examples), "examples_per_domain": counts, "domain_weights": weights,
-        "records_read": len(rows), "truncated": data_stats["truncated"], "dropped": data_stats["dropped"],
-        "max_length": tc.max_length, "steps": trainer.state.global_step,
-        "train_loss": getattr(result, "training_loss", None),
-        "resumed_from": str(resume) if resume is not None else None,
-        "wall_s": round(time.time() - t_start, 2), "seed_cache": cache_info,
-        "full_finetune": tc.full_finetune, "adapter_dir": str(adapter_dir),
-        "precision": "bf16" if mixed_bf16 else ("fp16" if mixed_fp16 else "fp32"),
-    }
     if trainer.accelerator.is_main_process:
         if clf is not None:
             torch.save({k: v.detach().cpu() for k, v in clf.state_dict().items()}, tmp / CLASSIFIER_FILE)
         write_json(tmp / "train_stats.json", stats)
         (tmp / COMPLETE_MARKER).write_text("ok\n")
-        write_json(stats_path, stats)
+        write_json(out / "train_stats.json", stats)
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         os.replace(tmp, adapter_dir)
     trainer.accelerator.wait_for_everyone()
-    return stats

@@ -188,6 +188,20 @@ class Domain:
         """(chat messages incl. a system message, assistant prefill) asking the seed to rewrite the reference."""
         raise NotImplementedError
 
+    # -- on-policy teacher (Shenfeld et al. 2026): the seed shown the reference as a demonstration --
+    # {prompt}: the last user turn; {demonstration}: the reference response. Subclasses may override the template.
+    teacher_template: str = ("{prompt}\n\nThis is an example for a response to the question:\n{demonstration}\n\n"
+                             "Now answer with a response of your own.")
+
+    def teacher_messages(self, messages: list[dict], demonstration: str) -> list[dict]:
+        """The teacher's prompt for on-policy self-distillation: the student's messages with the last user turn
+        rewritten by `teacher_template` to show the demonstration (earlier turns, e.g. a system prompt, kept)."""
+        if not messages or messages[-1].get("role") != "user":
+            raise ValueError("the teacher prompt needs a conversation that ends with a user turn")
+        last = dict(messages[-1])
+        last["content"] = self.teacher_template.format(prompt=last.get("content", ""), demonstration=demonstration)
+        return [dict(m) for m in messages[:-1]] + [last]
+
     # -- verification --
     def check(self, record: Record, text: str, ctx: VerifyContext) -> VerifyResult:
         """The domain's own check of a rewrite that passed the shared checks (subclass).

@@ -146,6 +146,8 @@ def _verdict_dict(v: Any) -> dict:
 
 class CodeDomain(Domain):
     name = "code"
+    teacher_template = ("{prompt}\n\nHere is a reference solution:\n{demonstration}\n\n"
+                        "Now write your own solution to the task.")
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         ref = (record.response or "").strip("\n")

@@ -598,6 +598,8 @@ def _derived(pred: str, eq_text: str, eqs: list[Equation]) -> bool:
 
 class MathDomain(Domain):
     name = "math"
+    teacher_template = ("{prompt}\n\nHere is a worked solution to this problem:\n{demonstration}\n\n"
+                        "Now solve the problem yourself, step by step, ending with the final answer.")
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         reference = re.sub(r"<<[^<>]*>>", "", record.response or "").strip()

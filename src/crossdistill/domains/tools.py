@@ -197,6 +197,8 @@ def _conversation(record: Record) -> str:
 
 class ToolsDomain(Domain):
     name = "tools"
+    teacher_template = ("{prompt}\n\nHere is an example of the right response (tool call or answer):\n{demonstration}\n\n"
+                        "Now give your own response, in the same format.")
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         parts = []
