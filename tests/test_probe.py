@@ -15,14 +15,6 @@ from crossdistill.probe import (pairwise_mmd_table, pooled_features, probe_accur
 from crossdistill.report import invariance_section
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _gauss(n, d=8, shift=0.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)

@@ -405,27 +405,15 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = (0.25, 0
     n, m = x.shape[0], y.shape[0]
     if n == 0 or m == 0:
         return (x.sum() + y.sum()) * 0.0
-    dxx, dyy, dxy = _sq_dists(x, x), _sq_dists(y, y), _sq_dists(x, y)
     if relative:
         with torch.no_grad():
             pooled = torch.cat([x, y])
             d = _sq_dists(pooled, pooled)
             N = pooled.shape[0]
-            scale = d.sum() / max(1, N * N - N)
-            scale = scale.clamp(min=1e-6)
+            scale = (d.sum() / max(1, N * N - N)).clamp(min=1e-6)
     else:
-        scale = torch.ones((), device=x.device)
-
-    def k(d):
-        return sum(torch.exp(-d / (2.0 * (s ** 2) * scale)) for s in bandwidths) / len(bandwidths)
-
-    kxx, kyy, kxy = k(dxx), k(dyy), k(dxy)
-    if unbiased and n >= 2 and m >= 2:
-        exx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-        eyy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    else:
-        exx, eyy = kxx.mean(), kyy.mean()
-    return exx + eyy - 2.0 * kxy.mean()
+        scale = 1.0
+    return mmd_fixed(x, y, scale, bandwidths, unbiased)
 
 
 def coral(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
