@@ -15,10 +15,13 @@ Objective (method `cdsdft`; `sft` and `sdft` are the plain token-mean CE, on ori
   vocabulary). Full fine-tuning supports `cached` only (the cache is computed from the untouched seed weights before
   any step, so no frozen copy is needed).
 * L_inv: MMD / CORAL between the domains' pooled hidden states (mean over the positions that predict response
-  tokens, in fp32), averaged over the domain pairs of the micro-batch. `inv_layer` indexes like HF's
-  `hidden_states` tuple: 0 = embeddings, i = output of decoder layer i, -1 (= L) = the final, normed hidden state
-  that feeds the LM head (no hook needed); other layers are captured by a forward hook, not output_hidden_states; or DANN: a domain classifier behind a gradient
-  reversal layer with coefficient beta_t (the classifier itself learns at unit weight). beta_t ramps linearly from
+  tokens, in fp32), each domain represented by its batch rows + a per-domain FIFO queue of its recent pooled
+  features (`inv_queue_size`; see `_invariance` and `losses.FeatureQueue`), averaged over the domain pairs with one
+  side in the micro-batch. `inv_layer` indexes like HF's `hidden_states` tuple: 0 = embeddings, i = output of
+  decoder layer i, -1 (= L) = the final, normed hidden state that feeds the LM head (no hook needed), None = the
+  middle layer; other layers are captured by a forward hook, not output_hidden_states; or DANN: a domain
+  classifier (trained on queue + batch) behind a gradient reversal layer with coefficient beta_t (the classifier
+  itself learns at unit weight). beta_t ramps linearly from
   0 to beta over `beta_warmup_steps`.
 
 Why `transformers.Trainer` and not `trl.SFTTrainer`: SFTTrainer (TRL 1.x) patches the model's forward with a fused
