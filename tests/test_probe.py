@@ -194,3 +194,21 @@ def test_training_logs_queue_term_and_probe_mmd(tmp_path, tiny):
     assert [r["step"] for r in log if "inv_probe_mmd" in r] == [1, 2, 4]
     assert all(r["inv_queue"] <= 2 * 6 for r in log) and log[-1]["inv_queue"] == 12
     assert len({round(r["inv"], 8) for r in log}) > 1
+
+
+def test_probe_examples_cut_long_records_instead_of_dropping_them(tmp_path, tiny):
+    _, tok = tiny
+    from crossdistill.records import Record
+
+    long_prompt = Record(id="x", domain="text", prompt="word " * 300, response="answer " * 100)
+    short = Record(id="y", domain="text", prompt="hi", response="ok then")
+    ex = probe_examples({"a": [long_prompt], "b": [short]}, tok, 160, ["a", "b"])
+    assert [e["domain_id"] for e in ex] == [0, 1]
+    cut, kept = ex
+    assert len(cut["input_ids"]) == 160 and sum(1 for x in cut["labels"] if x != -100) == 80
+    full = tok(("answer " * 100), add_special_tokens=False)["input_ids"]
+    assert [x for x in cut["labels"] if x != -100] == full[:80]          # the response's first tokens
+    from crossdistill.training import _chat_prompt_ids
+
+    assert cut["input_ids"][:80] == _chat_prompt_ids(tok, long_prompt.prompt_messages())[-80:]   # the prompt's end
+    assert kept["labels"][-1] == tok.eos_token_id and len(kept["input_ids"]) < 160

@@ -80,17 +80,26 @@ def probe_records(cfg: Any, size: int | None = None) -> tuple[dict[str, list], d
 
 def probe_examples(records: dict[str, list], tokenizer, max_length: int, domains: list[str]) -> list[dict]:
     """Tokenised probe examples (chat-template prompt + reference response, as in training) with `domain_id`
-    = the index of the domain in `domains`."""
+    = the index of the domain in `domains`, at most `max_length` tokens each. A longer record is cut, not dropped
+    (a domain with long prompts, such as tool schemas, must not vanish from the probe): the response keeps its first
+    tokens (at least max_length // 2 of them, fewer only when it is shorter) and the prompt its *last* tokens."""
     from .training import build_examples
 
     rows = []
     for name, recs in records.items():
         for r in recs:
-            msgs = r.prompt if isinstance(r.prompt, list) else [{"role": "user", "content": r.prompt}]
-            rows.append({"id": r.id, "domain": name, "messages": msgs, "target": r.response or ""})
-    examples, _ = build_examples(rows, tokenizer, max_length)
+            rows.append({"id": r.id, "domain": name, "messages": r.prompt_messages(), "target": r.response or ""})
+    examples, _ = build_examples(rows, tokenizer, 1 << 20)
     index = {d: i for i, d in enumerate(domains)}
-    return [{**e, "domain_id": index[e["domain"]]} for e in examples]
+    out = []
+    for e in examples:
+        n_prompt = sum(1 for x in e["labels"] if x == -100)
+        p_ids, r_ids = e["input_ids"][:n_prompt], e["input_ids"][n_prompt:]
+        r_ids = r_ids[:max(max_length - len(p_ids), max_length // 2)]
+        p_ids = p_ids[len(p_ids) - (max_length - len(r_ids)):] if len(p_ids) + len(r_ids) > max_length else p_ids
+        out.append({**e, "input_ids": p_ids + r_ids, "labels": [-100] * len(p_ids) + r_ids,
+                    "domain_id": index[e["domain"]]})
+    return out
 
 
 # --- features -----------------------------------------------------------------------------------------------------
