@@ -262,3 +262,134 @@ def test_masked_mean_pool():
 def test_bad_kind_raises():
     with pytest.raises(ValueError):
         L.token_divergence(_logits(), _logits(1), None, kind="kl")
+
+
+# --- invariance on distributions: per-domain feature queues ---------------------------------------------------------
+
+def _gauss(n, d=6, shift=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    x[:, 0] += shift
+    return x
+
+
+def _filled_queue(shifts, n=128, d=6, size=128, seed=10):
+    q = L.FeatureQueue(len(shifts), size, run_key="run-a")
+    for k, s in enumerate(shifts):
+        q.push(_gauss(n, d, s, seed + k), torch.full((n,), k), run_key="run-a")
+    return q
+
+
+def test_mmd_near_zero_for_one_distribution_and_grows_with_a_mean_shift():
+    x = _gauss(200, seed=1)
+    scale = L.median_sq_dist(torch.cat([x, _gauss(200, seed=2)]))
+    same = L.mmd_fixed(x, _gauss(200, seed=2), scale, unbiased=True).item()
+    vals = [L.mmd_fixed(x, _gauss(200, shift=s, seed=2), scale, unbiased=True).item() for s in (0.5, 1.0, 2.0, 4.0)]
+    assert abs(same) < 0.01
+    assert vals[0] > 5 * abs(same) and all(b > a for a, b in zip(vals, vals[1:]))
+    # through the queues: a batch of domain 0 against domain 1's queue, same law vs shifted law
+    batch, dom = _gauss(4, seed=3), torch.zeros(4, dtype=torch.long)
+    near = L.queue_mmd(batch, dom, _filled_queue([0.0, 0.0])).item()
+    far = [L.queue_mmd(batch, dom, _filled_queue([0.0, s])).item() for s in (1.0, 2.0, 4.0)]
+    assert near < 0.02 and far[0] > 3 * near and far[0] < far[1] < far[2]
+
+
+def test_queue_bandwidth_is_the_queues_median_distance_and_fixed():
+    q = _filled_queue([0.0, 1.0])
+    allq = torch.cat([q.get(0), q.get(1)])
+    d = ((allq[:, None] - allq[None]) ** 2).sum(-1)
+    iu = torch.triu_indices(len(allq), len(allq), 1)
+    assert torch.allclose(L.median_sq_dist(allq), d[iu[0], iu[1]].median())
+    batch = _gauss(2, seed=4).requires_grad_()
+    dom = torch.tensor([0, 1])
+    ref = torch.stack([L.mmd_fixed(torch.cat([batch[:1], q.get(0)]), torch.cat([batch[1:], q.get(1)]),
+                                   L.median_sq_dist(allq))])
+    assert torch.allclose(L.queue_mmd(batch, dom, q), ref.mean())
+
+
+@pytest.mark.parametrize("kind", ["mmd", "coral"])
+def test_one_example_of_a_domain_has_a_correct_nonzero_gradient_through_the_queue(kind):
+    # batch: ONE example of domain 0, nothing of domain 1; domain 1 lives only in the queue. Batch-only terms
+    # are 0 here (one domain) and constant / 0 for single points; with the queue the gradient is real.
+    q = _filled_queue([0.0, 1.5], n=64, d=4, size=64)
+    x0 = _gauss(1, d=4, shift=0.3, seed=7).double()
+    dom = torch.zeros(1, dtype=torch.long)
+    old = (L.pairwise_mmd if kind == "mmd" else L.pairwise_coral)(x0.float().requires_grad_(), dom)
+    assert old.item() == 0.0
+
+    def f(x):
+        return L.invariance_term(kind, x, dom, q).double()
+
+    x = x0.clone().float().requires_grad_()
+    (g,) = torch.autograd.grad(f(x), x)
+    assert g.abs().max() > 1e-6
+    eps = 1e-2
+    fd = torch.zeros_like(x0)
+    for j in range(x0.shape[1]):
+        e = torch.zeros_like(x0)
+        e[0, j] = eps
+        fd[0, j] = (f((x0 + e).float()) - f((x0 - e).float())) / (2 * eps)
+    assert torch.allclose(g.double(), fd, rtol=5e-2, atol=1e-6 * max(1.0, fd.abs().max().item()))
+    # the gradient moves the point toward the other domain: a small step lowers the term
+    assert f((x0 - 0.1 * g.double() / g.norm()).float()) < f(x0.float())
+
+
+def test_queue_fifo_run_device_and_dtype():
+    q = L.FeatureQueue(2, 3, run_key="a")
+    q.push(torch.arange(10.0).reshape(5, 2), torch.tensor([0, 0, 0, 0, 1]), run_key="a")
+    assert q.get(0).tolist() == [[2.0, 3.0], [4.0, 5.0], [6.0, 7.0]] and q.get(1).tolist() == [[8.0, 9.0]]
+    # features are stored detached, in fp32, whatever came in
+    h = torch.ones(2, 2, dtype=torch.float16, requires_grad=True)
+    q.push(h, torch.tensor([1, 1]), run_key="a")
+    assert q.get(1).dtype == torch.float32 and not q.get(1).requires_grad and q.get(1).shape == (3, 2)
+    # another run: nothing of run "a" is left
+    q.push(torch.full((1, 2), 5.0), torch.tensor([1]), run_key="b")
+    assert q.get(0) is None and q.get(1).tolist() == [[5.0, 5.0]] and q.run_key == "b"
+    # another device: the old rows are dropped, never mixed with the new ones
+    q.push(torch.zeros(2, 2, device="meta"), torch.tensor([0, 1]), run_key="b")
+    assert q.device == torch.device("meta") and q.state()["sizes"] == [1, 1]
+    q.push(torch.ones(1, 2), torch.tensor([0]), run_key="b")
+    assert q.device == torch.device("cpu") and q.get(1) is None and q.get(0).tolist() == [[1.0, 1.0]]
+    # another width (a different layer or model): reset too
+    q.push(torch.ones(1, 3), torch.tensor([1]), run_key="b")
+    assert q.get(0) is None and q.dim == 3
+    q.reset("c")
+    assert len(q) == 0 and q.run_key == "c"
+    with pytest.raises(ValueError):
+        q.push(torch.ones(1, 3), torch.tensor([2]))
+
+
+def test_dann_discriminator_trains_on_queue_and_batch():
+    torch.manual_seed(0)
+    d = 6
+    q = L.FeatureQueue(2, 128, run_key="r")
+    q.push(_gauss(64, d, -3.0, 1), torch.zeros(64, dtype=torch.long), run_key="r")
+    q.push(_gauss(64, d, 3.0, 2), torch.ones(64, dtype=torch.long), run_key="r")
+    clf = L.DomainClassifier(d, 2, hidden=16)
+    before = [p.detach().clone() for p in clf.parameters()]
+    test_x = torch.cat([_gauss(50, d, -3.0, 5), _gauss(50, d, 3.0, 6)])
+    test_y = torch.cat([torch.zeros(50), torch.ones(50)]).long()
+
+    def acc():
+        with torch.no_grad():
+            return (clf(test_x).argmax(1) == test_y).float().mean().item()
+
+    acc0 = acc()
+    opt = torch.optim.SGD(clf.parameters(), lr=0.1)
+    for step in range(60):
+        # every batch holds domain 0 only: domain 1 reaches the classifier through the queue alone
+        batch = _gauss(2, d, -3.0, 100 + step).requires_grad_()
+        loss = L.queue_dann_loss(batch, torch.zeros(2, dtype=torch.long), q, clf, lambda_=0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, clf.parameters()))
+    assert acc() > 0.95 and acc() > acc0 + 0.2
+    # the batch rows get the reversed, scaled gradient of the classifier's loss
+    batch = _gauss(2, d, -3.0, 999).requires_grad_()
+    (g_rev,) = torch.autograd.grad(L.queue_dann_loss(batch, torch.zeros(2, dtype=torch.long), q, clf, 0.5), batch)
+    b2 = batch.detach().clone().requires_grad_()
+    plain = F.cross_entropy(clf(torch.cat([b2, q.get(0), q.get(1)])),
+                            torch.cat([torch.zeros(66), torch.ones(64)]).long())
+    (g_plain,) = torch.autograd.grad(plain, b2)
+    assert torch.allclose(g_rev, -0.5 * g_plain, atol=1e-6)

@@ -203,6 +203,32 @@ def cmd_export(args) -> None:
         print(f"pushed: {summary['pushed']}")
 
 
+def cmd_probe(args) -> None:
+    from .runner import run_probe_step
+
+    method, overrides = _split_method(args.overrides)
+    cfg = _load(args, overrides, stage=True)
+    method = method or "seed"
+    seed_like = cfg.methods.get(method, "x") is None or method == "seed"
+    if not seed_like:
+        cfg.train_config_for(method)
+        adapter = Path(cfg.output_dir) / "train" / method / "adapter"
+        if not (adapter / "adapter_config.json").exists():
+            raise UserError(f"no trained adapter: run `crossdistill train RECIPE train.method={method}` first",
+                            file=str(adapter))
+    run_probe_step(cfg, method, None if seed_like else method)
+    import json
+
+    out = Path(cfg.output_dir) / "probe" / method / "probe.json"
+    res = json.loads(out.read_text())
+    print(f"domain probe ({', '.join(res['domains'])}; chance {res['chance']:.3f}; n={sum(res['n_per_domain'].values())})")
+    for row in res["layers"]:
+        mark = "  <- invariance layer" if row["layer"] == res["chosen_layer"] else ""
+        print(f"layer {row['layer']:3}  acc {row['acc']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]  "
+              f"mean MMD^2 {row['mmd_mean']:.4f}{mark}")
+    print(out)
+
+
 def cmd_report(args) -> None:
     from .report import write_report
 
@@ -317,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--public", action="store_true", help="with --push-to-hub: create the repo public "
                                                           "(default: private)")
     ex.set_defaults(func=cmd_export)
+    pr = sub.add_parser("probe", help="domain-invariance probe of the seed or a trained method -> OUTPUT_DIR/probe/<method>/")
+    pr.add_argument("recipe", nargs="?", default=DEMO, help=RECIPE_HELP)
+    pr.add_argument("overrides", nargs="*", help="train.method=M picks a trained method (default: the seed model)")
+    pr.set_defaults(func=cmd_probe)
 
     rp = sub.add_parser("report", help="(re)write report.md / report.html for an output dir")
     rp.add_argument("output_dir", help="a run's output_dir (holding results.json)")

@@ -246,7 +246,11 @@ class TrainConfig:
     topk: int = 20
     beta: float = 0.1
     invariance: str = "mmd"
-    inv_layer: int = -1              # which hidden layer is pooled for L_inv (-1 = last)
+    inv_layer: int | None = None     # hidden_states index pooled for L_inv (0 = embeddings, -1 = final normed
+                                     # state); null = the middle layer
+    inv_queue_size: int = 128        # per-domain FIFO of recent pooled features that L_inv compares against
+    inv_probe_every: int = 5         # log the between-domain MMD of a fixed held-out probe batch every K steps (0: off)
+    inv_probe_batch: int = 8         # records per domain in that batch
     beta_warmup_steps: int = 0
     domain_weighting: str = "uniform"
     domain_temperature: float = 2.0
@@ -304,6 +308,9 @@ class TrainConfig:
         _check(self.domain_weighting in DOMAIN_WEIGHTINGS, f"must be one of {DOMAIN_WEIGHTINGS}", "train.domain_weighting")
         _check(self.domain_temperature > 0, "must be > 0", "train.domain_temperature")
         _check(self.beta_warmup_steps >= 0, "must be >= 0", "train.beta_warmup_steps")
+        _check(self.inv_queue_size >= 1, "must be >= 1", "train.inv_queue_size")
+        _check(self.inv_probe_every >= 0, "must be >= 0", "train.inv_probe_every")
+        _check(self.inv_probe_batch >= 2, "must be >= 2", "train.inv_probe_batch")
 
     @property
     def terms(self) -> LossTerms:
@@ -348,6 +355,23 @@ class SandboxConfig:
                "sandbox.isolation")
 
 
+@dataclass
+class ProbeConfig:
+    """The domain-invariance probe (`probe.py`): held-out records per domain, k-fold linear probe, MMD per layer."""
+
+    enabled: bool = False            # true: the runner adds probe/<method> steps (seed + every trained method)
+    size: int = 100                  # held-out records per domain (the end of the training shuffle; never trained on)
+    folds: int = 5                   # k of the k-fold logistic regression
+    batch_size: int = 16
+    max_length: int | None = None    # tokens per record (null: train.max_length)
+
+    def __post_init__(self):
+        _check(self.size >= 2, "must be >= 2", "probe.size")
+        _check(self.folds >= 2, "must be >= 2", "probe.folds")
+        _check(self.batch_size > 0, "must be > 0", "probe.batch_size")
+        _check(self.max_length is None or self.max_length >= 16, "must be >= 16 (or null)", "probe.max_length")
+
+
 def _default_methods() -> dict[str, dict | None]:
     return {"seed": None, "sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "cdsdft": {"method": "cdsdft"}}
 
@@ -365,6 +389,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     # Named methods the runner compares: name -> overrides of `train` (None for the untouched seed model).
     methods: dict[str, dict | None] = field(default_factory=_default_methods)
     # Leave-one-domain-out: also train methods without each domain that has eval tasks. true: every trained

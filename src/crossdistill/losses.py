@@ -405,27 +405,15 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = (0.25, 0
     n, m = x.shape[0], y.shape[0]
     if n == 0 or m == 0:
         return (x.sum() + y.sum()) * 0.0
-    dxx, dyy, dxy = _sq_dists(x, x), _sq_dists(y, y), _sq_dists(x, y)
     if relative:
         with torch.no_grad():
             pooled = torch.cat([x, y])
             d = _sq_dists(pooled, pooled)
             N = pooled.shape[0]
-            scale = d.sum() / max(1, N * N - N)
-            scale = scale.clamp(min=1e-6)
+            scale = (d.sum() / max(1, N * N - N)).clamp(min=1e-6)
     else:
-        scale = torch.ones((), device=x.device)
-
-    def k(d):
-        return sum(torch.exp(-d / (2.0 * (s ** 2) * scale)) for s in bandwidths) / len(bandwidths)
-
-    kxx, kyy, kxy = k(dxx), k(dyy), k(dxy)
-    if unbiased and n >= 2 and m >= 2:
-        exx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-        eyy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    else:
-        exx, eyy = kxx.mean(), kyy.mean()
-    return exx + eyy - 2.0 * kxy.mean()
+        scale = 1.0
+    return mmd_fixed(x, y, scale, bandwidths, unbiased)
 
 
 def coral(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -497,3 +485,186 @@ def dann_loss(features: torch.Tensor, domain_ids: torch.Tensor, classifier: nn.M
     apart while the reversed gradient (-lambda) pushes the features to make them indistinguishable."""
     logits = classifier(grad_reverse(features, lambda_))
     return F.cross_entropy(logits.float(), domain_ids.long())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Invariance on distributions: per-domain feature queues
+# ---------------------------------------------------------------------------------------------------------------
+#
+# A batch of 4 over 4 domains holds one or two examples per domain, and MMD / CORAL between single points is a
+# constant / 0. The queue keeps each domain's last `size` pooled features (detached, fp32), so every domain is
+# represented by queue + batch: the term compares distributions, and its gradient flows through the batch's rows.
+
+class FeatureQueue:
+    """Per-domain FIFO of recent pooled features (detached, fp32, on one device), owned by one run.
+
+    `reset(run_key)` empties it (a new run, or a resume: features of a previous run or of older weights are
+    never reused). `push` stores the newest rows of each domain, dropping the oldest beyond `size`; a push from
+    another device, or with another feature width, first empties the queue, so it never mixes devices or holds a
+    stale run's features. Whatever the input dtype, rows are stored as fp32."""
+
+    def __init__(self, n_domains: int, size: int, run_key: str | None = None):
+        if size < 1:
+            raise ValueError(f"queue size must be >= 1, got {size}")
+        self.n_domains = int(n_domains)
+        self.size = int(size)
+        self.run_key = run_key
+        self._q: list[torch.Tensor | None] = [None] * self.n_domains
+
+    def reset(self, run_key: str | None = None) -> None:
+        self.run_key = run_key
+        self._q = [None] * self.n_domains
+
+    @property
+    def device(self) -> torch.device | None:
+        return next((q.device for q in self._q if q is not None), None)
+
+    @property
+    def dim(self) -> int | None:
+        return next((q.shape[1] for q in self._q if q is not None), None)
+
+    def __len__(self) -> int:
+        return sum(0 if q is None else q.shape[0] for q in self._q)
+
+    def get(self, d: int) -> torch.Tensor | None:
+        """Domain d's queued rows (k, dim) fp32, oldest first; None when empty."""
+        return self._q[d]
+
+    def push(self, features: torch.Tensor, domain_ids: torch.Tensor, run_key: str | None = None) -> None:
+        """Append each domain's rows of `features` (B, dim), detached and in fp32. A different `run_key` (when
+        given), device or width empties the queue first."""
+        f = features.detach().float()
+        if ((run_key is not None and run_key != self.run_key)
+                or (self.device is not None and self.device != f.device)
+                or (self.dim is not None and self.dim != f.shape[1])):
+            self.reset(run_key if run_key is not None else self.run_key)
+        dom = domain_ids.detach().cpu()
+        for d in torch.unique(dom).tolist():
+            if not 0 <= d < self.n_domains:
+                raise ValueError(f"domain id {d} outside the queue's 0..{self.n_domains - 1}")
+            rows = f.index_select(0, torch.nonzero(dom == d).flatten().to(f.device))
+            q = rows if self._q[d] is None else torch.cat([self._q[d], rows])
+            self._q[d] = q[-self.size:].clone()
+
+    def state(self) -> dict:
+        return {"run_key": self.run_key, "sizes": [0 if q is None else int(q.shape[0]) for q in self._q],
+                "dtype": "float32", "device": None if self.device is None else str(self.device)}
+
+
+def median_sq_dist(x: torch.Tensor) -> torch.Tensor:
+    """Median of the squared pairwise distances between distinct rows of x (n, d), detached (the median heuristic
+    of the Gaussian kernel's bandwidth); 1 when there are fewer than 2 rows."""
+    x = x.detach().float()
+    n = x.shape[0]
+    if n < 2:
+        return torch.ones((), device=x.device)
+    d = _sq_dists(x, x)
+    iu = torch.triu_indices(n, n, offset=1, device=x.device)
+    return d[iu[0], iu[1]].median().clamp(min=1e-6)
+
+
+def mmd_fixed(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor | float,
+              bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0), unbiased: bool = False) -> torch.Tensor:
+    """Squared MMD of x (n, d) and y (m, d) under the multi-scale Gaussian kernel of `mmd`, with the base scale
+    sigma0^2 = `scale` given (e.g. `median_sq_dist` of the queues), not taken from x and y."""
+    x, y = x.float(), y.float()
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        return (x.sum() + y.sum()) * 0.0
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device).detach()
+
+    def k(d):
+        return sum(torch.exp(-d / (2.0 * (s ** 2) * scale)) for s in bandwidths) / len(bandwidths)
+
+    kxx, kyy, kxy = k(_sq_dists(x, x)), k(_sq_dists(y, y)), k(_sq_dists(x, y))
+    n, m = x.shape[0], y.shape[0]
+    if unbiased and n >= 2 and m >= 2:
+        exx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+        eyy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    else:
+        exx, eyy = kxx.mean(), kyy.mean()
+    return exx + eyy - 2.0 * kxy.mean()
+
+
+def _queue_samples(features: torch.Tensor, domain_ids: torch.Tensor, queue: FeatureQueue
+                   ) -> tuple[dict[int, torch.Tensor], list[int]]:
+    """{domain: cat(batch rows (with grad), queued rows (detached))} for every domain with any row, and the
+    domains present in the batch."""
+    feats = features.float()
+    present = torch.unique(domain_ids).tolist()
+    samples: dict[int, torch.Tensor] = {}
+    for d in range(queue.n_domains):
+        q = queue.get(d)
+        parts = []
+        if d in present:
+            parts.append(feats[domain_ids == d])
+        if q is not None:
+            parts.append(q.to(feats.device))
+        if parts:
+            samples[d] = torch.cat(parts)
+    return samples, present
+
+
+def _queue_pairs(samples: dict[int, torch.Tensor], present: list[int]) -> list[tuple[int, int]]:
+    """Pairs of domains with at least one side in the batch (a queue-only pair has no gradient)."""
+    doms = sorted(samples)
+    return [(a, b) for a, b in itertools.combinations(doms, 2) if a in present or b in present]
+
+
+def queue_mmd(features: torch.Tensor, domain_ids: torch.Tensor, queue: FeatureQueue,
+              bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
+    """Mean over domain pairs (a, b), one of them in the batch, of MMD^2(batch_a + queue_a, batch_b + queue_b).
+
+    The kernel's base scale is the median squared distance of the queued features of all domains (the batch's
+    own when the queues are empty), detached: fixed for the step, so the term cannot shrink by inflating it.
+    The gradient flows through the batch rows only; one example of a domain is compared with a whole queue."""
+    samples, present = _queue_samples(features, domain_ids, queue)
+    pairs = _queue_pairs(samples, present)
+    if not pairs:
+        return features.sum() * 0.0
+    queued = [queue.get(d) for d in range(queue.n_domains) if queue.get(d) is not None]
+    ref = torch.cat([q.to(features.device) for q in queued]) if queued else features
+    scale = median_sq_dist(ref)
+    return torch.stack([mmd_fixed(samples[a], samples[b], scale, bandwidths) for a, b in pairs]).mean()
+
+
+def queue_coral(features: torch.Tensor, domain_ids: torch.Tensor, queue: FeatureQueue) -> torch.Tensor:
+    """Mean over domain pairs (one in the batch) of coral(batch_a + queue_a, batch_b + queue_b): covariances of
+    queue + batch, so a domain with one example in the batch still has a covariance and a gradient."""
+    samples, present = _queue_samples(features, domain_ids, queue)
+    pairs = _queue_pairs(samples, present)
+    if not pairs:
+        return features.sum() * 0.0
+    return torch.stack([coral(samples[a], samples[b]) for a, b in pairs]).mean()
+
+
+def queue_dann_loss(features: torch.Tensor, domain_ids: torch.Tensor, queue: FeatureQueue, classifier: nn.Module,
+                    lambda_: float = 1.0) -> torch.Tensor:
+    """DANN on queue + batch: CE of the domain classifier over the batch rows (behind gradient reversal with
+    coefficient lambda) and the queued rows (detached inputs), so the classifier learns from every domain's
+    recent features while only the batch's features are pushed to fool it."""
+    x = [grad_reverse(features.float(), lambda_)]
+    y = [domain_ids.long()]
+    for d in range(queue.n_domains):
+        q = queue.get(d)
+        if q is not None:
+            x.append(q.to(features.device))
+            y.append(torch.full((q.shape[0],), d, dtype=torch.long, device=features.device))
+    logits = classifier(torch.cat(x))
+    return F.cross_entropy(logits.float(), torch.cat(y))
+
+
+def invariance_term(kind: str, features: torch.Tensor, domain_ids: torch.Tensor, queue: FeatureQueue | None,
+                    classifier: nn.Module | None = None, lambda_: float = 1.0) -> torch.Tensor:
+    """The L_inv of one step: `mmd` / `coral` / `dann` between the domains' pooled features, over queue + batch
+    when a queue is given (batch only otherwise). Does not push the batch into the queue (the caller does, after)."""
+    if queue is None:
+        queue = FeatureQueue(int(domain_ids.max()) + 1 if domain_ids.numel() else 1, 1)
+    if kind == "mmd":
+        return queue_mmd(features, domain_ids, queue)
+    if kind == "coral":
+        return queue_coral(features, domain_ids, queue)
+    if kind == "dann":
+        if classifier is None:
+            raise ValueError("dann needs a domain classifier")
+        return queue_dann_loss(features, domain_ids, queue, classifier, lambda_)
+    raise ValueError(f"unknown invariance kind '{kind}' (known: mmd, coral, dann)")

@@ -173,6 +173,72 @@ def _colour(d: float, scale: float) -> str:
     return f"rgba(46,160,67,{0.15 + 0.6 * a:.2f})" if d > 0 else (f"rgba(215,58,73,{0.15 + 0.6 * a:.2f})" if d < 0 else "transparent")
 
 
+# --- domain invariance (probe/<method>/probe.json, written by probe.py) -------------------------------------------
+
+def plot_probe(probes: dict[str, dict]) -> bytes | None:
+    """Domain-probe accuracy by layer, one line per method, with its CI band and the chance level."""
+    if not probes:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m, p in probes.items():
+        xs = [r["layer"] for r in p["layers"]]
+        ax.plot(xs, [r["acc"] for r in p["layers"]], marker=".", label=m)
+        ax.fill_between(xs, [r["ci_low"] for r in p["layers"]], [r["ci_high"] for r in p["layers"]], alpha=0.15)
+    first = next(iter(probes.values()))
+    ax.axhline(first["chance"], color="black", linestyle="--", linewidth=0.8, label="chance")
+    ax.axvline(first["chosen_layer"], color="grey", linestyle=":", linewidth=0.8, label="invariance layer")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("domain-probe accuracy")
+    ax.set_title("Linear domain probe by layer (lower = more domain-invariant); bands: 95% CI")
+    ax.legend(fontsize=7)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def invariance_section(out: Path, plots_dir: Path) -> tuple[list[str], list[str]]:
+    """(markdown lines, html lines) of the domain-invariance table and plot; empty without probe results."""
+    probes = {}
+    for d in sorted((out / "probe").glob("*")) if (out / "probe").exists() else []:
+        p = _load(d / "probe.json")
+        if p and p.get("layers"):
+            probes[d.name] = p
+    if not probes:
+        return [], []
+    if SEED in probes:   # the seed first
+        probes = {SEED: probes[SEED], **{m: p for m, p in probes.items() if m != SEED}}
+    first = next(iter(probes.values()))
+    pairs = list(first["layers"][0]["mmd"])
+    head = ["method", "layer", "probe acc [95% CI]", "mean MMD²"] + [f"MMD² {p}" for p in pairs]
+    note = (f"Linear domain probe: {first['folds']}-fold logistic regression on pooled response features of "
+            f"held-out records ({', '.join(f'{d} {n}' for d, n in first['n_per_domain'].items())}); chance "
+            f"{first['chance']:.3f}; lower accuracy and MMD² = more domain-invariant features. CI: {first['ci']}.")
+    md = ["", "## Domain invariance", "", note, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    h = ["<h2>Domain invariance</h2>", f"<p>{html.escape(note)}</p><table><tr>"
+         + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
+    for m, p in probes.items():
+        row = next((r for r in p["layers"] if r["layer"] == p["chosen_layer"]), None)
+        if row is None:
+            continue
+        cells = [m, str(row["layer"]), f"{row['acc']:.3f} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
+                 f"{row['mmd_mean']:.4f}"] + [_fmt(row["mmd"].get(k), 4) for k in pairs]
+        md.append("| " + " | ".join(cells) + " |")
+        h.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    h.append("</table>")
+    img = plot_probe(probes)
+    if img:
+        with atomic_open(plots_dir / "probe.png", "wb") as f:
+            f.write(img)
+        md += ["", "![Domain probe by layer](plots/probe.png)"]
+        h.append(f"<img alt='Domain probe by layer' src='data:image/png;base64,{base64.b64encode(img).decode()}'>")
+    return md, h
+
+
 def write_report(output_dir: str) -> dict[str, str]:
     out = Path(output_dir)
     results = _load(out / "results.json")
@@ -318,6 +384,10 @@ def write_report(output_dir: str) -> dict[str, str]:
             md.append("| " + " | ".join(row) + " |")
             h.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
         h.append("</table>")
+
+    inv_md, inv_h = invariance_section(out, plots_dir)
+    md += inv_md
+    h += inv_h
 
     # Timing
     if timing or train_stats:

@@ -91,6 +91,8 @@ def build_plan(cfg: Config) -> list[Step]:
         steps.append(Step(f"eval/{method}", out / "eval" / method, ekey,
                           (lambda m=method: run_eval_step(cfg, m, m, cfg.eval_tasks())), [f"train/{method}"],
                           keeps_outputs=True))
+    steps += probe_steps(cfg, train_data_key, {s.name[len("train/"):]: s.key for s in steps
+                                               if s.name.startswith("train/")}, out)
     for method in cfg.lodo_methods():
         for left_out, dcfg in cfg.domains.items():
             if not dcfg.eval:
@@ -106,6 +108,34 @@ def build_plan(cfg: Config) -> list[Step]:
                               (lambda n=name, t=list(dcfg.eval): run_eval_step(cfg, n, n, t)), [f"train/{name}"],
                               keeps_outputs=True))
     return steps
+
+
+def probe_steps(cfg: Config, train_data_key: str, train_keys: dict[str, str], out: Path) -> list[Step]:
+    """probe/<method> for the seed and every trained method (not LODO runs): the domain-invariance diagnostic,
+    cached by the model, the adapter's train key, the probe settings and the training data (the probe set is the
+    held-out end of the training shuffle)."""
+    if not cfg.probe.enabled:
+        return []
+    steps = []
+    for method, overrides in cfg.methods.items():
+        base = {"probe": dataclasses.asdict(cfg.probe), "data": train_data_key, "model": cfg.model,
+                "dtype": cfg.eval.dtype, "max_length": cfg.train.max_length}
+        if overrides is None:
+            key = stable_hash({**base, "method": "seed", "inv_layer": cfg.train.inv_layer})
+            steps.append(Step(f"probe/{method}", out / "probe" / method, key,
+                              (lambda m=method: run_probe_step(cfg, m, None)), ["data"]))
+            continue
+        steps.append(Step(f"probe/{method}", out / "probe" / method, stable_hash({**base, "train": train_keys[method]}),
+                          (lambda m=method: run_probe_step(cfg, m, m)), [f"train/{method}"]))
+    return steps
+
+
+def run_probe_step(cfg: Config, method: str, adapter_of: str | None) -> None:
+    from .probe import run_probe
+
+    out = Path(cfg.output_dir)
+    adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
+    run_probe(cfg, method, adapter, out / "probe" / method)
 
 
 def lodo_config(cfg: Config, method: str, left_out: str) -> Config:

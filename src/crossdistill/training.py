@@ -15,10 +15,13 @@ Objective (method `cdsdft`; `sft` and `sdft` are the plain token-mean CE, on ori
   vocabulary). Full fine-tuning supports `cached` only (the cache is computed from the untouched seed weights before
   any step, so no frozen copy is needed).
 * L_inv: MMD / CORAL between the domains' pooled hidden states (mean over the positions that predict response
-  tokens, in fp32), averaged over the domain pairs of the micro-batch. `inv_layer` indexes like HF's
-  `hidden_states` tuple: 0 = embeddings, i = output of decoder layer i, -1 (= L) = the final, normed hidden state
-  that feeds the LM head (no hook needed); other layers are captured by a forward hook, not output_hidden_states; or DANN: a domain classifier behind a gradient
-  reversal layer with coefficient beta_t (the classifier itself learns at unit weight). beta_t ramps linearly from
+  tokens, in fp32), each domain represented by its batch rows + a per-domain FIFO queue of its recent pooled
+  features (`inv_queue_size`; see `_invariance` and `losses.FeatureQueue`), averaged over the domain pairs with one
+  side in the micro-batch. `inv_layer` indexes like HF's `hidden_states` tuple: 0 = embeddings, i = output of
+  decoder layer i, -1 (= L) = the final, normed hidden state that feeds the LM head (no hook needed), None = the
+  middle layer; other layers are captured by a forward hook, not output_hidden_states; or DANN: a domain
+  classifier (trained on queue + batch) behind a gradient reversal layer with coefficient beta_t (the classifier
+  itself learns at unit weight). beta_t ramps linearly from
   0 to beta over `beta_warmup_steps`.
 
 Why `transformers.Trainer` and not `trl.SFTTrainer`: SFTTrainer (TRL 1.x) patches the model's forward with a fused
@@ -575,7 +578,10 @@ class CrossDistillConfig(TrainingArguments):
                                                     "0 = full vocabulary (live / on-policy)"})
     inv_beta: float = field(default=0.1, metadata={"help": "weight beta of L_inv (after warm-up)"})
     invariance: str = field(default="mmd", metadata={"help": "none | mmd | coral | dann"})
-    inv_layer: int = field(default=-1, metadata={"help": "hidden_states index pooled for L_inv (-1: final, normed)"})
+    inv_layer: int | None = field(default=None, metadata={"help": "hidden_states index pooled for L_inv (-1: final, "
+                                                            "normed; None: the middle layer)"})
+    inv_queue_size: int = field(default=128, metadata={"help": "per-domain FIFO of pooled features for L_inv"})
+    inv_probe_every: int = field(default=5, metadata={"help": "log the held-out probe batch's MMD every K steps"})
     beta_warmup_steps: int = field(default=0, metadata={"help": "linear warm-up of beta over this many steps"})
     head_chunk_size: int | None = field(default=None, metadata={"help": "rows per LM-head chunk (None: auto)"})
 
@@ -608,6 +614,32 @@ def _call_through(wrapper: nn.Module, inner: nn.Module, fn, *args, **kwargs):
         _restore()
 
 
+# =================================================================================================================
+# Invariance: which layer is pooled
+# =================================================================================================================
+
+def resolve_layer(backbone: nn.Module, inv_layer: int | None) -> int:
+    """The `hidden_states` index pooled for L_inv and the probe: 0 = embeddings, i = output of decoder layer i,
+    L = the final normed state (`last_hidden_state`); negative counts from L (-1 = L); None = the middle layer."""
+    n_layers = len(backbone.layers)
+    if inv_layer is None:
+        return n_layers // 2
+    if not -(n_layers + 1) <= inv_layer <= n_layers:
+        raise UserError(f"inv_layer {inv_layer} is out of range for a model with {n_layers} layers "
+                        f"(-{n_layers + 1}..{n_layers})", field="train.inv_layer")
+    return inv_layer % (n_layers + 1)
+
+
+def capture_layer(backbone: nn.Module, inv_layer: int | None, captured: dict):
+    """Forward hook that stores the chosen layer's output in captured["h"] (the same tensor as
+    `hidden_states[i]` of output_hidden_states); None for the final state, which the forward returns anyway."""
+    li = resolve_layer(backbone, inv_layer)
+    if li == len(backbone.layers):
+        return None
+    mod = backbone.embed_tokens if li == 0 else backbone.layers[li - 1]
+    return mod.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+
+
 class CrossDistillTrainer(Trainer):
     """transformers.Trainer whose loss is the CD-SDFT objective computed from ONE student forward.
 
@@ -618,7 +650,8 @@ class CrossDistillTrainer(Trainer):
     loss_is_scaled_for_ga = False   # compute_loss returns a per-micro-batch mean; Trainer divides by GA steps
 
     def __init__(self, *args, domain_names: list[str], domain_weights: list[float] | None = None,
-                 sampling_probs: list[float] | None = None, eos_ids: set[int] | None = None, **kwargs):
+                 sampling_probs: list[float] | None = None, eos_ids: set[int] | None = None,
+                 probe_examples: list[dict] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eos_ids = set(eos_ids) if eos_ids else {self.processing_class.eos_token_id}
         self.domain_names = list(domain_names)
@@ -628,6 +661,7 @@ class CrossDistillTrainer(Trainer):
         self.sampling_probs = list(sampling_probs or w)
         self._acc: torch.Tensor | None = None
         self._acc_len = 7 + 2 * D     # n, loss, ce, div, inv, beta_t, ce_sum_d (D), count_d (D), sample_len
+        self._init_invariance(probe_examples)
 
     # -- knobs ----------------------------------------------------------------------------------------------------
     @property
@@ -698,14 +732,7 @@ class CrossDistillTrainer(Trainer):
 
         # student forward (one), with a hook on the pooled layer when it is not the final hidden state
         captured: dict[str, torch.Tensor] = {}
-        handle = None
-        if use_inv:
-            n_layers = len(backbone.layers)
-            li = a.inv_layer % (n_layers + 1)
-            if li != n_layers:
-                mod = backbone.embed_tokens if li == 0 else backbone.layers[li - 1]
-                handle = mod.register_forward_hook(
-                    lambda m, i, o: captured.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+        handle = capture_layer(backbone, a.inv_layer, captured) if use_inv else None
         try:
             hidden = backbone(input_ids=input_ids, attention_mask=attn, use_cache=False).last_hidden_state
         finally:
@@ -761,18 +788,8 @@ class CrossDistillTrainer(Trainer):
 
         inv = torch.zeros((), device=h_sel.device)
         if use_inv:
-            feats_src = captured.get("h", hidden)
-            feats = L.masked_mean_pool(feats_src[:, :-1].float(), sel)
-            if a.invariance == "mmd":
-                inv = L.pairwise_mmd(feats, dom)
-                loss = loss + beta_t * inv
-            elif a.invariance == "coral":
-                inv = L.pairwise_coral(feats, dom)
-                loss = loss + beta_t * inv
-            else:
-                clf = getattr(causal, CLASSIFIER_ATTR)
-                inv = L.dann_loss(feats, dom, clf, lambda_=beta_t)
-                loss = loss + inv
+            add, inv = self._invariance(causal, captured.get("h", hidden), sel, dom, beta_t)
+            loss = loss + add
         ce_sum_d = torch.zeros(D, device=h_sel.device).index_add_(0, tok_dom, ce_tok.float())
         ce_term = (ce_tok * ce_w).sum()
         div_mean = div_tok.mean() if N else torch.zeros((), device=h_sel.device)
@@ -817,6 +834,60 @@ class CrossDistillTrainer(Trainer):
             loss = loss + (div * div_w).sum()
         return loss, ce.detach(), div.detach()
 
+    # -- invariance: queues, the chosen layer, the held-out probe batch ------------------------------------------------
+    def _init_invariance(self, probe_examples: list[dict] | None) -> None:
+        """A fresh per-domain feature queue for this run (never carried over from another trainer or a resumed
+        run's past) and the fixed held-out probe batch whose between-domain MMD is logged every K steps."""
+        a: CrossDistillConfig = self.args
+        self._inv_run_key = f"{a.output_dir}:{id(self)}:{time.time_ns()}"
+        self.inv_queue = L.FeatureQueue(len(self.domain_names), a.inv_queue_size, run_key=self._inv_run_key)
+        self.probe_examples = list(probe_examples or [])
+        self._inv_probe_logged = -1
+
+    def _invariance(self, causal: nn.Module, layer_out: torch.Tensor, sel: torch.Tensor, dom: torch.Tensor,
+                    beta_t: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(term added to the loss, L_inv value) for one micro-batch: pool the chosen layer over the positions
+        that predict response tokens, compare with the other domains' queues, then push the batch (detached)."""
+        a: CrossDistillConfig = self.args
+        feats = L.masked_mean_pool(layer_out[:, :-1].float(), sel)
+        clf = getattr(causal, CLASSIFIER_ATTR, None) if a.invariance == "dann" else None
+        inv = L.invariance_term(a.invariance, feats, dom, self.inv_queue, clf, lambda_=beta_t)
+        self.inv_queue.push(feats, dom, run_key=self._inv_run_key)
+        return (inv if a.invariance == "dann" else beta_t * inv), inv
+
+    @torch.no_grad()
+    def _probe_mmd(self) -> float | None:
+        """Mean pairwise MMD^2 (median-heuristic bandwidth, unbiased) between the domains' pooled features of the
+        fixed held-out probe batch, at the invariance layer; None without a probe batch."""
+        if not self.probe_examples:
+            return None
+        from .probe import pairwise_mmd_median, pooled_features
+
+        model = self.accelerator.unwrap_model(self.model)
+        was = model.training
+        model.eval()
+        try:
+            li = resolve_layer(_backbone(_causal_lm(model)), self.args.inv_layer)
+            feats, dom = pooled_features(model, self.probe_examples, layers=[li], batch_size=8)
+        finally:
+            model.train(was)
+        return float(pairwise_mmd_median(feats[li], dom))
+
+    def _invariance_logs(self) -> dict:
+        a: CrossDistillConfig = self.args
+        out: dict[str, float] = {}
+        if not self.use_inv:
+            return out
+        out["inv_queue"] = float(len(self.inv_queue))
+        step = self.state.global_step
+        if (a.inv_probe_every and self.probe_examples and step != self._inv_probe_logged
+                and (step % a.inv_probe_every == 0 or step == 1) and self.accelerator.is_main_process):
+            v = self._probe_mmd()
+            if v is not None:
+                out["inv_probe_mmd"] = v
+            self._inv_probe_logged = step
+        return out
+
     # -- metrics --------------------------------------------------------------------------------------------------
     def _accumulate(self, out: dict) -> None:
         dev = out["loss"].device
@@ -851,6 +922,7 @@ class CrossDistillTrainer(Trainer):
             if self.args.terms.onpolicy:
                 logs["sample_len"] = acc[6 + 2 * D] / n
             self._acc.zero_()
+            logs.update(self._invariance_logs())
         super().log(logs, start_time)
 
     # -- DANN classifier in checkpoints ---------------------------------------------------------------------------
@@ -893,6 +965,24 @@ class _JsonlLogCallback(TrainerCallback):
 # =================================================================================================================
 # Entry point
 # =================================================================================================================
+
+def _inv_probe_batch(cfg: Config, tc: TrainConfig, tokenizer, domain_names: list[str]) -> list[dict] | None:
+    """`inv_probe_batch` held-out records per domain (the probe set's first ones, never trained on), tokenised, for
+    the MMD logged every `inv_probe_every` steps; None when off or when the recipe's domains have no sources."""
+    if not tc.inv_probe_every or not all(d.source for d in cfg.domains.values()) or not cfg.domains:
+        return None
+    from .probe import probe_examples, probe_records
+
+    try:
+        records, _ = probe_records(cfg, size=tc.inv_probe_batch)
+    except UserError as e:
+        logger.warning("no held-out probe batch for the invariance log: %s", e)
+        return None
+    records = {d: r for d, r in records.items() if d in domain_names}
+    if len(records) < 2:
+        return None
+    return probe_examples(records, tokenizer, tc.max_length, domain_names)
+
 
 _RESUME_NEUTRAL = ("max_steps", "epochs", "save_steps", "logging_steps")
 
@@ -1063,6 +1153,7 @@ def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, m
         callbacks=[_JsonlLogCallback(out / "log.jsonl")] + list(callbacks or []),
         domain_names=domain_names, domain_weights=[weights[d] for d in domain_names],
         eos_ids=generation_eos_ids(model, tokenizer),
+        probe_examples=_inv_probe_batch(cfg, tc, tokenizer, domain_names) if tc.terms.invariance else None,
     )
     result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
 
@@ -1186,7 +1277,8 @@ def switch_kwargs(tc: TrainConfig) -> dict:
                 onpolicy_max_new_tokens=tc.onpolicy_max_new_tokens, onpolicy_temperature=tc.onpolicy_temperature,
                 alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta, kd_temperature=tc.kd_temperature,
                 seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta, invariance=tc.invariance,
-                inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps)
+                inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps,
+                inv_queue_size=tc.inv_queue_size, inv_probe_every=tc.inv_probe_every)
 
 
 def _seed_cache(cfg: Config, tc: TrainConfig, model: nn.Module, dataset: ExampleDataset, out: Path, args,

@@ -1,0 +1,214 @@
+"""The domain-invariance probe (probe.py), its runner step, CLI and report section, and the invariance wiring of
+training (queues, the chosen layer, the held-out probe batch in the log), on fixed tensors and the tiny model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossdistill import runner
+from crossdistill.config import load_config
+from crossdistill.probe import (pairwise_mmd_table, pooled_features, probe_accuracy, probe_examples, probe_records,
+                                run_probe, stratified_folds)
+from crossdistill.report import invariance_section
+
+
+def _gauss(n, d=8, shift=0.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    x[:, 0] += shift
+    return x
+
+
+def test_probe_accuracy_separable_vs_identical():
+    y = torch.cat([torch.zeros(100), torch.ones(100)]).long()
+    sep = probe_accuracy(torch.cat([_gauss(100, shift=-2, seed=1), _gauss(100, shift=2, seed=2)]), y)
+    same = probe_accuracy(torch.cat([_gauss(100, seed=1), _gauss(100, seed=2)]), y)
+    assert sep["acc"] > 0.95 and sep["n"] == 200 and sep["ci_low"] <= sep["acc"] <= sep["ci_high"]
+    assert abs(same["acc"] - 0.5) < 0.12 and sep["ci_low"] > same["ci_high"]
+    # no signal: out-of-fold accuracy averages to chance over independent draws
+    # (8 draws: the mean's standard error is ~0.0125, so 0.05 is 4 SE)
+    nulls = [probe_accuracy(torch.cat([_gauss(100, seed=1000 + s), _gauss(100, seed=2000 + s)]), y)["acc"]
+             for s in range(8)]
+    assert abs(sum(nulls) / 8 - 0.5) < 0.05
+    # three domains: chance 1/3, each fold holds every class
+    y3 = torch.arange(3).repeat_interleave(30)
+    folds = stratified_folds(y3, 5)
+    assert all(set(y3[folds == f].tolist()) == {0, 1, 2} for f in range(5))
+
+
+def test_pairwise_mmd_table_zero_for_one_law_grows_with_shift():
+    y = torch.cat([torch.zeros(100), torch.ones(100), 2 * torch.ones(100)]).long()
+    x = torch.cat([_gauss(100, seed=1), _gauss(100, seed=2), _gauss(100, shift=3, seed=3)])
+    t = pairwise_mmd_table(x, y, ["a", "b", "c"])
+    assert set(t) == {"a|b", "a|c", "b|c"}
+    assert abs(t["a|b"]) < 0.01 and t["a|c"] > 0.1 and t["b|c"] > 0.1
+
+
+# --- the probe set and features on the tiny model --------------------------------------------------------------------
+
+def _write_sources(tmp_path, n=30):
+    for name, word in (("a", "colour"), ("b", "number")):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"id": f"{name}-{i}", "domain": "text",
+                                    "prompt": f"Tell me about {word} {i} please.",
+                                    "response": f"The {word} {i} is " + " ".join([word] * (3 + i % 4)) + "."}) + "\n")
+
+
+RECIPE = """
+model: tiny-random-llama
+output_dir: {out}
+domains:
+  a: {{source: {d}/a.jsonl, plugin: text, size: 10}}
+  b: {{source: {d}/b.jsonl, plugin: text, size: 10}}
+train: {{max_steps: 2, batch_size: 4, max_length: 96, lora: {{r: 4, alpha: 8}}}}
+probe: {{enabled: true, size: 15, folds: 3, batch_size: 8}}
+methods: {{seed: null, cdsdft: {{method: cdsdft}}}}
+"""
+
+
+def _cfg(tmp_path, *over):
+    _write_sources(tmp_path)
+    p = tmp_path / "r.yaml"
+    p.write_text(RECIPE.format(out=tmp_path / "out", d=tmp_path))
+    return load_config(p, list(over))
+
+
+def test_probe_records_are_held_out_and_checked(tmp_path):
+    from crossdistill.data import prepare_domain_data
+
+    cfg = _cfg(tmp_path)
+    held, overlap = probe_records(cfg)
+    train = prepare_domain_data(cfg)
+    assert {d: len(v) for d, v in held.items()} == {"a": 15, "b": 15}
+    train_ids = {r.id for v in train.values() for r in v}
+    assert not train_ids & {r.id for v in held.values() for r in v}
+    assert all(o["exact_duplicates"] == 0 and o["eval_records"] == 15 for o in overlap.values())
+    # the probe set does not move when the training size changes (it is the other end of the shuffle)
+    held2, _ = probe_records(load_config(tmp_path / "r.yaml", ["domains.a.size=12"]))
+    assert [r.id for r in held2["a"]] == [r.id for r in held["a"]]
+    # only 30 - 25 = 5 held out of domain a: fewer records, still disjoint
+    held3, _ = probe_records(load_config(tmp_path / "r.yaml", ["domains.a.size=25"]))
+    assert len(held3["a"]) == 5
+
+
+def test_probe_records_need_two_domains_with_held_out_data(tmp_path):
+    from crossdistill.errors import UserError
+
+    cfg = _cfg(tmp_path, "domains.a.size=null")   # domain a trains on its whole source
+    with pytest.raises(UserError, match="at least 2 domains"):
+        probe_records(cfg)
+
+
+def test_pooled_features_layers_order_and_pooling(tmp_path, tiny):
+    model, tok = tiny
+    cfg = _cfg(tmp_path)
+    held, _ = probe_records(cfg, size=4)
+    ex = probe_examples(held, tok, 96, ["a", "b"])
+    f1, y1 = pooled_features(model, ex, None, batch_size=1)
+    f4, y4 = pooled_features(model, ex, None, batch_size=3)
+    n_layers = model.config.num_hidden_layers
+    assert sorted(f1) == list(range(n_layers + 1)) and torch.equal(y1, y4)
+    assert y1.tolist() == [e["domain_id"] for e in ex]
+    for li in f1:
+        assert f1[li].shape == (len(ex), model.config.hidden_size)
+        assert torch.allclose(f1[li], f4[li], atol=1e-4)
+    # the last layer is the final normed state, mean-pooled over the positions predicting response tokens
+    e = ex[0]
+    ids = torch.tensor([e["input_ids"]])
+    with torch.no_grad():
+        h = model.model(input_ids=ids).last_hidden_state[0, :-1]
+    sel = torch.tensor(e["labels"][1:]) != -100
+    assert torch.allclose(f1[n_layers][0], h[sel].mean(0), atol=1e-5)
+
+
+def test_run_probe_writes_results_and_the_report_shows_them(tmp_path, tiny):
+    model, tok = tiny
+    cfg = _cfg(tmp_path)
+    out = Path(cfg.output_dir)
+    res = run_probe(cfg, "seed", None, out / "probe" / "seed", model=model, tokenizer=tok)
+    saved = json.loads((out / "probe" / "seed" / "probe.json").read_text())
+    assert saved["layers"] == json.loads(json.dumps(res["layers"]))
+    assert saved["chance"] == 0.5 and saved["n_per_domain"] == {"a": 15, "b": 15}
+    assert saved["chosen_layer"] == model.config.num_hidden_layers // 2     # default: the middle layer
+    for row in saved["layers"]:
+        assert 0 <= row["ci_low"] <= row["acc"] <= row["ci_high"] <= 1 and row["n"] == 30
+        assert set(row["mmd"]) == {"a|b"}
+    md, h = invariance_section(out, out)
+    text = "\n".join(md)
+    assert "## Domain invariance" in text and "| seed | 1 |" in text and (out / "probe.png").exists()
+    assert any("<img" in x for x in h)
+    assert invariance_section(tmp_path / "nothing", tmp_path) == ([], [])
+
+
+def test_runner_plans_probe_steps_only_when_enabled(tmp_path):
+    cfg = _cfg(tmp_path)
+    names = [s.name for s in runner.build_plan(cfg)]
+    assert names[-2:] == ["probe/seed", "probe/cdsdft"]
+    steps = {s.name: s for s in runner.build_plan(cfg)}
+    assert steps["probe/cdsdft"].deps == ["train/cdsdft"]
+    # a new training setting reruns the trained method's probe, not the seed's
+    steps2 = {s.name: s for s in runner.build_plan(_cfg(tmp_path, "train.lr=0.5"))}
+    assert steps2["probe/seed"].key == steps["probe/seed"].key
+    assert steps2["probe/cdsdft"].key != steps["probe/cdsdft"].key
+    off = [s.name for s in runner.build_plan(_cfg(tmp_path, "probe.enabled=false"))]
+    assert not [n for n in off if n.startswith("probe/")]
+
+
+def test_cli_probe_of_an_untrained_method_is_one_clear_error(tmp_path, capsys):
+    from crossdistill.cli import main
+
+    _cfg(tmp_path)
+    rc = main(["probe", str(tmp_path / "r.yaml"), "train.method=cdsdft"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no trained adapter" in err and "train.method=cdsdft" in err
+    assert not (tmp_path / "out" / "probe").exists()
+
+
+# --- training: queues, the chosen layer, the probe batch in the log -------------------------------------------------
+
+def test_training_logs_queue_term_and_probe_mmd(tmp_path, tiny):
+    import copy
+
+    from crossdistill.training import train
+
+    model, tok = tiny
+    cfg = _cfg(tmp_path, "train.max_steps=4", "train.inv_probe_every=2", "train.inv_queue_size=6",
+               "train.inv_probe_batch=3", "train.lr=0.05")
+    rows = []
+    for name in ("a", "b"):
+        for i in range(10):
+            rows.append({"id": f"{name}-t{i}", "domain": name, "prompt": f"Tell me about {name} {i}.",
+                         "original_response": f"It is {name} {i}.", "response": f"It is {name} {i} indeed.",
+                         "accepted": True})
+    distilled = tmp_path / "distilled.jsonl"
+    distilled.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "train"
+    train(cfg, "cdsdft", str(distilled), str(out), model=copy.deepcopy(model), tokenizer=tok)
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(r["inv"] > 0 for r in log)                   # queue + batch: never the single-point constant
+    assert [r["step"] for r in log if "inv_probe_mmd" in r] == [1, 2, 4]
+    assert all(r["inv_queue"] <= 2 * 6 for r in log) and log[-1]["inv_queue"] == 12
+    assert len({round(r["inv"], 8) for r in log}) > 1
+
+
+def test_probe_examples_cut_long_records_instead_of_dropping_them(tmp_path, tiny):
+    _, tok = tiny
+    from crossdistill.records import Record
+
+    long_prompt = Record(id="x", domain="text", prompt="word " * 300, response="answer " * 100)
+    short = Record(id="y", domain="text", prompt="hi", response="ok then")
+    ex = probe_examples({"a": [long_prompt], "b": [short]}, tok, 160, ["a", "b"])
+    assert [e["domain_id"] for e in ex] == [0, 1]
+    cut, kept = ex
+    assert len(cut["input_ids"]) == 160 and sum(1 for x in cut["labels"] if x != -100) == 80
+    full = tok(("answer " * 100), add_special_tokens=False)["input_ids"]
+    assert [x for x in cut["labels"] if x != -100] == full[:80]          # the response's first tokens
+    from crossdistill.training import _chat_prompt_ids
+
+    assert cut["input_ids"][:80] == _chat_prompt_ids(tok, long_prompt.prompt_messages())[-80:]   # the prompt's end
+    assert kept["labels"][-1] == tok.eos_token_id and len(kept["input_ids"]) < 160
