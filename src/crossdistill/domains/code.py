@@ -145,6 +145,7 @@ def _verdict_dict(v: Any) -> dict:
 
 class CodeDomain(Domain):
     name = "code"
+    stop = ("```",)   # the prefill opened the block: its closing fence is the rewrite's natural end
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         ref = (record.response or "").strip("\n")
