@@ -217,6 +217,8 @@ def _call_as_list(record: Record) -> str:
 
 class ToolsDomain(Domain):
     name = "tools"
+    # the call is the whole reply: a blank line or a new conversation turn after it is where a seed starts to ramble
+    stop = ("\n\n", "\nUser:")
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         parts = []
