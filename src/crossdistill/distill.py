@@ -4,21 +4,27 @@
     distill(cfg, shard="0/4"); ...; merge_shards(cfg)
 
 For every training record of every recipe domain, the domain plug-in renders its rewrite prompt (the task plus the
-reference response, in the model's chat template, with the domain's assistant prefill); all domains' prompts go
-through ONE length-sorted batched generation (greedy unless `distill.temperature > 0`); each rewrite (prefill +
-generation) is verified by its domain; a rejected rewrite falls back to the original response, and the reason is
-recorded. One output row per input record, in recipe domain order then input order.
+reference response, in the model's chat template, with the domain's assistant prefill). Candidates come in rounds:
+round 0 is the greedy rewrite of every record; round k = 1..n-1 (`distill.num_candidates` = n) samples candidate k
+at `distill.temperature` for the records that have no verified non-copy yet, seeded from (recipe seed, k) and the
+prompt text, so a record's candidates do not depend on which records share its batch. Each round is one
+length-sorted batched generation per (token budget, stop strings): the budget is `domains.<d>.max_new_tokens` (else
+`distill.max_new_tokens`), the stops are the domain's natural end (`Domain.stop`). Every candidate (prefill +
+generation) is verified by its domain; a record keeps its first verified non-copy, else its first verified copy,
+else the original response with the greedy candidate's rejection reason. One output row per input record, in
+recipe domain order then input order.
 
 Resumable and safe to kill: each finished generation is appended to `distill/generations.jsonl.partial`, keyed by
-a hash of its rendered prompt + model + sampling settings, so a rerun regenerates only what is missing (a changed
+a hash of its rendered prompt + model + that candidate's sampling settings, so a rerun regenerates only what is missing (a changed
 record or setting regenerates only the rows it changes). The final files are written atomically at the end, and
 a rerun whose inputs hash (records + distill config + model + template/verifier version) matches the finished
 `stats.json` returns at once.
 
 Output row fields: id, domain (the recipe's domain name), prompt, original_response, response (the training
 target), accepted, copied, reason ("ok" when accepted), generated (the whole assistant text: prefill + generation),
-n_tokens, finished, details (the verifier's evidence), plus the record's source/answer/tests/test_setup/
-entry_point/tools/expected_call/choices/gold/meta.
+n_tokens (all candidates), finished, details (the verifier's evidence), candidate (index of the kept candidate, or
+null), candidates (each one's reason, copied, n_tokens, finished), target_differs (the target's token sequence is not
+the reference's), plus the record's source/answer/tests/test_setup/entry_point/tools/expected_call/choices/gold/meta.
 """
 from __future__ import annotations
 
