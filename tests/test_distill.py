@@ -2,6 +2,7 @@
 kill, shards, the disabled switch, caching; and one slow run of the real default model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -74,9 +75,9 @@ def good_rewrite(prompt: str) -> str | None:
     if "colour number 0" in prompt:
         return "A nice colour is blue, which is colour 0."
     if "for 1 minutes" in prompt:
-        return 'set_timer", "arguments": {"minutes": 1}}'
+        return '"minutes": 1}}'
     if "for 2 minutes" in prompt:
-        return 'set_timer", "arguments": {"minutes": 5}}'
+        return '"minutes": 5}}'
     return None
 
 
@@ -230,7 +231,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, fake, tiny
     with pytest.raises(KeyboardInterrupt):
         distill(cfg, records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
     partial = read_complete_rows(out / "distill" / "generations.jsonl.partial")
-    assert len(partial) == (5 if fake.mode == "iter" else 4)
+    assert len(partial) == 5     # with chunks too: math+text (one budget, no stops) are 4 + 1 rows, then code fails
     assert not (out / "distill" / "distilled.jsonl").exists()
 
     gen = fake()
@@ -370,7 +371,7 @@ class CandidateFake:
                 text = "Three bags of 3 apples make 3 * 3 = 9 apples in all.\n#### 9"
             if "colour number 1" in p:
                 text = "Red is the colour I would name first." if k >= 2 else None
-            if text is None or "minutes\": 5" in text:
+            if text is None or "\"minutes\": 5" in text:
                 yield i, generation.Generation(text="zq zq qz", n_tokens=12, finished=False)
             else:
                 yield i, generation.Generation(text=text, n_tokens=len(text.split()), finished=True)
@@ -463,9 +464,14 @@ def test_real_default_model_distills_every_domain(tmp_path):
                                     "$10.\n#### 10", answer="10")]
     cfg = Config(model="smollm2-135m-instruct", output_dir=str(tmp_path),
                  domains={d: DomainConfig() for d in ("math", "code", "text", "tools")},
-                 distill=DistillConfig(max_new_tokens=64, batch_size=8))
+                 distill=DistillConfig(max_new_tokens=64, batch_size=8, num_candidates=2, temperature=0.8))
     stats = distill(cfg, records_by_domain=recs, model=model, tokenizer=tok, progress=False)
     rows = rows_of(tmp_path)
+    # a fresh rerun (no shared generation cache) writes the very same bytes, sampled candidates included
+    cfg2 = dataclasses.replace(cfg, output_dir=str(tmp_path / "again"))
+    distill(cfg2, records_by_domain=recs, model=model, tokenizer=tok, progress=False)
+    assert (tmp_path / "again" / "distill" / "distilled.jsonl").read_bytes() == \
+        (tmp_path / "distill" / "distilled.jsonl").read_bytes()
     assert len(rows) == 8 and {r["domain"] for r in rows} == {"math", "code", "text", "tools"}
     assert (tmp_path / "distill" / "stats.json").exists()
     assert set(stats["domains"]) == {"math", "code", "text", "tools"}

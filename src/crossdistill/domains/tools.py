@@ -2,8 +2,8 @@
 
 Rewrite prompt: the functions offered, the conversation, and the expected call as a list of argument values (not
 its JSON text, which a seed copies token for token); the seed is asked to reply with only the call as one JSON
-object ``{"name": ..., "arguments": {...}}``. The assistant turn is pre-filled with ``{"name": "`` so the reply
-starts as a call.
+object ``{"name": ..., "arguments": {...}}``. The assistant turn is pre-filled with ``{"name": "<expected name>",
+"arguments": {`` so the reply is the call's arguments.
 
 Verification (after the shared checks of `base`; leaks and loops are searched in the call only, and a reply cut at
 max_new_tokens is fine once it holds a complete call):
@@ -196,6 +196,16 @@ def _conversation(record: Record) -> str:
     return "\n\n".join(f"{label.get(m.get('role'), m.get('role', '').title())}: {m.get('content', '')}" for m in msgs)
 
 
+def call_prefill(record: Record) -> str:
+    """The assistant prefill: the call up to its arguments' opening brace (`PREFILL` + the expected name), so the
+    seed writes the arguments itself (shown only their values, a small seed otherwise drifts into the schema)."""
+    call = record.expected_call or parse_call(record.response or "") or {}
+    name = call.get("name")
+    if not isinstance(name, str) or not name:
+        return PREFILL
+    return PREFILL + json.dumps(name, ensure_ascii=False)[1:] + ', "arguments": {'
+
+
 def _call_as_list(record: Record) -> str:
     """The expected call as a list of argument values, not as JSON: shown the reference's JSON text, a seed copies it
     token for token (0 of 11 demo rewrites differed); shown the values, it writes the call in its own tokens."""
@@ -226,7 +236,8 @@ class ToolsDomain(Domain):
             parts.append("Available functions:\n" + json.dumps(record.tools, indent=2, ensure_ascii=False))
         parts.append("Conversation:\n" + _conversation(record))
         parts.append(_call_as_list(record))
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}], PREFILL
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}], \
+            call_prefill(record)
 
     def target_scope(self, record: Record, text: str) -> str:
         found = find_call(text)
