@@ -32,7 +32,8 @@ SYSTEM = (
     "You are an expert Python programmer. You will see a programming task and, after it, a reference solution "
     "that passes all of the task's tests. Write your own solution to the task. Reply with exactly one ```python "
     "code block that holds the complete solution: keep every import, helper function and module-level constant "
-    "the code needs, and keep the reference's function name and parameters. Do not mention the reference."
+    "the code needs, and keep the reference's function name and parameters. Write the body your own way rather "
+    "than copying the reference line by line. Do not mention the reference."
 )
 PREFILL = "```python\n"
 
