@@ -75,9 +75,9 @@ def good_rewrite(prompt: str) -> str | None:
     if "colour number 0" in prompt:
         return "A nice colour is blue, which is colour 0."
     if "for 1 minutes" in prompt:
-        return '"minutes": 1}}'
+        return '1}}'
     if "for 2 minutes" in prompt:
-        return '"minutes": 5}}'
+        return '5}}'
     return None
 
 
@@ -371,7 +371,7 @@ class CandidateFake:
                 text = "Three bags of 3 apples make 3 * 3 = 9 apples in all.\n#### 9"
             if "colour number 1" in p:
                 text = "Red is the colour I would name first." if k >= 2 else None
-            if text is None or "\"minutes\": 5" in text:
+            if text is None or text == "5}}":
                 yield i, generation.Generation(text="zq zq qz", n_tokens=12, finished=False)
             else:
                 yield i, generation.Generation(text=text, n_tokens=len(text.split()), finished=True)

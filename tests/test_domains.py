@@ -40,7 +40,7 @@ def test_rewrite_messages_show_task_and_reference(name):
     user = messages[-1]["content"]
     if name == "tools":   # the expected call is shown as its values, not as the JSON text a seed would copy
         assert rec.response not in user and "Function to call: play_music" in user
-        assert prefill == '{"name": "play_music", "arguments": {'     # the seed writes the arguments itself
+        assert prefill == '{"name": "play_music", "arguments": {"genre": '     # the seed writes the values itself
         assert all(f"- {k} = {json.dumps(v)}" in user for k, v in rec.expected_call["arguments"].items())
     else:
         assert rec.response.strip().splitlines()[0] in user          # the reference is shown

@@ -3,7 +3,7 @@
 Rewrite prompt: the functions offered, the conversation, and the expected call as a list of argument values (not
 its JSON text, which a seed copies token for token); the seed is asked to reply with only the call as one JSON
 object ``{"name": ..., "arguments": {...}}``. The assistant turn is pre-filled with ``{"name": "<expected name>",
-"arguments": {`` so the reply is the call's arguments.
+"arguments": {"<first argument>": `` so the reply is the call's values.
 
 Verification (after the shared checks of `base`; leaks and loops are searched in the call only, and a reply cut at
 max_new_tokens is fine once it holds a complete call):
@@ -197,13 +197,18 @@ def _conversation(record: Record) -> str:
 
 
 def call_prefill(record: Record) -> str:
-    """The assistant prefill: the call up to its arguments' opening brace (`PREFILL` + the expected name), so the
-    seed writes the arguments itself (shown only their values, a small seed otherwise drifts into the schema)."""
+    """The assistant prefill: the call up to its first argument's value (`PREFILL` + the expected name + the first
+    argument's name), so the seed writes the values and the rest of the call itself; shown only the values, SmolLM2
+    otherwise copied the functions' JSON schema into "arguments" (measured: 3 of 4 demo records)."""
     call = record.expected_call or parse_call(record.response or "") or {}
     name = call.get("name")
     if not isinstance(name, str) or not name:
         return PREFILL
-    return PREFILL + json.dumps(name, ensure_ascii=False)[1:] + ', "arguments": {'
+    out = PREFILL + json.dumps(name, ensure_ascii=False)[1:] + ', "arguments": {'
+    args = call.get("arguments")
+    if isinstance(args, dict) and args:   # the first argument's name too: else a small seed writes out the schema
+        out += json.dumps(str(next(iter(args))), ensure_ascii=False) + ": "
+    return out
 
 
 def _call_as_list(record: Record) -> str:
