@@ -1,7 +1,7 @@
 """Self-distilled share of the distill stage: greedy-only vs verified best-of-n, and what each costs.
 
     python benchmarks/bench_distill.py [--runs smollm2-135m-instruct=src/crossdistill/recipes/demo.yaml,...]
-        [--per-domain 8] [--n 4] [--temperature 0.8] [--ceiling 0] [--out /tmp/bench-distill]
+        [--per-domain 8] [--n 4] [--temperature 0.8] [--ceiling 0] [--domains math,code] [--out /tmp/bench-distill]
 
 For each MODEL=RECIPE pair (default: the default model on the demo's domain data, and Qwen2.5-Coder-0.5B on the
 CPU pilot's, recipes/experiment-qwen-cpu.yaml with data_dir=/work/shared/data when it exists), the recipe's domains
@@ -61,6 +61,9 @@ def bench_one(model_name: str, recipe: str, args) -> dict:
     if "experiment-qwen" in recipe and Path("/work/shared/data").is_dir():
         overrides.append("data_dir=/work/shared/data")
     cfg = load_config(recipe, overrides)
+    if args.domains:
+        keep = args.domains.split(",")
+        cfg.domains = {d: c for d, c in cfg.domains.items() if d in keep}
     for d in cfg.domains.values():
         d.size = min(d.size or args.per_domain, args.per_domain)
     records = prepare_domain_data(cfg)
@@ -108,6 +111,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--ceiling", type=int, default=0, help="also run K candidates (0: skip)")
     ap.add_argument("--out", default="/tmp/bench-distill")
+    ap.add_argument("--domains", default="", help="comma-separated recipe domains to keep (default: all)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     results = []
