@@ -2,6 +2,7 @@
 kill, shards, the disabled switch, caching; and one slow run of the real default model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -74,9 +75,9 @@ def good_rewrite(prompt: str) -> str | None:
     if "colour number 0" in prompt:
         return "A nice colour is blue, which is colour 0."
     if "for 1 minutes" in prompt:
-        return 'set_timer", "arguments": {"minutes": 1}}'
+        return '1}}'
     if "for 2 minutes" in prompt:
-        return 'set_timer", "arguments": {"minutes": 5}}'
+        return '5}}'
     return None
 
 
@@ -230,7 +231,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, fake, tiny
     with pytest.raises(KeyboardInterrupt):
         distill(cfg, records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
     partial = read_complete_rows(out / "distill" / "generations.jsonl.partial")
-    assert len(partial) == (5 if fake.mode == "iter" else 4)
+    assert len(partial) == 5     # with chunks too: math+text (one budget, no stops) are 4 + 1 rows, then code fails
     assert not (out / "distill" / "distilled.jsonl").exists()
 
     gen = fake()
@@ -351,6 +352,97 @@ def test_domain_plugin_and_order_follow_the_recipe(tmp_path, fake, tiny_tok):
     assert stats["domains"]["arith"]["accepted"] == 2
 
 
+# --- best-of-n candidates ------------------------------------------------------------------------
+
+class CandidateFake:
+    """A seed whose greedy rewrite copies (m1), fails (x1, t1) or is fine (m0), and whose sampled candidates, told
+    apart by the call's seed, are good only from the second sampled one on; it records every call's settings."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def generate_iter(self, model, tokenizer, prompts, cfg, *, progress=None, backend="hf"):
+        self.calls.append((cfg.temperature, cfg.seed, cfg.max_new_tokens, tuple(cfg.stop), len(prompts)))
+        seeds = list(dict.fromkeys(c[1] for c in self.calls if c[0] > 0))   # in the order the rounds came
+        k = seeds.index(cfg.seed) + 1 if cfg.temperature > 0 else 0
+        for i, p in enumerate(prompts):
+            text = good_rewrite(p)
+            if "Tom has 3 bags" in p and k >= 1:
+                text = "Three bags of 3 apples make 3 * 3 = 9 apples in all.\n#### 9"
+            if "colour number 1" in p:
+                text = "Red is the colour I would name first." if k >= 2 else None
+            if text is None or text == "5}}":
+                yield i, generation.Generation(text="zq zq qz", n_tokens=12, finished=False)
+            else:
+                yield i, generation.Generation(text=text, n_tokens=len(text.split()), finished=True)
+
+
+def test_best_of_n_keeps_the_first_verified_non_copy_and_counts_every_candidate(tmp_path, monkeypatch, tiny_tok):
+    fake = CandidateFake()
+    monkeypatch.setattr(generation, "generate_iter", fake.generate_iter, raising=False)
+    cfg = make_cfg(tmp_path, num_candidates=4, temperature=0.7)
+    cfg.domains["code"].max_new_tokens = 40
+    stats = distill(cfg, records_by_domain=make_records(), model=object(), tokenizer=tiny_tok, progress=False)
+    by_id = {r["id"]: r for r in rows_of(tmp_path)}
+    # m0: the greedy rewrite is fine -> one candidate only
+    assert by_id["m0"]["candidate"] == 0 and len(by_id["m0"]["candidates"]) == 1
+    # m1: greedy copies the reference, the first sample does not -> candidate 1 is the target
+    m1 = by_id["m1"]
+    assert m1["accepted"] and not m1["copied"] and m1["candidate"] == 1
+    assert m1["response"].startswith(MATH_PREFILL + "Three bags") and m1["candidates"][0]["copied"]
+    # x1: only the second sampled candidate verifies
+    assert by_id["x1"]["candidate"] == 2 and by_id["x1"]["response"] == "Red is the colour I would name first."
+    assert [c["reason"] for c in by_id["x1"]["candidates"]] == ["truncated", "truncated", "ok"]
+    # t1 never verifies: the original response, the greedy candidate's reason, all four candidates tried
+    t1 = by_id["t1"]
+    assert not t1["accepted"] and t1["response"] == t1["original_response"] and t1["candidate"] is None
+    assert t1["reason"] == "truncated" and len(t1["candidates"]) == 4
+    assert t1["n_tokens"] == sum(c["n_tokens"] for c in t1["candidates"])
+    # t0: accepted greedy, but its text equals the reference -> a copy, sampled again, every sample a copy
+    t0 = by_id["t0"]
+    assert t0["accepted"] and t0["copied"] and t0["candidate"] == 0 and len(t0["candidates"]) == 4
+    assert not t0["target_differs"] and by_id["m0"]["target_differs"]
+
+    d = stats["domains"]
+    assert d["text"]["candidates"] == 1 + 3 and d["text"]["accepted_not_copied"] == 2
+    assert d["math"]["self_distilled_rate"] == round(2 / 3, 4)
+    assert d["tools"]["candidate_reasons"] == {"copy": 4, "truncated": 4}
+    assert stats["totals"]["candidates"] == sum(len(r["candidates"]) for r in by_id.values())
+    # greedy first, then three sampled rounds with three different seeds; budgets and stops per domain
+    greedy = [c for c in fake.calls if c[0] == 0]
+    assert greedy and all(c[1] == cfg.seed for c in greedy)
+    assert len({c[1] for c in fake.calls if c[0] > 0}) == 3
+    assert {(c[2], c[3]) for c in fake.calls} >= {(40, ("```",)), (12, ())}
+
+
+def test_sampled_candidates_need_a_temperature():
+    from crossdistill.errors import UserError
+
+    with pytest.raises(UserError, match="distill.temperature"):
+        DistillConfig(num_candidates=4)
+    with pytest.raises(UserError, match="distill.num_candidates"):
+        DistillConfig(num_candidates=0)
+    with pytest.raises(UserError, match="max_new_tokens"):
+        DomainConfig(max_new_tokens=0)
+
+
+def test_rerun_of_best_of_n_on_the_tiny_model_is_byte_identical(tmp_path, tiny):
+    """Two fresh runs (no shared cache) write the same bytes; a record's samples do not depend on the batch."""
+    model, tok = tiny
+    kw = dict(num_candidates=3, temperature=1.0, max_new_tokens=10)
+    for name, bs in (("a", 16), ("b", 16), ("c", 2)):
+        distill(make_cfg(tmp_path / name, batch_size=bs, **kw), records_by_domain=make_records(), model=model,
+                tokenizer=tok, progress=False)
+    a = (tmp_path / "a" / "distill" / "distilled.jsonl").read_bytes()
+    assert a == (tmp_path / "b" / "distill" / "distilled.jsonl").read_bytes()
+    rows = rows_of(tmp_path / "a")
+    assert all(len(r["candidates"]) == 3 for r in rows)      # the tiny random model never verifies
+    gens = {r["key"]: r["text"] for r in read_complete_rows(tmp_path / "a" / "distill" / "generations.jsonl")}
+    small = {r["key"]: r["text"] for r in read_complete_rows(tmp_path / "c" / "distill" / "generations.jsonl")}
+    assert gens == small and len(gens) == 27
+    assert len({t for t in gens.values()}) > 9                # the sampled candidates differ from the greedy ones
+
+
 # --- the real default model --------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -372,9 +464,14 @@ def test_real_default_model_distills_every_domain(tmp_path):
                                     "$10.\n#### 10", answer="10")]
     cfg = Config(model="smollm2-135m-instruct", output_dir=str(tmp_path),
                  domains={d: DomainConfig() for d in ("math", "code", "text", "tools")},
-                 distill=DistillConfig(max_new_tokens=64, batch_size=8))
+                 distill=DistillConfig(max_new_tokens=64, batch_size=8, num_candidates=2, temperature=0.8))
     stats = distill(cfg, records_by_domain=recs, model=model, tokenizer=tok, progress=False)
     rows = rows_of(tmp_path)
+    # a fresh rerun (no shared generation cache) writes the very same bytes, sampled candidates included
+    cfg2 = dataclasses.replace(cfg, output_dir=str(tmp_path / "again"))
+    distill(cfg2, records_by_domain=recs, model=model, tokenizer=tok, progress=False)
+    assert (tmp_path / "again" / "distill" / "distilled.jsonl").read_bytes() == \
+        (tmp_path / "distill" / "distilled.jsonl").read_bytes()
     assert len(rows) == 8 and {r["domain"] for r in rows} == {"math", "code", "text", "tools"}
     assert (tmp_path / "distill" / "stats.json").exists()
     assert set(stats["domains"]) == {"math", "code", "text", "tools"}

@@ -38,7 +38,12 @@ def test_rewrite_messages_show_task_and_reference(name):
     messages, prefill = get_domain(name).rewrite_messages(rec)
     assert messages[0]["role"] == "system" and messages[-1]["role"] == "user"
     user = messages[-1]["content"]
-    assert rec.response.strip().splitlines()[0] in user          # the reference is shown
+    if name == "tools":   # the expected call is shown as its values, not as the JSON text a seed would copy
+        assert rec.response not in user and "Function to call: play_music" in user
+        assert prefill == '{"name": "play_music", "arguments": {"genre": '     # the seed writes the values itself
+        assert all(f"- {k} = {json.dumps(v)}" in user for k, v in rec.expected_call["arguments"].items())
+    else:
+        assert rec.response.strip().splitlines()[0] in user          # the reference is shown
     first_prompt_line = rec.prompt_messages()[-1]["content"].splitlines()[0]
     assert first_prompt_line in user                              # and the task
     assert find_leak(prefill) is None
@@ -323,6 +328,17 @@ def test_tools_rejects_wrong_value_name_and_argument_set():
 def test_tools_exact_copy_is_flagged():
     res = verify("tools", TOOLS, TOOLS.response)
     assert res.accepted and res.copied and res.target == TOOLS.response
+
+
+def test_tools_same_call_in_own_tokens_is_self_distilled_and_keeps_its_text():
+    own = '{"name": "play_music", "arguments": {"artist": "Queen", "genre": "rock", "volume": 7}}'
+    res = verify("tools", TOOLS, own + "\nDone.")
+    assert res.accepted and not res.copied and res.target == own      # its own argument order, prose dropped
+    wrapped = Record(**{**TOOLS.to_dict(), "response": "<functioncall> " + TOOLS.response + " <end>"})
+    assert verify("tools", wrapped, own).target == "<functioncall> " + own + " <end>"
+    # a Python literal is not a form the reference uses: the target is the canonical JSON of the call
+    lit = verify("tools", TOOLS, "{'name': 'play_music', 'arguments': {'genre': 'rock', 'artist': 'Queen', 'volume': 7}}")
+    assert lit.accepted and lit.target == TOOLS.response and lit.copied
 
 
 @pytest.mark.parametrize("text", [

@@ -42,16 +42,19 @@ class DomainConfig:
     eval: list[str] = field(default_factory=list)  # eval tasks that measure this domain (used by LODO)
     weight: float = 1.0              # w_d in the objective (before the domain_weighting scheme)
     plugin: str | None = None        # domain plug-in (math|code|text|tools); defaults to the domain's name
+    max_new_tokens: int | None = None  # distill token budget for this domain (default: distill.max_new_tokens)
 
     def __post_init__(self):
         _check(self.size is None or self.size >= 0, "must be >= 0", "size")
         _check(self.weight >= 0, "must be >= 0", "weight")
+        _check(self.max_new_tokens is None or self.max_new_tokens > 0, "must be > 0", "max_new_tokens")
 
 
 @dataclass
 class DistillConfig:
     max_new_tokens: int = 384
-    temperature: float = 0.0         # 0 = greedy (the default: reproducible rewrites)
+    num_candidates: int = 1          # n: the greedy rewrite, then up to n-1 sampled ones (first verified non-copy wins)
+    temperature: float = 0.0         # n = 1: 0 = greedy; n > 1: the sampled candidates' temperature (must be > 0)
     top_p: float = 1.0
     top_k: int = 0
     batch_size: int = 32
@@ -65,6 +68,10 @@ class DistillConfig:
     def __post_init__(self):
         _check(self.max_new_tokens > 0, "must be > 0", "distill.max_new_tokens")
         _check(self.temperature >= 0, "must be >= 0", "distill.temperature")
+        _check(self.num_candidates >= 1, "must be >= 1", "distill.num_candidates")
+        _check(self.num_candidates == 1 or self.temperature > 0,
+               "must be > 0 when distill.num_candidates > 1 (the candidates after the greedy one are sampled)",
+               "distill.temperature")
         _check(0 < self.top_p <= 1, "must be in (0, 1]", "distill.top_p")
         _check(self.batch_size > 0, "must be > 0", "distill.batch_size")
         _check(self.backend in ("hf", "vllm"), "must be 'hf' or 'vllm'", "distill.backend")

@@ -4,21 +4,27 @@
     distill(cfg, shard="0/4"); ...; merge_shards(cfg)
 
 For every training record of every recipe domain, the domain plug-in renders its rewrite prompt (the task plus the
-reference response, in the model's chat template, with the domain's assistant prefill); all domains' prompts go
-through ONE length-sorted batched generation (greedy unless `distill.temperature > 0`); each rewrite (prefill +
-generation) is verified by its domain; a rejected rewrite falls back to the original response, and the reason is
-recorded. One output row per input record, in recipe domain order then input order.
+reference response, in the model's chat template, with the domain's assistant prefill). Candidates come in rounds:
+round 0 is the greedy rewrite of every record; round k = 1..n-1 (`distill.num_candidates` = n) samples candidate k
+at `distill.temperature` for the records that have no verified non-copy yet, seeded from (recipe seed, k) and the
+prompt text, so a record's candidates do not depend on which records share its batch. Each round is one
+length-sorted batched generation per (token budget, stop strings): the budget is `domains.<d>.max_new_tokens` (else
+`distill.max_new_tokens`), the stops are the domain's natural end (`Domain.stop`). Every candidate (prefill +
+generation) is verified by its domain; a record keeps its first verified non-copy, else its first verified copy,
+else the original response with the greedy candidate's rejection reason. One output row per input record, in
+recipe domain order then input order.
 
 Resumable and safe to kill: each finished generation is appended to `distill/generations.jsonl.partial`, keyed by
-a hash of its rendered prompt + model + sampling settings, so a rerun regenerates only what is missing (a changed
+a hash of its rendered prompt + model + that candidate's sampling settings, so a rerun regenerates only what is missing (a changed
 record or setting regenerates only the rows it changes). The final files are written atomically at the end, and
 a rerun whose inputs hash (records + distill config + model + template/verifier version) matches the finished
 `stats.json` returns at once.
 
 Output row fields: id, domain (the recipe's domain name), prompt, original_response, response (the training
 target), accepted, copied, reason ("ok" when accepted), generated (the whole assistant text: prefill + generation),
-n_tokens, finished, details (the verifier's evidence), plus the record's source/answer/tests/test_setup/
-entry_point/tools/expected_call/choices/gold/meta.
+n_tokens (all candidates), finished, details (the verifier's evidence), candidate (index of the kept candidate, or
+null), candidates (each one's reason, copied, n_tokens, finished), target_differs (the target's token sequence is not
+the reference's), plus the record's source/answer/tests/test_setup/entry_point/tools/expected_call/choices/gold/meta.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from .io import JsonlAppender, read_complete_rows, write_json, write_jsonl
 from .records import Record
 
 # Bump when a template or verifier changes what the stage produces for the same inputs.
-STAGE_VERSION = "distill-1"
+STAGE_VERSION = "distill-2"
 RECORD_FIELDS = ("source", "answer", "tests", "test_setup", "entry_point", "tools", "expected_call", "choices",
                  "gold", "meta")
 CHUNK_BATCHES = 4   # without generate_iter: generate this many batches per call, then checkpoint
@@ -134,9 +140,15 @@ def compute_stats(rows: list[dict], timing: dict[str, dict] | None = None) -> di
     doms: dict[str, dict] = {}
     for row in rows:
         d = doms.setdefault(row["domain"], {"records": 0, "accepted": 0, "copied": 0, "reasons": {},
-                                             "tokens_generated": 0})
+                                             "tokens_generated": 0, "candidates": 0, "candidate_reasons": {},
+                                             "targets_differ": 0})
         d["records"] += 1
         d["tokens_generated"] += int(row.get("n_tokens") or 0)
+        d["targets_differ"] += bool(row.get("target_differs"))
+        for c in row.get("candidates") or []:
+            d["candidates"] += 1
+            why = "copy" if c["reason"] == "ok" and c["copied"] else c["reason"]
+            d["candidate_reasons"][why] = d["candidate_reasons"].get(why, 0) + 1
         if row["accepted"]:
             d["accepted"] += 1
             d["copied"] += bool(row["copied"])
@@ -149,6 +161,7 @@ def compute_stats(rows: list[dict], timing: dict[str, dict] | None = None) -> di
         d["acceptance_rate"] = round(d["accepted"] / n, 4) if n else 0.0
         d["self_distilled_rate"] = round(d["accepted_not_copied"] / n, 4) if n else 0.0
         d["reasons"] = dict(sorted(d["reasons"].items(), key=lambda kv: (-kv[1], kv[0])))
+        d["candidate_reasons"] = dict(sorted(d["candidate_reasons"].items(), key=lambda kv: (-kv[1], kv[0])))
         gen_s, ver_s, new = t.get("generation_s", 0.0), t.get("verify_s", 0.0), t.get("new_tokens", 0)
         d["generation_s"], d["verify_s"], d["new_tokens"] = round(gen_s, 3), round(ver_s, 3), new
         d["wall_s"] = round(gen_s + ver_s, 3)
@@ -156,13 +169,15 @@ def compute_stats(rows: list[dict], timing: dict[str, dict] | None = None) -> di
         return d
 
     out = {name: finish(d, timing.get(name, {})) for name, d in doms.items()}
-    tot = {"records": 0, "accepted": 0, "copied": 0, "reasons": {}, "tokens_generated": 0}
+    tot = {"records": 0, "accepted": 0, "copied": 0, "reasons": {}, "tokens_generated": 0, "candidates": 0,
+           "candidate_reasons": {}, "targets_differ": 0}
     tt = {"generation_s": 0.0, "verify_s": 0.0, "new_tokens": 0}
     for name, d in out.items():
-        for k in ("records", "accepted", "copied", "tokens_generated"):
+        for k in ("records", "accepted", "copied", "tokens_generated", "candidates", "targets_differ"):
             tot[k] += d[k]
-        for k, v in d["reasons"].items():
-            tot["reasons"][k] = tot["reasons"].get(k, 0) + v
+        for field in ("reasons", "candidate_reasons"):
+            for k, v in d[field].items():
+                tot[field][k] = tot[field].get(k, 0) + v
         for k in tt:
             tt[k] += timing.get(name, {}).get(k, 0)
     return {"domains": out, "totals": finish(tot, tt)}
@@ -224,7 +239,7 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
         return stats
 
     # 1. render every rewrite prompt
-    from .generation import SamplingConfig, render_chat
+    from .generation import render_chat
 
     if tokenizer is None:
         if model is not None:
@@ -233,94 +248,168 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
 
         tokenizer = load_tokenizer(cfg.model)
     dc = cfg.distill
-    sampling = SamplingConfig(max_new_tokens=dc.max_new_tokens, temperature=dc.temperature, top_p=dc.top_p,
-                              top_k=dc.top_k, batch_size=dc.batch_size, seed=cfg.seed, stop=[])
-    gen_settings = {"model": model_name, "max_new_tokens": dc.max_new_tokens, "temperature": dc.temperature,
-                    "top_p": dc.top_p, "top_k": dc.top_k, "seed": cfg.seed, "backend": dc.backend, "dtype": dc.dtype}
     prompts: dict[int, str] = {}
     prefills: dict[int, str] = {}
-    keys: dict[int, str] = {}
     for it in mine:
         messages, prefill = get_domain(it.plugin).rewrite_messages(it.record)
         prompts[it.index] = render_chat(tokenizer, messages, prefill=prefill)
         prefills[it.index] = prefill
-        keys[it.index] = stable_hash({"prompt": prompts[it.index], **gen_settings}, n=24)
 
-    # 2. generate what no earlier (interrupted or finished) run has generated
+    # 2. candidate rounds: round 0 is the greedy rewrite of every record; round k >= 1 samples candidate k for the
+    # records that have no accepted non-copy yet. Each round generates what no earlier run has generated, then is
+    # verified per domain (code runs in parallel in the sandbox).
     log = JsonlAppender(work / "generations.jsonl")
     done: dict[str, dict] = {}
     for row in read_complete_rows(work / "generations.jsonl") + log.existing():
         done[row.get("key")] = row
-    pending = [it for it in mine if keys[it.index] not in done]
+    cands: dict[int, list[tuple[str, Any]]] = {it.index: [] for it in mine}   # (generation key, VerifyResult)
     new_tokens: dict[int, int] = {}
     gen_s = 0.0
+    verify_s: dict[str, float] = {}
+    n_generated = 0
     try:
-        if pending:
-            if model is None and dc.backend == "vllm":
-                from .models import resolve_model_path
+        for k in range(dc.num_candidates):
+            todo = [it for it in mine if not any(r.accepted and not r.copied for _, r in cands[it.index])]
+            if not todo:
+                break
+            keys = {it.index: _candidate_key(cfg, it, prompts[it.index], k) for it in todo}
+            pending, seen_keys = [], set()
+            for it in todo:   # identical prompts share one generation (and one seed)
+                if keys[it.index] not in done and keys[it.index] not in seen_keys:
+                    seen_keys.add(keys[it.index])
+                    pending.append(it)
+            if pending and model is None:
+                if dc.backend == "vllm":
+                    from .models import resolve_model_path
 
-                from .vllm_backend import VllmModel
+                    from .vllm_backend import VllmModel
 
-                # vLLM loads the weights itself, with the recipe's `vllm` engine settings
-                model = VllmModel(resolve_model_path(cfg.model), None, cfg.vllm)
-            elif model is None:
-                from .models import load_model
+                    # vLLM loads the weights itself, with the recipe's `vllm` engine settings
+                    model = VllmModel(resolve_model_path(cfg.model), None, cfg.vllm)
+                else:
+                    from .models import load_model
 
-                model, _tok = load_model(cfg.model, dtype=dc.dtype)
-            gen_s = _generate(model, tokenizer, pending, prompts, keys, sampling, dc.backend, log, done, new_tokens,
-                              progress)
+                    model, _tok = load_model(cfg.model, dtype=dc.dtype)
+            groups: dict[tuple, list[_Item]] = {}
+            for it in pending:   # one generation call per (budget, stop strings)
+                groups.setdefault(_sampling_args(cfg, it, k), []).append(it)
+            for args, its in groups.items():
+                gen_s += _generate(model, tokenizer, its, prompts, keys, _sampling(cfg, args), dc.backend, log,
+                                   done, new_tokens, progress, k)
+                n_generated += len(its)
+            for dname, its in _by_domain(todo).items():
+                t0 = time.perf_counter()
+                dom = get_domain(its[0].plugin)
+                ctx = VerifyContext.from_distill_config(dc, progress=f"verify {dname}" if progress else None)
+                gens = [(prefills[it.index] + (done[keys[it.index]].get("text") or ""),
+                         bool(done[keys[it.index]].get("finished"))) for it in its]
+                for it, res in zip(its, dom.verify_many([it.record for it in its], gens, ctx), strict=True):
+                    cands[it.index].append((keys[it.index], res))
+                verify_s[dname] = verify_s.get(dname, 0.0) + time.perf_counter() - t0
     finally:
         log.close()   # everything generated so far is on disk for the next run
 
-    # 3. verify per domain (code runs in parallel in the sandbox)
-    results: dict[int, Any] = {}
-    verify_s: dict[str, float] = {}
-    by_domain: dict[str, list[_Item]] = {}
-    for it in mine:
-        by_domain.setdefault(it.domain, []).append(it)
-    for dname, its in by_domain.items():
-        t0 = time.perf_counter()
-        dom = get_domain(its[0].plugin)
-        ctx = VerifyContext.from_distill_config(dc, progress=f"verify {dname}" if progress else None)
-        gens = [(prefills[it.index] + (done[keys[it.index]].get("text") or ""), bool(done[keys[it.index]].get("finished")))
-                for it in its]
-        for it, res in zip(its, dom.verify_many([it.record for it in its], gens, ctx), strict=True):
-            results[it.index] = res
-        verify_s[dname] = time.perf_counter() - t0
-
-    rows = []
-    for it in mine:
-        g, res = done[keys[it.index]], results[it.index]
-        rows.append(_row(it, response=res.target if res.accepted else it.record.response, accepted=res.accepted,
-                         copied=res.copied, reason=res.reason, generated=prefills[it.index] + (g.get("text") or ""),
-                         n_tokens=int(g.get("n_tokens") or 0), finished=bool(g.get("finished")), details=res.details))
+    rows = [_choose(it, cands[it.index], done, prefills[it.index], tokenizer) for it in mine]
     stats = {**header, **compute_stats(rows, _timing(mine, new_tokens, gen_s, verify_s)),
-             "generated_now": len(pending), "reused_generations": len(mine) - len(pending),
+             "generated_now": n_generated,
+             "reused_generations": sum(len(c) for c in cands.values()) - n_generated,
              "wall_s": round(time.perf_counter() - t_start, 3)}
-    log.finish([{**done[keys[it.index]], "id": it.record.id, "domain": it.domain} for it in mine])
+    log.finish([{**done[key], "id": it.record.id, "domain": it.domain} for it in mine for key, _ in cands[it.index]])
     _publish(work, rows, stats)
     if progress:
         _print_summary(stats, work)
     return stats
 
 
+def _by_domain(items: list[_Item]) -> dict[str, list[_Item]]:
+    out: dict[str, list[_Item]] = {}
+    for it in items:
+        out.setdefault(it.domain, []).append(it)
+    return out
+
+
+def _sampling_args(cfg: Config, it: _Item, k: int) -> tuple:
+    """(max_new_tokens, stop strings, temperature, seed) of candidate k of a record.
+
+    With one candidate it is sampled as `distill.temperature` says (0 = greedy); with more, candidate 0 is greedy
+    and candidate k >= 1 is sampled at `distill.temperature` with a seed derived from (recipe seed, k). The
+    generator seeds every row from (that seed, the prompt text), so a record's candidate k is the same whichever
+    other records share its batch."""
+    dc = cfg.distill
+    dom_cfg = cfg.domains.get(it.domain)
+    budget = (dom_cfg.max_new_tokens if dom_cfg is not None else None) or dc.max_new_tokens
+    stop = tuple(get_domain(it.plugin).stop)
+    if dc.num_candidates == 1:
+        return budget, stop, dc.temperature, cfg.seed
+    if k == 0:
+        return budget, stop, 0.0, cfg.seed
+    return budget, stop, dc.temperature, int(stable_hash({"seed": cfg.seed, "candidate": k}, n=15), 16)
+
+
+def _sampling(cfg: Config, args: tuple):
+    from .generation import SamplingConfig
+
+    budget, stop, temperature, seed = args
+    dc = cfg.distill
+    return SamplingConfig(max_new_tokens=budget, temperature=temperature, top_p=dc.top_p, top_k=dc.top_k,
+                          batch_size=dc.batch_size, seed=seed, stop=list(stop))
+
+
+def _candidate_key(cfg: Config, it: _Item, prompt: str, k: int) -> str:
+    """Cache key of candidate k: the rendered prompt and every setting its tokens depend on (a greedy candidate's
+    key leaves out the sampling knobs, so changing n or the temperature reuses the greedy rewrites)."""
+    budget, stop, temperature, seed = _sampling_args(cfg, it, k)
+    dc = cfg.distill
+    settings: dict[str, Any] = {"model": cfg.model, "max_new_tokens": budget, "stop": list(stop),
+                                "backend": dc.backend, "dtype": dc.dtype, "temperature": temperature}
+    if temperature > 0:
+        settings.update(top_p=dc.top_p, top_k=dc.top_k, seed=seed)
+    return stable_hash({"prompt": prompt, **settings}, n=24)
+
+
+def _token_ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text or "", add_special_tokens=False)["input_ids"])
+
+
+def _choose(it: _Item, cands: list[tuple[str, Any]], done: dict[str, dict], prefill: str, tokenizer) -> dict:
+    """The output row of a record: its first accepted non-copy candidate, else its first accepted copy, else the
+    original response with the greedy candidate's rejection reason. `candidates` lists every candidate's verdict."""
+    pick = next((j for j, (_, r) in enumerate(cands) if r.accepted and not r.copied), None)
+    if pick is None:
+        pick = next((j for j, (_, r) in enumerate(cands) if r.accepted), 0)
+    key, res = cands[pick]
+    g = done[key]
+    response = res.target if res.accepted else it.record.response
+    row = _row(it, response=response, accepted=res.accepted, copied=res.copied, reason=res.reason,
+               generated=prefill + (g.get("text") or ""), n_tokens=sum(int(done[c].get("n_tokens") or 0)
+                                                                       for c, _ in cands),
+               finished=bool(g.get("finished")), details=res.details)
+    row["candidate"] = pick if res.accepted else None
+    row["candidates"] = [{"reason": r.reason, "copied": r.copied, "n_tokens": int(done[c].get("n_tokens") or 0),
+                          "finished": bool(done[c].get("finished"))} for c, r in cands]
+    row["target_differs"] = bool(res.accepted) and _token_ids(tokenizer, response) != _token_ids(
+        tokenizer, it.record.response)
+    return row
+
+
 def _generate(model, tokenizer, pending: list[_Item], prompts: dict[int, str], keys: dict[int, str], sampling,
               backend: str, log: JsonlAppender, done: dict[str, dict], new_tokens: dict[int, int],
-              progress: bool) -> float:
+              progress: bool, candidate: int = 0) -> float:
     """Generate the pending rewrites longest prompt first, appending each to the log as it completes."""
     from . import generation
 
     lengths = {it.index: len(tokenizer(prompts[it.index], add_special_tokens=False)["input_ids"]) for it in pending}
     order = sorted(pending, key=lambda it: (-lengths[it.index], it.index))
-    label = "distill: rewriting" if progress else None
+    label = (f"distill: rewriting (candidate {candidate + 1})" if candidate else "distill: rewriting") \
+        if progress else None
     t0 = time.perf_counter()
 
     def record(it: _Item, g) -> None:
-        row = {"key": keys[it.index], "id": it.record.id, "domain": it.domain, "text": g.text,
-               "n_tokens": int(g.n_tokens), "finished": bool(g.finished)}
+        row = {"key": keys[it.index], "id": it.record.id, "domain": it.domain, "candidate": candidate,
+               "text": g.text, "n_tokens": int(g.n_tokens), "finished": bool(g.finished)}
         log.append(row)
         done[row["key"]] = row
-        new_tokens[it.index] = int(g.n_tokens)
+        new_tokens[it.index] = new_tokens.get(it.index, 0) + int(g.n_tokens)
 
     texts = [prompts[it.index] for it in order]
     if hasattr(generation, "generate_iter"):
@@ -338,8 +427,9 @@ def _generate(model, tokenizer, pending: list[_Item], prompts: dict[int, str], k
 def _print_summary(stats: dict, work: Path) -> None:
     for name, d in stats["domains"].items():
         top = ", ".join(f"{k} {v}" for k, v in list(d["reasons"].items())[:4])
-        print(f"distill {name:8} accepted {d['accepted']}/{d['records']} (copied {d['copied']}) "
-              f"rejected: {top or '-'}", file=sys.stderr)
+        print(f"distill {name:8} self-distilled {d['accepted_not_copied']}/{d['records']}, accepted "
+              f"{d['accepted']} (copied {d['copied']}) from {d['candidates']} candidates; rejected: {top or '-'}",
+              file=sys.stderr)
     print(f"distill: wrote {work / 'distilled.jsonl'}", file=sys.stderr)
 
 

@@ -301,13 +301,16 @@ def write_report(output_dir: str) -> dict[str, str]:
         h += [f"<p>Train/eval overlap ({overlap.get('n', 13)}-gram check): <b>{html.escape(verdict)}</b></p>"]
     per_domain = dstats.get("domains", {}) if isinstance(dstats, dict) else {}
     if per_domain:
-        head = ["domain", "records", "accepted", "copied", "self-distilled", "acceptance", "top rejection reasons", "tok/s"]
+        head = ["domain", "records", "accepted", "copied", "self-distilled", "acceptance", "top rejection reasons", "tok/s",
+                "candidates", "candidate rejections"]
         md += ["", "### Distillation", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         h += ["<h3>Distillation</h3><table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
         for dom, st in per_domain.items():
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(st.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3])
             row = [dom, st.get("records"), st.get("accepted"), st.get("copied"), st.get("accepted_not_copied"),
-                   _fmt(st.get("acceptance_rate"), 2), reasons or "—", _fmt(st.get("tokens_per_s"), 1)]
+                   _fmt(st.get("acceptance_rate"), 2), reasons or "—", _fmt(st.get("tokens_per_s"), 1),
+                   st.get("candidates", "—"),
+                   ", ".join(f"{k} {v}" for k, v in list(st.get("candidate_reasons", {}).items())[:4]) or "—"]
             md.append("| " + " | ".join(str(c) for c in row) + " |")
             h.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
         h.append("</table>")

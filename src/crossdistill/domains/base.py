@@ -182,6 +182,9 @@ class Domain:
     """Base class of a domain plug-in. Subclasses set `name` and implement the three hooks marked below."""
 
     name: str = ""
+    # Strings that end a rewrite naturally (besides EOS): generation stops there and the rewrite counts as finished.
+    # The stop string itself is not part of the generated text.
+    stop: tuple[str, ...] = ()
 
     # -- rewrite prompt (subclass) --
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
@@ -242,11 +245,17 @@ class Domain:
             return VerifyResult(False, "degenerate", details={"why": why})
         return None
 
+    def is_copy(self, record: Record, text: str, target: str, ctx: VerifyContext) -> tuple[float, bool]:
+        """(similarity to the reference, whether the accepted rewrite counts as a copy); default: similarity >=
+        `ctx.copy_threshold`. Tools override it: a call must equal the reference's, so only its tokens can differ."""
+        sim = self.copy_similarity(record, text, target)
+        return sim, sim >= ctx.copy_threshold
+
     def _finish(self, record: Record, text: str, res: VerifyResult, ctx: VerifyContext) -> VerifyResult:
         if res.accepted:
-            sim = self.copy_similarity(record, text, res.target or "")
+            sim, copied = self.is_copy(record, text, res.target or "", ctx)
             res.details["similarity"] = round(sim, 4)
-            res.copied = sim >= ctx.copy_threshold
+            res.copied = copied
             res.reason = "ok"
         return res
 

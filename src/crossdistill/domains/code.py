@@ -32,7 +32,8 @@ SYSTEM = (
     "You are an expert Python programmer. You will see a programming task and, after it, a reference solution "
     "that passes all of the task's tests. Write your own solution to the task. Reply with exactly one ```python "
     "code block that holds the complete solution: keep every import, helper function and module-level constant "
-    "the code needs, and keep the reference's function name and parameters. Do not mention the reference."
+    "the code needs, and keep the reference's function name and parameters. Write the body your own way rather "
+    "than copying the reference line by line. Do not mention the reference."
 )
 PREFILL = "```python\n"
 
@@ -148,6 +149,7 @@ class CodeDomain(Domain):
     name = "code"
     teacher_template = ("{prompt}\n\nHere is a reference solution:\n{demonstration}\n\n"
                         "Now write your own solution to the task.")
+    stop = ("```",)   # the prefill opened the block: its closing fence is the rewrite's natural end
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         ref = (record.response or "").strip("\n")

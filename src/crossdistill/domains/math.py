@@ -43,9 +43,9 @@ from .base import Domain, VerifyContext, VerifyResult, task_text
 
 SYSTEM = (
     "You are a careful, precise math solver. You will see a math problem and, after it, a reference solution that "
-    "is known to be correct. Use it only to check your thinking: solve the problem yourself and explain the steps "
-    "in your own way. Write every calculation out in full, like 12 * 3 = 36. Do not mention that you were given a "
-    "solution. End with one last line of the form '#### <answer>' holding only the final number."
+    "is known to be correct. Follow the reference's method, but explain each step in your own words; be brief. "
+    "Write every calculation out in full, like 12 * 3 = 36. Do not mention that you were given a solution. End "
+    "with one last line of the form '#### <answer>' holding only the final answer."
 )
 PREFILL = "Let me work through this one step at a time.\n"
 

@@ -1,8 +1,9 @@
 """Function calling (Glaive-style records: a conversation, the functions offered, and the expected call).
 
-Rewrite prompt: the functions offered, the conversation, and the reference call; the seed is asked to reply with
-only the call as one JSON object ``{"name": ..., "arguments": {...}}``. The assistant turn is pre-filled with
-``{"name": "`` so the reply starts as a call.
+Rewrite prompt: the functions offered, the conversation, and the expected call as a list of argument values (not
+its JSON text, which a seed copies token for token); the seed is asked to reply with only the call as one JSON
+object ``{"name": ..., "arguments": {...}}``. The assistant turn is pre-filled with ``{"name": "<expected name>",
+"arguments": {"<first argument>": `` so the reply is the call's values.
 
 Verification (after the shared checks of `base`; leaks and loops are searched in the call only, and a reply cut at
 max_new_tokens is fine once it holds a complete call):
@@ -14,10 +15,10 @@ max_new_tokens is fine once it holds a complete call):
   strings; strings after whitespace collapsing and case folding; booleans, also against "true"/"false"; lists
   element-wise in any order; dicts key by key, recursively).
 
-Target: the parsed call as canonical JSON (``json.dumps``, the rewrite's own argument order and values) put where the
-call stands in the reference response, so the target has the reference's textual form. Because the call is the
-whole of the target and must equal the reference's, most accepted tool rewrites are flagged `copied`: that is the
-honest count of how little self-distillation a tool call admits.
+Target: the rewrite's own call text (when it is a JSON object with exactly "name" and "arguments"; else the parsed
+call as canonical ``json.dumps``) put where the call stands in the reference response. The call must equal the
+reference's structurally, so what self-distillation can change is its token sequence (spacing, argument order,
+number and string spelling): an accepted call counts as ``copied`` only when its text equals the reference's.
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from ..records import Record
 from .base import Domain, VerifyContext, VerifyResult, similarity
 
 SYSTEM = (
-    "You are an assistant that calls functions. You will see the functions available, a conversation, and a "
-    "reference function call that correctly serves the user's last request. Decide which function to call and "
-    "with which arguments, and reply with only that call, as one JSON object of the form "
-    "{\"name\": <function name>, \"arguments\": {<argument>: <value>, ...}}. Write nothing else."
+    "You are an assistant that calls functions. You will see the functions available, a conversation, and the "
+    "function and argument values that correctly serve the user's last request. Reply with only that call, "
+    "written as one JSON object of the form {\"name\": <function name>, \"arguments\": {<argument>: <value>, "
+    "...}}. Write nothing else."
 )
 PREFILL = '{"name": "'
 
@@ -195,18 +196,55 @@ def _conversation(record: Record) -> str:
     return "\n\n".join(f"{label.get(m.get('role'), m.get('role', '').title())}: {m.get('content', '')}" for m in msgs)
 
 
+def call_prefill(record: Record) -> str:
+    """The assistant prefill: the call up to its first argument's value (`PREFILL` + the expected name + the first
+    argument's name), so the seed writes the values and the rest of the call itself; shown only the values, SmolLM2
+    otherwise copied the functions' JSON schema into "arguments" (measured: 3 of 4 demo records)."""
+    call = record.expected_call or parse_call(record.response or "") or {}
+    name = call.get("name")
+    if not isinstance(name, str) or not name:
+        return PREFILL
+    out = PREFILL + json.dumps(name, ensure_ascii=False)[1:] + ', "arguments": {'
+    args = call.get("arguments")
+    if isinstance(args, dict) and args:   # the first argument's name too: else a small seed writes out the schema
+        out += json.dumps(str(next(iter(args))), ensure_ascii=False) + ": "
+    return out
+
+
+def _call_as_list(record: Record) -> str:
+    """The expected call as a list of argument values, not as JSON: shown the reference's JSON text, a seed copies it
+    token for token (0 of 11 demo rewrites differed); shown the values, it writes the call in its own tokens."""
+    call = record.expected_call or parse_call(record.response or "") or {}
+    args = call.get("arguments") or {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            args = {"arguments": args}
+    lines = [f"Function to call: {call.get('name', '')}"]
+    if isinstance(args, dict) and args:
+        lines.append("Arguments:")
+        lines += [f"- {k} = {json.dumps(v, ensure_ascii=False)}" for k, v in args.items()]
+    else:
+        lines.append("Arguments: none")
+    return "\n".join(lines)
+
+
 class ToolsDomain(Domain):
     name = "tools"
     teacher_template = ("{prompt}\n\nHere is an example of the right response (tool call or answer):\n{demonstration}\n\n"
                         "Now give your own response, in the same format.")
+    # the call is the whole reply: a blank line or a new conversation turn after it is where a seed starts to ramble
+    stop = ("\n\n", "\nUser:")
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         parts = []
         if record.tools:
             parts.append("Available functions:\n" + json.dumps(record.tools, indent=2, ensure_ascii=False))
         parts.append("Conversation:\n" + _conversation(record))
-        parts.append("Reference call:\n" + (record.response or json.dumps(record.expected_call, ensure_ascii=False)).strip())
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}], PREFILL
+        parts.append(_call_as_list(record))
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}], \
+            call_prefill(record)
 
     def target_scope(self, record: Record, text: str) -> str:
         found = find_call(text)
@@ -216,24 +254,38 @@ class ToolsDomain(Domain):
         return find_call(text) is not None
 
     @staticmethod
-    def make_target(record: Record, call: dict) -> str:
-        canonical = json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
+    def make_target(record: Record, call_text: str) -> str:
+        """The rewrite's own call text, put where the call stands in the reference response."""
         ref = record.response or ""
         found = find_call(ref)
         if found is None:
-            return canonical
-        return ref[:found[1]] + canonical + ref[found[2]:]
+            return call_text
+        return ref[:found[1]] + call_text + ref[found[2]:]
 
     def copy_similarity(self, record: Record, text: str, target: str) -> float:
         return similarity(target, record.response or "")
 
+    def is_copy(self, record: Record, text: str, target: str, ctx: VerifyContext) -> tuple[float, bool]:
+        """A verified call equals the reference's structurally; it is self-distilled when its text (so its token
+        sequence) differs from the reference's, a copy when it is the same text."""
+        return self.copy_similarity(record, text, target), target.strip() == (record.response or "").strip()
+
     def check(self, record: Record, text: str, ctx: VerifyContext) -> VerifyResult:
-        call = parse_call(text)
+        found = find_call(text)
+        call = found[0] if found else None
         reason = compare_calls(call, record.expected_call or {})
         details = {"call": call}
         if reason != "ok":
             return VerifyResult(False, reason, details=details)
-        return VerifyResult(True, "ok", target=self.make_target(record, call), details=details)
+        own = text[found[1]:found[2]]
+        try:
+            as_json = json.loads(own)
+        except json.JSONDecodeError:
+            as_json = None
+        if not (isinstance(as_json, dict) and set(as_json) == {"name", "arguments"}):
+            # a Python literal or another call shape: the canonical JSON, never a form the reference does not use
+            own = json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
+        return VerifyResult(True, "ok", target=self.make_target(record, own), details=details)
 
     def score(self, record: Record, output: str) -> dict:
         call = parse_call(output or "")
