@@ -9,9 +9,22 @@ Task types
 * ``refusal``         — generate, judge with the pattern judge of `refusal.py` -> `refusal_rate`.
 * ``instruction``     — generate, run the instruction checkers of `ifeval.py` -> `prompt_strict_acc`,
   `instruction_acc`.
+* ``gold_nll``        — no generation: bits per byte of `record.response` given the prompt -> `bpb` (mean over items
+  of the item's bits / UTF-8 bytes; lower is better). With `chat` (default) prompt and response are tokenised exactly
+  as the training stage does (`training.build_examples`: chat template, generation prompt, response); with
+  `chat: false` the response follows the plain prompt text after a space.
+* ``seed_kl``         — KL(seed ‖ model), mean per token, over the seed's own greedy responses to the prompts -> `kl`
+  (nats/token; lower = less drift). The seed is the model with its adapter disabled (or `evaluate(seed_model=)`);
+  its responses are generated once and cached under $CROSSDISTILL_CACHE/seed_responses/, keyed by the seed,
+  the prompts and the generation settings. The seed itself scores exactly 0.
+Multiple-choice tasks also report `margin`: the gold choice's log-likelihood minus the best other choice's
+(nats, per item; > 0 where the item is right), and carry `chance` (mean 1/#choices) on their `acc` row.
 
 Builtin tasks (BUILTIN_TASKS): gsm8k, math500 (generate_match); humaneval, mbpp, mbpp-heldout (generate_code);
-arc-easy, arc-challenge, mmlu, hellaswag, boolq (multiple_choice); refusal (on harmbench); ifeval (on ifbench).
+arc-easy, arc-challenge, mmlu, hellaswag, boolq, piqa, sciq, openbookqa, siqa, csqa, winogrande (multiple_choice);
+refusal (on harmbench); ifbench (IFBench's prompts, the 167 of 294 whose instructions all have a checker);
+gsm8k-nll, math500-nll, mbpp-heldout-nll, alpaca-heldout-nll, wiki-nll (gold_nll); seed-kl (seed_kl on the 300
+alpaca-heldout prompts, 128 new tokens).
 
 Prompt formats of the builtin tasks
 -----------------------------------
@@ -19,7 +32,7 @@ Generation tasks use the record's own prompt (the same text the training stage s
 the model's chat template: gsm8k / math500 the bare problem; humaneval "Complete the following Python function.
 Reply with the complete function in a ```python code block." + the signature and docstring; mbpp the standard MBPP
 prompt ("You are an expert Python programmer, and here is your task: {text} Your code should pass these
-tests:\\n\\n{tests}"); refusal the HarmBench behaviour; ifeval the IFBench prompt.
+tests:\\n\\n{tests}"); refusal the HarmBench behaviour; ifbench the IFBench prompt.
 
 Multiple-choice tasks follow lm-evaluation-harness (plain text, no chat template, continuation = " " + choice):
 * arc-easy / arc-challenge: "Question: {question}\\nAnswer:" / " {choice text}";
@@ -28,7 +41,10 @@ Multiple-choice tasks follow lm-evaluation-harness (plain text, no chat template
   continuations are one letter);
 * hellaswag: "{activity_label}: {ctx_a} {ctx_b.capitalize()}" cleaned like lm-eval (" [title]" -> ". ", other
   "[...]" removed, double spaces collapsed) / " {ending}";
-* boolq: "{passage}\\nQuestion: {question}?\\nAnswer:" / " no" | " yes".
+* boolq: "{passage}\\nQuestion: {question}?\\nAnswer:" / " no" | " yes";
+* piqa / csqa: "Question: {q}\\nAnswer:"; sciq: "{support}\\nQuestion: {q}\\nAnswer:"; openbookqa: "{question_stem}";
+  siqa: "Q: {context} {question}\\nA:" (continuation " " + choice); winogrande: each filled-in sentence scored
+  whole after an empty context (lm-eval's partial scoring needs a context per choice).
 `acc_norm` divides each choice's log-likelihood by the number of characters of the choice text (lm-eval).
 
 Custom tasks (``--tasks path/to/spec.yaml`` wherever a task name works)
@@ -46,7 +62,7 @@ Custom tasks (``--tasks path/to/spec.yaml`` wherever a task name works)
     stop: ["\\n\\n"]                   # optional stop strings (default: ["\\n\\n"] for non-chat few-shot prompts)
 `data` lines are Record objects (records.py) or, with `fields:`, raw objects whose keys are mapped onto Record
 fields (`fields: {Record field: raw key}`); unmapped raw keys go to `meta` and can be used in the template. A raw
-line without an id gets its line number. Few-shot examples are drawn with a seeded shuffle (the same examples every
+line keeps its raw `id` key as the item id; one without gets its line number. Few-shot examples are drawn with a seeded shuffle (the same examples every
 run) and shown with their target: `response` if present, else `answer` (generate), the gold choice (multiple
 choice). Every problem raises UserError naming the spec file and the field.
 """
@@ -66,10 +82,10 @@ import yaml
 from ..errors import UserError
 from ..records import Record, record_from_dict
 
-TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction")
+TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction", "gold_nll", "seed_kl")
 EXTRACTIONS = ("math", "last_number", "boxed")
 _TYPE_DOMAIN = {"generate_match": "math", "generate_code": "code", "multiple_choice": "choice",
-                "refusal": "safety", "instruction": "instruction"}
+                "refusal": "safety", "instruction": "instruction", "gold_nll": "text", "seed_kl": "text"}
 
 
 @dataclass
@@ -86,7 +102,7 @@ class TaskSpec:
     answer_extraction: str | dict = "math"
     chat: bool = True
     stop: list[str] | None = None
-    mc_format: str = "template"          # template | arc | mmlu | hellaswag | boolq
+    mc_format: str = "template"          # template | arc | mmlu | hellaswag | boolq | context (meta.context)
     spec_file: str | None = None
 
     def to_dict(self) -> dict:
@@ -106,8 +122,21 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
     "boolq": TaskSpec("boolq", "multiple_choice", source="boolq", chat=False, mc_format="boolq"),
     # A refusal shows in the first sentences; 96 tokens judge it at a fraction of the cost.
     "refusal": TaskSpec("refusal", "refusal", source="harmbench", max_new_tokens=96),
-    "ifeval": TaskSpec("ifeval", "instruction", source="ifbench"),
+    # IFBench's prompts, scored on the ones whose every instruction type has a checker in ifeval.py (167 of 294).
+    "ifbench": TaskSpec("ifbench", "instruction", source="ifbench"),
+    # Above-chance multiple choice for small models (validation splits; lm-eval prompt formats in meta.context).
+    **{n: TaskSpec(n, "multiple_choice", source=n, chat=False, mc_format="context")
+       for n in ("piqa", "sciq", "openbookqa", "siqa", "csqa", "winogrande")},
+    # Continuous, generation-free: bits per byte of held-out reference responses (chat template as in training)
+    # and of general text (plain text), and the drift from the seed on held-out general prompts.
+    "gsm8k-nll": TaskSpec("gsm8k-nll", "gold_nll", source="gsm8k"),
+    "math500-nll": TaskSpec("math500-nll", "gold_nll", source="math500"),
+    "mbpp-heldout-nll": TaskSpec("mbpp-heldout-nll", "gold_nll", source="mbpp-heldout"),
+    "alpaca-heldout-nll": TaskSpec("alpaca-heldout-nll", "gold_nll", source="alpaca-heldout"),
+    "wiki-nll": TaskSpec("wiki-nll", "gold_nll", source="wiki-passages", chat=False),
+    "seed-kl": TaskSpec("seed-kl", "seed_kl", source="alpaca-heldout", max_new_tokens=128),
 }
+RENAMED_TASKS = {"ifeval": "ifbench"}
 
 
 def task_names() -> list[str]:
@@ -124,6 +153,9 @@ def resolve_task(name: str) -> TaskSpec:
         return load_task_spec(name)
     if name in BUILTIN_TASKS:
         return dataclasses.replace(BUILTIN_TASKS[name])
+    if name in RENAMED_TASKS:
+        raise UserError(f"eval task '{name}' is now '{RENAMED_TASKS[name]}' (it scores IFBench's prompts)",
+                        field="tasks")
     close = difflib.get_close_matches(name, list(BUILTIN_TASKS), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise UserError(f"unknown eval task '{name}'{hint}; builtin tasks: {', '.join(BUILTIN_TASKS)}; "
@@ -301,6 +333,9 @@ def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
     for k, v in obj.items():
         if k not in used:
             meta.setdefault(k, v)
+    if "id" not in d and obj.get("id") is not None:   # a raw `id` key stays the item's id (not a meta key)
+        d["id"] = obj["id"]
+        meta.pop("id", None)
     d["meta"] = meta
     d.setdefault("id", str(lineno))
     d.setdefault("domain", _TYPE_DOMAIN[spec.type])
@@ -315,7 +350,7 @@ def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
 
 def _check_record_for_type(rec: Record, spec: TaskSpec, path: str, lineno: int) -> None:
     need = {"generate_match": ("answer",), "generate_code": ("tests",), "multiple_choice": ("choices", "gold"),
-            "refusal": (), "instruction": ()}[spec.type]
+            "refusal": (), "instruction": (), "gold_nll": ("response",), "seed_kl": ()}[spec.type]
     for fld in need:
         v = getattr(rec, fld)
         if v is None or (isinstance(v, (list, str)) and not v):
@@ -417,7 +452,9 @@ def mc_request(spec: TaskSpec, rec: Record) -> tuple[str, list[str], list[str]]:
     m = rec.meta
     choices = [str(c) for c in (rec.choices or [])]
     fmt = spec.mc_format
-    if fmt == "template" and spec.prompt_template:
+    if fmt == "context":
+        ctx = str(m.get("context", ""))
+    elif fmt == "template" and spec.prompt_template:
         ctx = fill_template(spec, rec)
     elif fmt == "mmlu":
         subject = str(m.get("subject", "")).replace("_", " ").strip()

@@ -37,6 +37,32 @@ def build_alpaca_demo() -> list[Record]:
             for i, (line, obj) in enumerate(iter_objects(path))]
 
 
+ALPACA_HELDOUT_FROM = 699   # alpaca_en_demo records 699..998 are held out for evaluation
+
+
+@register("alpaca-train", "text", "train", 699,
+          "alpaca_en_demo records 0-698: the text training split disjoint from alpaca-heldout",
+          "Apache-2.0 (LLaMA-Factory); Alpaca-derived, treat as CC-BY-NC-4.0 (research only)",
+          LLAMAFACTORY, ALPACA_DEMO)
+def build_alpaca_train() -> list[Record]:
+    return [_renamed(r, "alpaca-train") for r in build_alpaca_demo()[:ALPACA_HELDOUT_FROM]]
+
+
+@register("alpaca-heldout", "text", "eval", 300,
+          "alpaca_en_demo records 699-998: held-out instructions with reference responses (gold_nll, seed_kl); "
+          "train on alpaca-train, not alpaca-demo, to keep them unseen",
+          "Apache-2.0 (LLaMA-Factory); Alpaca-derived, treat as CC-BY-NC-4.0 (research only)",
+          LLAMAFACTORY, ALPACA_DEMO)
+def build_alpaca_heldout() -> list[Record]:
+    return [_renamed(r, "alpaca-heldout") for r in build_alpaca_demo()[ALPACA_HELDOUT_FROM:]]
+
+
+def _renamed(r: Record, source: str) -> Record:
+    import dataclasses
+
+    return dataclasses.replace(r, id=r.id.replace("alpaca-demo/", f"{source}/", 1), source=source)
+
+
 @register("glaive-toolcall", "tools", "train", 153,
           "Glaive function-calling conversations (LLaMA-Factory demo): the 153 of 300 with a function call",
           "Apache-2.0 (glaiveai/glaive-function-calling-v2 via LLaMA-Factory)", LLAMAFACTORY, GLAIVE_DEMO)
