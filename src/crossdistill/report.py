@@ -215,7 +215,19 @@ def _comparisons_section(results: dict, prim: dict[str, str]) -> tuple[list[str]
                      d.get("family", "—"), d.get("verdict", "—")])
     if not rows:
         return [], []
-    note = ("method − vs on the same items. Holm–Bonferroni adjusts within each family (in-domain gain, forgetting, "
+    setup = results.get("method_setup") or {}
+    if setup:
+        def what(m):
+            st = setup.get(m)
+            if not st:
+                return f"{m}: the seed model"
+            size = "full fine-tune" if st["lora_r"] is None else f"LoRA r{st['lora_r']}"
+            steps = f"{st['max_steps']} steps" if st.get("max_steps") else f"{st.get('epochs')} epochs"
+            return f"{m}: {st['method']}, {size}, {steps}"
+        base = "Baselines: " + "; ".join(what(m) for m in results.get("methods", [])) + ". "
+    else:
+        base = ""
+    note = (base + "method − vs on the same items. Holm–Bonferroni adjusts within each family (in-domain gain, forgetting, "
             "ablations = every comparison of two trained methods, lodo); verdicts use the adjusted p only; "
             "'not detectable at n': the difference is below the MDE of the paired test.")
     md, h = _table(["method", "vs", "task", "metric", "delta [95% CI]", "n", "test", "p", "p (Holm)", "MDE",

@@ -253,6 +253,19 @@ def _roll_back(out: Path, step_out: Path | None, created_out: bool) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _method_setup(cfg: Config, methods: list[str]) -> dict:
+    """What each trained method is (objective, LoRA rank or full fine-tune, steps): the report says which baseline
+    a comparison uses, e.g. a rank-matched SFT beside an r64 one."""
+    out = {}
+    for m in methods:
+        if cfg.methods.get(m) is None:
+            continue
+        t = cfg.train_config_for(m)
+        out[m] = {"method": t.method, "lora_r": None if t.full_finetune else t.lora.r,
+                  "target_modules": t.lora.target_modules, "max_steps": t.max_steps, "epochs": t.epochs}
+    return out
+
+
 def collect_results(cfg: Config) -> dict:
     """Gather every eval/<method>/results.json into OUTPUT_DIR/results.json (method-tagged scores)."""
     out = Path(cfg.output_dir)
@@ -303,6 +316,7 @@ def collect_results(cfg: Config) -> dict:
         "lodo_domains": sorted(set(lodo)),
         "scores": scores,
         "in_domain_tasks": list(dict.fromkeys(in_domain)),
+        "method_setup": _method_setup(cfg, methods),
         "at_chance": at_chance,
         "deltas": deltas,
     }
