@@ -707,6 +707,22 @@ def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, 
         "skipped": len(records) - len(rows)}
 
 
+def _run_tool_call(spec, records, shots, model, tok, eval_cfg, seed, progress):
+    from .toolcall import check_calls, ground_truth_of, parse_calls
+
+    prompts = build_prompts(spec, records, shots, tok)
+    gens = _generate(model, tok, prompts, _sampling(spec, eval_cfg, seed), spec.name, progress)
+    rows, correct = [], []
+    for rec, p, g in zip(records, prompts, gens):
+        gt = rec.meta.get("ground_truth") or ground_truth_of(rec.expected_call)
+        calls = parse_calls(_text(g))
+        reason = check_calls(calls, gt, rec.tools)
+        correct.append(float(reason == "ok"))
+        rows.append({"id": rec.id, "prompt": p, "output": _text(g), "extracted": calls, "gold": gt,
+                     "correct": reason == "ok", "reason": reason})
+    return rows, [score_entry(spec.name, "call_acc", correct, resamples=eval_cfg.bootstrap, seed=seed)], {}
+
+
 _RUNNERS: dict[str, Callable] = {
     "generate_match": _run_generate_match,
     "generate_code": _run_code,
@@ -715,4 +731,5 @@ _RUNNERS: dict[str, Callable] = {
     "instruction": _run_instruction,
     "gold_nll": _run_gold_nll,
     "seed_kl": _run_seed_kl,
+    "tool_call": _run_tool_call,
 }

