@@ -27,7 +27,7 @@ Builtin tasks (BUILTIN_TASKS): gsm8k, math500 (generate_match); humaneval, mbpp,
 arc-easy, arc-challenge, mmlu, hellaswag, boolq, piqa, sciq, openbookqa, siqa, csqa, winogrande (multiple_choice);
 refusal (on harmbench); ifbench (IFBench's prompts, the 167 of 294 whose instructions all have a checker);
 gsm8k-nll, math500-nll, mbpp-heldout-nll, alpaca-heldout-nll, wiki-nll (gold_nll); seed-kl (seed_kl on the 300
-alpaca-heldout prompts, 128 new tokens).
+alpaca-heldout prompts, the first 64 tokens of each answer).
 
 Prompt formats of the builtin tasks
 -----------------------------------
@@ -141,7 +141,7 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
     "mbpp-heldout-nll": TaskSpec("mbpp-heldout-nll", "gold_nll", source="mbpp-heldout"),
     "alpaca-heldout-nll": TaskSpec("alpaca-heldout-nll", "gold_nll", source="alpaca-heldout"),
     "wiki-nll": TaskSpec("wiki-nll", "gold_nll", source="wiki-passages", chat=False),
-    "seed-kl": TaskSpec("seed-kl", "seed_kl", source="alpaca-heldout", max_new_tokens=128),
+    "seed-kl": TaskSpec("seed-kl", "seed_kl", source="alpaca-heldout", max_new_tokens=64),
     # Tool calls on held-out Glaive conversations (BFCL AST-checker rules, evaluation/toolcall.py).
     "glaive-heldout": TaskSpec("glaive-heldout", "tool_call", source="glaive-heldout", max_new_tokens=128),
 }
