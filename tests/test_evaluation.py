@@ -651,3 +651,17 @@ def test_ifeval_was_renamed_ifbench():
     assert resolve_task("ifbench").source == "ifbench"
     with pytest.raises(UserError, match="now 'ifbench'"):
         resolve_task("ifeval")
+
+
+def test_context_format_multiple_choice_uses_the_records_own_context():
+    from crossdistill.evaluation.tasks import mc_request, resolve_task
+    from crossdistill.sources.formats import choice_record
+
+    rec = choice_record("siqa/0", "siqa", "Tracy left. Why?", ["a", "b", "c"], 2, context="Q: Tracy left. Why?\nA:")
+    ctx, conts, texts = mc_request(resolve_task("siqa"), rec)
+    assert ctx == "Q: Tracy left. Why?\nA:" and conts == [" a", " b", " c"] and texts == ["a", "b", "c"]
+    for name in ("piqa", "sciq", "openbookqa", "csqa", "winogrande"):
+        spec = resolve_task(name)
+        assert spec.type == "multiple_choice" and spec.mc_format == "context" and not spec.chat
+    assert resolve_task("seed-kl").type == "seed_kl" and resolve_task("gsm8k-nll").source == "gsm8k"
+    assert resolve_task("wiki-nll").chat is False and resolve_task("glaive-heldout").type == "tool_call"
