@@ -665,3 +665,23 @@ def test_context_format_multiple_choice_uses_the_records_own_context():
         assert spec.type == "multiple_choice" and spec.mc_format == "context" and not spec.chat
     assert resolve_task("seed-kl").type == "seed_kl" and resolve_task("gsm8k-nll").source == "gsm8k"
     assert resolve_task("wiki-nll").chat is False and resolve_task("glaive-heldout").type == "tool_call"
+
+
+def test_task_item_cap(tmp_path):
+    from crossdistill.errors import UserError
+    from crossdistill.evaluation.tasks import load_task_records, load_task_spec, resolve_task
+
+    spec = resolve_task("gsm8k-nll@7")
+    assert spec.name == "gsm8k-nll" and spec.limit == 7
+    write_jsonl(tmp_path / "t.jsonl", TEXT_ROWS)
+    s = load_task_spec(write_spec(tmp_path / "s.yaml", "type: gold_nll\ndata: t.jsonl\nlimit: 3\n"))
+    three, _ = load_task_records(s, limit=None, seed=0)
+    two, _ = load_task_records(s, limit=2, seed=0)
+    assert len(three) == 3 and [r.id for r in two] == [r.id for r in three[:2]]   # a prefix of the same shuffle
+    capped = resolve_task(f"{tmp_path / 's.yaml'}@1")
+    assert len(load_task_records(capped, limit=None, seed=0)[0]) == 1
+    with pytest.raises(UserError, match="> 0"):
+        resolve_task("gsm8k-nll@0")
+    with pytest.raises(UserError) as e:
+        load_task_spec(write_spec(tmp_path / "b.yaml", "type: gold_nll\ndata: t.jsonl\nlimit: -1\n"))
+    assert e.value.field == "limit"

@@ -253,6 +253,16 @@ def _roll_back(out: Path, step_out: Path | None, created_out: bool) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _task_name(task: str) -> str:
+    """The name results.json uses for a recipe's task entry (`gsm8k-nll@100` -> gsm8k-nll; a spec -> its name)."""
+    from .evaluation.tasks import resolve_task
+
+    try:
+        return resolve_task(task).name
+    except UserError:
+        return task
+
+
 def _method_setup(cfg: Config, methods: list[str]) -> dict:
     """What each trained method is (objective, LoRA rank or full fine-tune, steps): the report says which baseline
     a comparison uses, e.g. a rank-matched SFT beside an r64 one."""
@@ -304,7 +314,7 @@ def collect_results(cfg: Config) -> dict:
                 if base in methods:
                     deltas += [{**d, "left_out_domain": left_out, "vs": base}
                                for d in paired_deltas(out / "eval" / base, lodo_dir, method=method, cache=items)]
-    in_domain = [t for d in cfg.domains.values() for t in d.eval]
+    in_domain = [_task_name(t) for d in cfg.domains.values() for t in d.eval]
     at_chance = chance_flags(scores)
     adjust(deltas, in_domain=set(in_domain), primary=primary_metrics(scores), at_chance=at_chance)
     results = {

@@ -26,7 +26,7 @@ Multiple-choice tasks also report `margin`: the gold choice's log-likelihood min
 Builtin tasks (BUILTIN_TASKS): gsm8k, math500 (generate_match); humaneval, mbpp, mbpp-heldout (generate_code);
 arc-easy, arc-challenge, mmlu, hellaswag, boolq, piqa, sciq, openbookqa, siqa, csqa, winogrande (multiple_choice);
 refusal (on harmbench); ifbench (IFBench's prompts, the 167 of 294 whose instructions all have a checker);
-gsm8k-nll, math500-nll, mbpp-heldout-nll, alpaca-heldout-nll, wiki-nll (gold_nll); seed-kl (seed_kl on the 300
+gsm8k-nll, math500-nll, mbpp-heldout-nll, alpaca-heldout-nll, wiki-nll (gold_nll); seed-kl (seed_kl on the 294
 alpaca-heldout prompts, the first 64 tokens of each answer).
 
 Prompt formats of the builtin tasks
@@ -49,6 +49,9 @@ Multiple-choice tasks follow lm-evaluation-harness (plain text, no chat template
   siqa: "Q: {context} {question}\\nA:" (continuation " " + choice); winogrande: each filled-in sentence scored
   whole after an empty context (lm-eval's partial scoring needs a context per choice).
 `acc_norm` divides each choice's log-likelihood by the number of characters of the choice text (lm-eval).
+
+A task name (built-in or spec path) followed by ``@N`` is capped at N items (e.g. ``seed-kl@120``); so is a spec with
+``limit: N``. The cap takes the first N of the task's seeded shuffle, under the recipe's ``eval.limit``.
 
 Custom tasks (``--tasks path/to/spec.yaml`` wherever a task name works)
 ----------------------------------------------------------------------
@@ -105,6 +108,7 @@ class TaskSpec:
     few_shot: int = 0
     few_shot_source: str | None = None
     answers: str | None = None           # tool_call: a BFCL possible-answer JSONL ({id, ground_truth}) joined by id
+    limit: int | None = None             # the task's own item cap (`name@N`, or `limit:` in a spec), under eval.limit
     max_new_tokens: int | None = None
     answer_extraction: str | dict = "math"
     chat: bool = True
@@ -157,7 +161,14 @@ def is_spec_path(name: str) -> bool:
 
 
 def resolve_task(name: str) -> TaskSpec:
-    """A builtin task name or a spec YAML path -> TaskSpec (validated)."""
+    """A builtin task name or a spec YAML path -> TaskSpec (validated). `NAME@N` caps the task at N items (the
+    first N of the same seeded shuffle; `eval.limit` still applies): e.g. `gsm8k-nll@100` beside MC tasks at 200."""
+    m = re.fullmatch(r"(.+)@(\d+)", name)
+    if m:
+        n = int(m.group(2))
+        if n <= 0:
+            raise UserError(f"'{name}': the item cap after '@' must be > 0", field="tasks")
+        return dataclasses.replace(resolve_task(m.group(1)), limit=n)
     if is_spec_path(name):
         return load_task_spec(name)
     if name in BUILTIN_TASKS:
@@ -174,7 +185,7 @@ def resolve_task(name: str) -> TaskSpec:
 # --- spec YAML -------------------------------------------------------------------------------------
 
 _SPEC_KEYS = ("name", "type", "data", "fields", "prompt_template", "few_shot", "few_shot_source", "max_new_tokens",
-              "answer_extraction", "chat", "stop", "answers")
+              "answer_extraction", "chat", "stop", "answers", "limit")
 
 
 def load_task_spec(path: str | Path) -> TaskSpec:
@@ -261,6 +272,9 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     stop = data.get("stop")
     if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
         raise err("must be a list of non-empty strings", "stop")
+    task_limit = data.get("limit")
+    if task_limit is not None and (not isinstance(task_limit, int) or isinstance(task_limit, bool) or task_limit <= 0):
+        raise err("must be an integer > 0 (the task's own item cap)", "limit")
     answers = data.get("answers")
     if answers is not None:
         if ttype != "tool_call":
@@ -270,7 +284,7 @@ def load_task_spec(path: str | Path) -> TaskSpec:
         answers = str(_resolve_rel(answers, p))
     return TaskSpec(name=name, type=ttype, data=str(data_path), fields=fields_map, prompt_template=tmpl,
                     few_shot=few, few_shot_source=fss, max_new_tokens=mnt, answer_extraction=ext, chat=chat,
-                    stop=stop, mc_format="template", spec_file=f, answers=answers)
+                    stop=stop, mc_format="template", spec_file=f, answers=answers, limit=task_limit)
 
 
 def _resolve_rel(path: str, spec: Path) -> Path:
@@ -472,6 +486,8 @@ def load_task_records(spec: TaskSpec, *, limit: int | None, seed: int) -> tuple[
         from .ifeval import supported
 
         records = [r for r in records if supported(list(r.meta.get("instruction_id_list") or []))]
+    if spec.limit is not None:
+        limit = spec.limit if limit is None else min(limit, spec.limit)
     return _seeded_take(records, limit, seed), shots
 
 

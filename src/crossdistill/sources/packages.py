@@ -48,13 +48,19 @@ def build_alpaca_train() -> list[Record]:
     return [_renamed(r, "alpaca-train") for r in build_alpaca_demo()[:ALPACA_HELDOUT_FROM]]
 
 
-@register("alpaca-heldout", "text", "eval", 300,
-          "alpaca_en_demo records 699-998: held-out instructions with reference responses (gold_nll, seed_kl); "
+@register("alpaca-heldout", "text", "eval", 294,
+          "alpaca_en_demo records 699-998 less 6 whose instruction repeats one of 0-698: held-out instructions with reference responses (gold_nll, seed_kl); "
           "train on alpaca-train, not alpaca-demo, to keep them unseen",
           "Apache-2.0 (LLaMA-Factory); Alpaca-derived, treat as CC-BY-NC-4.0 (research only)",
           LLAMAFACTORY, ALPACA_DEMO)
 def build_alpaca_heldout() -> list[Record]:
-    return [_renamed(r, "alpaca-heldout") for r in build_alpaca_demo()[ALPACA_HELDOUT_FROM:]]
+    """Records 699-998, less those whose instruction also stands, word for word, among records 0-698."""
+    from .overlap import record_words
+
+    recs = build_alpaca_demo()
+    seen = {" ".join(record_words(r, False)[0]) for r in recs[:ALPACA_HELDOUT_FROM]}
+    return [_renamed(r, "alpaca-heldout") for r in recs[ALPACA_HELDOUT_FROM:]
+            if " ".join(record_words(r, False)[0]) not in seen]
 
 
 def _renamed(r: Record, source: str, was: str = "alpaca-demo") -> Record:
