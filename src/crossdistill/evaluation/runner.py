@@ -40,7 +40,7 @@ from ..records import Record
 from . import tasks as T
 from .metrics import pass_at_k, score_entry
 
-EVAL_VERSION = 1  # bump when a change to scoring invalidates cached samples
+EVAL_VERSION = 2  # bump when a change to scoring invalidates cached samples (2: MC margin and chance)
 
 
 # --- model handling ------------------------------------------------------------------------------
@@ -615,32 +615,24 @@ def _run_gold_nll(spec, records, shots, model, tok, eval_cfg, seed, progress):
 
     targets = [rec.response or "" for rec in records]
     seqs = _nll_sequences(spec, records, targets, tok, _max_len(model))
-    eos = tok.eos_token_id
-    res: dict[int, tuple[float, int, int]] = {}
+    rows_of: dict[int, dict] = {}
     bar = _bar(sum(s is not None for s in seqs), f"{spec.name} nll", progress)
     with _precision_ctx(model, "auto"):
         for i, lg in _response_logits(model, seqs, max(1, eval_cfg.batch_size // 4), bar):
             ids, p, n_text, cut = seqs[i]
             tgt = torch.tensor(ids[p:p + n_text], device=lg.device)
-            lp = torch.log_softmax(lg[:n_text], dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            nll = -float(lp.sum())
+            nll = -float(torch.log_softmax(lg[:n_text], dim=-1).gather(-1, tgt.unsqueeze(-1)).sum())
             # bits per byte of the text scored: the whole reference, or what fits in the context window
             text = tok.decode(ids[p:p + n_text]) if cut else (targets[i] if spec.chat else " " + targets[i])
-            keep = range(n_text)
-            res[i] = (nll, len(keep), len(text.encode("utf-8")))
+            n_bytes = len(text.encode("utf-8"))
+            if n_bytes:
+                rows_of[i] = {"id": records[i].id, "n_tokens": n_text, "n_bytes": n_bytes, "truncated": cut,
+                              "nll": round(nll, 6), "bpb": round(nll / math.log(2) / n_bytes, 9)}
     if bar:
         bar.close()
-    rows, vals = [], []
-    for i, rec in enumerate(records):
-        if i not in res or res[i][2] == 0:
-            continue
-        nll, ntok, nbytes = res[i]
-        bpb = nll / math.log(2) / nbytes
-        vals.append(bpb)
-        rows.append({"id": rec.id, "n_tokens": ntok, "n_bytes": nbytes, "nll": round(nll, 6), "bpb": round(bpb, 9)})
-    vals = [r["bpb"] for r in rows]
-    return rows, [score_entry(spec.name, "bpb", vals, resamples=eval_cfg.bootstrap, seed=seed)], {
-        "skipped": len(records) - len(rows)}
+    rows = [rows_of[i] for i in sorted(rows_of)]
+    return rows, [score_entry(spec.name, "bpb", [r["bpb"] for r in rows], resamples=eval_cfg.bootstrap,
+                              seed=seed)], {"skipped": len(records) - len(rows)}
 
 
 def seed_responses(spec, records, model, tok, eval_cfg, seed_key: str, progress: bool) -> list[str]:
@@ -684,11 +676,12 @@ def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, 
     kl: dict[int, tuple[float, int]] = {}
     bar = _bar(sum(s is not None for s in seqs), f"{spec.name} kl", progress)
     # Batch by batch: the model's logits, then the seed's on the same batch (same shapes: no batch-shape noise).
-    order = [i for i, s in enumerate(seqs) if s is not None]
+    order = [i for i, s in enumerate(seqs) if s is not None]   # 16 sequences at a time: bounded memory
     with _precision_ctx(model, "auto"), (_precision_ctx(seed_model, "auto") if seed_model is not None
                                          else contextlib.nullcontext()):
-        for b in range(0, len(order), 64):
-            chunk = [seqs[i] if i in order[b:b + 64] else None for i in range(len(seqs))]
+        for b in range(0, len(order), 16):
+            part = set(order[b:b + 16])
+            chunk = [seqs[i] if i in part else None for i in range(len(seqs))]
             mine = {i: lg for i, lg in _response_logits(model, chunk, bs)}
             with seed_ctx():
                 for i, lg_s in _response_logits(seed_m, chunk, bs):
@@ -697,7 +690,7 @@ def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, 
                     per_tok = (lp_s.exp() * (lp_s - lp_m)).sum(-1)
                     kl[i] = (float(per_tok.mean()), int(per_tok.numel()))
             if bar:
-                bar.update(len(order[b:b + 64]))
+                bar.update(len(part))
     if bar:
         bar.close()
     rows = [{"id": rec.id, "output": targets[i], "n_tokens": kl[i][1], "kl": round(kl[i][0], 9)}
