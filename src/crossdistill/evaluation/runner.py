@@ -580,9 +580,13 @@ def _nll_sequences(spec, records: list[Record], targets: list[str], tok, max_len
 
 def _response_logits(model, seqs, batch_size: int, progress_bar=None):
     """Yield (index, fp32 logits [n_response, V]) predicting each sequence's response tokens, right-padded batches
-    of similar length."""
+    of similar length. The output head runs on the response positions only (`loglik._Parts`: decoder, then the
+    head in fp32) where the model allows; else the full forward."""
     import torch
 
+    from .loglik import _Parts
+
+    parts = _Parts(model)
     device = next(model.parameters()).device
     order = sorted((i for i, s in enumerate(seqs) if s is not None), key=lambda i: -len(seqs[i][0]))
     for b in range(0, len(order), batch_size):
@@ -594,10 +598,18 @@ def _response_logits(model, seqs, batch_size: int, progress_bar=None):
             ids[r, :len(seqs[i][0])] = torch.tensor(seqs[i][0], device=device)
             mask[r, :len(seqs[i][0])] = 1
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        for r, i in enumerate(idx):
-            n, p = len(seqs[i][0]), seqs[i][1]
-            yield i, logits[r, p - 1:n - 1]
+            if parts.decoder is None:
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+                for r, i in enumerate(idx):
+                    n, p = len(seqs[i][0]), seqs[i][1]
+                    yield i, logits[r, p - 1:n - 1]
+            else:
+                hidden = parts.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                w = parts.head.weight.float()
+                for r, i in enumerate(idx):
+                    n, p = len(seqs[i][0]), seqs[i][1]
+                    lg = hidden[r, p - 1:n - 1].float() @ w.T
+                    yield i, (lg + parts.head.bias.float()) if parts.head.bias is not None else lg
         if progress_bar is not None:
             progress_bar.update(len(idx))
 
