@@ -17,7 +17,7 @@ Every delta row of results.json (`method` minus `vs` on one task and metric, on 
   (z_{1−α/2} + z_{power}) · sd(d) / √n with α = 0.05 and 80% power (2.80 · sd(d) / √n), sd(d) the sample standard
   deviation of the per-item differences;
 * `verdict` from `p_holm` only: "better" / "worse" (by the metric's direction: lower bits per byte, KL or NLL is
-  better) when p_holm < 0.05; otherwise "not detectable at n" when |delta| < mde, else "n.s. (Holm)".
+  better) when p_holm < 0.05; otherwise "not detectable at n" when |delta| <= mde, else "n.s. (Holm)".
 
 Pooled rows (`pool_runs`, several training seeds on the same items) add a hierarchical bootstrap CI (`hier_ci_low`,
 `hier_ci_high`: resample the seeds with replacement, then the items, so seed-to-seed variance is in the interval);
@@ -183,7 +183,7 @@ def verdict(row: dict, *, alpha: float = ALPHA) -> str:
         if row["metric"] in LOWER_IS_BETTER:
             up = not up
         return "better" if up else "worse"
-    if row.get("mde") is not None and abs(row["delta"]) < row["mde"]:
+    if row.get("mde") is not None and abs(row["delta"]) <= row["mde"]:
         return "not detectable at n"
     return "n.s. (Holm)"
 
