@@ -127,7 +127,9 @@ def test_chance_flags():
                "chance": 0.25},
               {"method": "seed", "task": "sciq", "metric": "acc", "value": 0.7, "ci_low": 0.64, "ci_high": 0.76,
                "chance": 0.25},
+              {"method": "seed", "task": "obqa", "metric": "acc", "value": 0.175, "ci_low": 0.125, "ci_high": 0.225,
+               "chance": 0.25},
               {"method": "seed", "task": "refusal", "metric": "refusal_rate", "value": 0.0, "ci_low": 0, "ci_high": 0},
               {"method": "sft", "task": "gsm8k", "metric": "exact_match", "value": 0.0, "ci_low": 0, "ci_high": 0}]
     flags = S.chance_flags(scores)
-    assert set(flags) == {"mmlu", "refusal"}
+    assert set(flags) == {"mmlu", "obqa", "refusal"} and "below" in flags["obqa"]

@@ -287,9 +287,9 @@ def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict |
 
 
 def chance_flags(scores: list[dict]) -> dict[str, str]:
-    """{task: reason} for tasks where the seed is at chance: its CI includes the chance rate (a score row's `chance`:
-    multiple choice reports the mean of 1/#choices), or it scores 0. Forgetting cannot show on such a task; its
-    forgetting rows get the verdict "at chance" (`exclude_at_chance`)."""
+    """{task: reason} for tasks where the seed is at chance: its CI includes (or lies below) the chance rate (a score
+    row's `chance`: multiple choice reports the mean of 1/#choices), or it scores 0. Forgetting cannot show on such
+    a task; `adjust` gives its forgetting rows the verdict "at chance"."""
     out = {}
     for s in scores:
         if s.get("method") != SEED or s.get("left_out_domain") or s["metric"] in LOWER_IS_BETTER:
@@ -299,8 +299,9 @@ def chance_flags(scores: list[dict]) -> dict[str, str]:
         c = s.get("chance")
         if s.get("value") == 0:
             out[s["task"]] = "seed scores 0"
-        elif c is not None and s.get("ci_low") is not None and s["ci_low"] <= c <= s["ci_high"]:
-            out[s["task"]] = f"seed CI [{s['ci_low']:.3f}, {s['ci_high']:.3f}] includes chance {c:.3f}"
+        elif c is not None and s.get("ci_low") is not None and s["ci_low"] <= c:
+            where = "includes" if c <= s["ci_high"] else "is below"
+            out[s["task"]] = f"seed CI [{s['ci_low']:.3f}, {s['ci_high']:.3f}] {where} chance {c:.3f}"
     return out
 
 
