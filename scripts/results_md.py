@@ -3,8 +3,11 @@
     python scripts/results_md.py [--results results] [--out RESULTS.md]
 
 Each claim is a table of paired differences (the later method minus the earlier, on the items both scored, with the
-paired bootstrap 95% CI that `crossdistill run` stores under `deltas`) and a verdict that follows from the CI alone:
-"better" / "worse" when the CI excludes 0, "no detectable difference" otherwise.
+paired bootstrap 95% CI that `crossdistill run` stores under `deltas`) and the verdict stored beside it, which rests
+on the Holm-adjusted p of the paired test only (`crossdistill.statistics`): "better" / "worse" when p_holm < 0.05,
+"not detectable at n" when the difference is below the minimum detectable effect at that n, "n.s. (Holm)"
+otherwise, "at chance" where the seed is at chance on the task. Rows of a results.json written before the paired
+tests existed carry no test: their verdict is "untested" — never one read off the CI.
 """
 from __future__ import annotations
 
@@ -12,8 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
-IN_DOMAIN = ["gsm8k", "math500", "mbpp-heldout", "mbpp", "humaneval", "ifeval"]   # ifeval measures the text domain
-GENERAL = ["arc-easy", "arc-challenge", "mmlu", "hellaswag", "boolq", "refusal"]
+IN_DOMAIN = ["gsm8k", "math500", "mbpp-heldout", "mbpp", "humaneval", "ifeval", "ifbench",   # ifbench: text domain
+             "gsm8k-nll", "math500-nll", "mbpp-heldout-nll", "alpaca-heldout-nll", "glaive-heldout"]
+GENERAL = ["arc-easy", "arc-challenge", "mmlu", "hellaswag", "boolq", "refusal", "piqa", "sciq", "openbookqa", "siqa",
+           "csqa", "winogrande", "wiki-nll", "seed-kl"]
+VERDICTS = ("better", "worse", "n.s. (Holm)", "not detectable at n", "at chance", "untested")
 # (earlier, later): the comparisons each claim is made of
 CLAIMS = [
     ("In-domain gain kept: CD-SDFT vs vanilla SFT on the trained domains' benchmarks", IN_DOMAIN,
@@ -53,11 +59,12 @@ def primary(scores: list[dict]) -> dict[str, str]:
 
 
 def verdict(d: dict) -> str:
-    if d["ci_low"] > 0:
-        return "better"
-    if d["ci_high"] < 0:
-        return "worse"
-    return "no detectable difference"
+    """The stored verdict (Holm-adjusted test, statistics.verdict); "untested" for rows without a paired test."""
+    return d.get("verdict") or "untested"
+
+
+def _p(d: dict) -> str:
+    return "—" if d.get("p_holm") is None else f"{d['p_holm']:.2g}"
 
 
 def claim_tables(res: dict, prim: dict[str, str], claims: list, per_run: bool = False) -> list[str]:
@@ -72,15 +79,19 @@ def claim_tables(res: dict, prim: dict[str, str], claims: list, per_run: bool = 
                 d = deltas.get((base, other, t))
                 if d is not None:
                     extra = f" {' / '.join(f'{v:+.3f}' for v in d['per_run'])} |" if per_run else ""
+                    hier = (f" [{d['hier_ci_low']:+.3f}, {d['hier_ci_high']:+.3f}] |"
+                            if per_run and d.get("hier_ci_low") is not None else (" — |" if per_run else ""))
+                    mde = "—" if d.get("mde") is None else f"{d['mde']:.3f}"
                     rows.append(f"| {other} − {base} | {t} | {d['delta']:+.3f} | [{d['ci_low']:+.3f}, "
-                                f"{d['ci_high']:+.3f}] | {d['n']} |{extra} {verdict(d)} |")
+                                f"{d['ci_high']:+.3f}] |{hier} {d['n']} | {mde} | {d.get('test', '—')} | {_p(d)} |"
+                                f"{extra} {verdict(d)} |")
         if not rows:
             continue
-        counts = {v: sum(r.endswith(f"| {v} |") for r in rows) for v in ("better", "worse", "no detectable difference")}
-        head = "| comparison | task | delta | paired 95% CI | n |" + (" per seed |" if per_run else "") + " verdict |"
+        counts = {v: sum(r.endswith(f"| {v} |") for r in rows) for v in VERDICTS}
+        head = ("| comparison | task | delta | paired 95% CI |" + (" seeds+items 95% CI |" if per_run else "") +
+                " n | MDE | test | p (Holm) |" + (" per seed |" if per_run else "") + " verdict |")
         md += ["", f"### {title}", "",
-               f"{len(rows)} comparisons: {counts['better']} better, {counts['worse']} worse, "
-               f"{counts['no detectable difference']} with a CI that includes 0.", "",
+               f"{len(rows)} comparisons: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v]) + ".", "",
                head, "|---" * head.count(" |") + "|", *rows]
     return md
 
@@ -154,10 +165,10 @@ def seeds_section(paths: list[Path]) -> list[str]:
             vals = [v for v in vals if v is not None]
             row.append(f"{sum(vals) / len(vals):.3f} ({', '.join(f'{v:.3f}' for v in vals)})" if vals else "—")
         md.append(f"| {m} | " + " | ".join(row) + " |")
-    md += ["", f"Delta vs the seed model per run, seed {' / '.join(str(x) for x in seeds)} (* marks a paired 95% CI that "
-           "excludes 0):", "",
+    md += ["", f"Delta vs the seed model per run, seed {' / '.join(str(x) for x in seeds)} (* marks a difference "
+           "significant after Holm adjustment):", "",
            "| method | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
-    sign = {"better": "*", "worse": "*", "no detectable difference": ""}
+    sign = {"better": "*", "worse": "*"}
     for m in methods:
         if m == "seed":
             continue
@@ -167,7 +178,7 @@ def seeds_section(paths: list[Path]) -> list[str]:
             for r in runs:
                 d = next((d for d in r.get("deltas", []) if d.get("vs") == "seed" and d["method"] == m
                           and d["task"] == t and d["metric"] == prim[t] and not d.get("left_out_domain")), None)
-                cells.append("—" if d is None else f"{d['delta']:+.3f}{sign[verdict(d)]}")
+                cells.append("—" if d is None else f"{d['delta']:+.3f}{sign.get(verdict(d), '')}")
             row.append(" / ".join(cells))
         md.append(f"| {m} | " + " | ".join(row) + " |")
     return md + [""]
@@ -179,9 +190,9 @@ def pooled_section(path: Path, runs: list[Path]) -> list[str]:
     prim = primary(res["scores"])
     md = [f"### Pooled over training seeds {', '.join(str(s) for s in res['seeds'])}", "",
           f"Source: [`{path}`]({path}), written by `crossdistill pool` from the runs of this model. Each item's score is "
-          "averaged over the seeds first; the CI is a paired bootstrap over items, so it covers which eval items were "
-          "drawn, given these training runs. *per seed* shows the spread between training runs, which three seeds "
-          "are too few to put a CI on.",
+          "averaged over the seeds first; the paired 95% CI resamples items only, the seeds+items CI resamples the "
+          "training seeds and then the items (hierarchical bootstrap), so seed-to-seed variance is in it; a verdict "
+          "needs both the Holm-adjusted test and the seeds+items CI. *per seed*: the spread between training runs.",
           "Per-seed runs: " + ", ".join(f"[`{p.parent}`]({p.parent}/results.json)" for p in runs) + "."]
     tasks = list(prim)
     cell = {(x["method"], x["task"]): x for x in res["scores"] if x["metric"] == prim[x["task"]]}

@@ -181,6 +181,8 @@ def test_math_verbatim_copy_is_accepted_and_flagged():
     ("He has 5 apples and 7 pears", "7"),
     ("#### 3/4", "0.75"),
     ("The answer is 50%.", "50"),
+    ("So the answer is 48 + 24 = 72.", "72"),                        # the result, not the first operand
+    ("The final answer is: Janet makes 9 * 2 = $18", "18"),
     ("nothing numeric", None),
 ])
 def test_extract_answer(text, expected):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -329,7 +330,8 @@ def test_multiple_choice_task_on_tiny_model(tiny, mc_spec, tmp_path):
     res = evaluate(model, [str(mc_spec)], tokenizer=tok, out_dir=out, eval_cfg=FAST, progress=False)
     _check_schema(res, out, ["tiny-mc"])
     sc = _scores(res, "tiny-mc")
-    assert set(sc) == {"acc", "acc_norm"} and sc["acc"]["n"] == 6
+    assert set(sc) == {"acc", "acc_norm", "margin"} and sc["acc"]["n"] == 6
+    assert 0 < sc["acc"]["chance"] <= 0.5 and sc["margin"]["n"] == 6
     # every stored log-likelihood equals a direct forward of context + continuation
     for line in (out / "samples" / "tiny-mc.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -558,3 +560,128 @@ def test_paired_delta_ci_on_fixed_items():
     assert d == pytest.approx(1 / 8) and lo == 0.0 and 1 / 8 <= hi <= 3 / 8
     with pytest.raises(ValueError):
         paired_delta_ci([1, 0], [1])
+
+
+# --- continuous task types: gold_nll, seed_kl -------------------------------------------------------------
+
+TEXT_ROWS = [{"id": f"t{i}", "domain": "text", "prompt": p, "response": r} for i, (p, r) in enumerate([
+    ("Name a colour.", "Blue is a colour."), ("Say hi.", "Hello there, friend!"),
+    ("Count to three.", "one two three"), ("What is 2+2?", "It is 4.")])]
+
+
+def test_gold_nll_is_bits_per_byte_of_the_training_tokenisation(tiny, tmp_path):
+    from crossdistill.training import build_examples
+
+    model, tok = tiny
+    write_jsonl(tmp_path / "t.jsonl", TEXT_ROWS)
+    spec = write_spec(tmp_path / "nll.yaml", "name: nll\ntype: gold_nll\ndata: t.jsonl\n")
+    res = evaluate(model, [str(spec)], tokenizer=tok, out_dir=tmp_path / "o", eval_cfg=FAST, progress=False)
+    (sc,) = res["scores"]
+    assert sc["metric"] == "bpb" and sc["n"] == 4
+    rows = [json.loads(x) for x in (tmp_path / "o" / "samples" / "nll.jsonl").read_text().splitlines()]
+    for rec, row in zip(TEXT_ROWS, rows):
+        (ex,), _ = build_examples([{"id": rec["id"], "domain": "text", "target": rec["response"],
+                                    "messages": [{"role": "user", "content": rec["prompt"]}]}], tok, 512)
+        ids = torch.tensor([ex["input_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+        resp = [(j, t) for j, (t, lab) in enumerate(zip(ex["input_ids"], ex["labels"])) if lab != -100][:-1]  # no eos
+        nll = -sum(float(logp[j - 1, t]) for j, t in resp)
+        assert row["bpb"] == pytest.approx(nll / math.log(2) / len(rec["response"].encode()), rel=1e-5)
+    assert sc["value"] == pytest.approx(sum(r["bpb"] for r in rows) / 4)
+    # plain text (chat: false): the response follows the prompt after a space
+    spec2 = write_spec(tmp_path / "plain.yaml", "name: plain\ntype: gold_nll\ndata: t.jsonl\nchat: false\n")
+    res2 = evaluate(model, [str(spec2)], tokenizer=tok, eval_cfg=FAST, progress=False)
+    row0 = res2["scores"][0]
+    assert row0["value"] > 0 and row0["n"] == 4
+
+
+def test_seed_kl_is_zero_for_the_seed_and_positive_for_a_changed_model(tmp_path, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+
+    from crossdistill.models import build_tiny_model
+
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
+    model, tok = build_tiny_model()
+    write_jsonl(tmp_path / "p.jsonl", [{"id": r["id"], "domain": "text", "prompt": r["prompt"]} for r in TEXT_ROWS])
+    spec = write_spec(tmp_path / "kl.yaml", "name: kl\ntype: seed_kl\ndata: p.jsonl\nmax_new_tokens: 6\n")
+    res = evaluate(model, [str(spec)], tokenizer=tok, eval_cfg=FAST, progress=False)
+    (sc,) = res["scores"]
+    assert sc["metric"] == "kl" and sc["n"] == 4 and sc["value"] == 0.0 and sc["ci_high"] == 0.0
+    cached = list((tmp_path / "cache" / "seed_responses").glob("*.json"))
+    assert len(cached) == 1
+    # a LoRA with non-zero B moves the model: KL(seed || model) > 0 on every item, against the same cached responses
+    import copy
+
+    seed_copy = copy.deepcopy(model)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    out = tmp_path / "o"
+    res2 = evaluate(peft, [str(spec)], tokenizer=tok, out_dir=out, eval_cfg=FAST, progress=False)
+    assert res2["scores"][0]["value"] > 0
+    rows = [json.loads(x) for x in (out / "samples" / "kl.jsonl").read_text().splitlines()]
+    assert all(r["kl"] > 0 for r in rows)
+    assert list((tmp_path / "cache" / "seed_responses").glob("*.json")) == cached   # the seed's answers reused
+    # a full fine-tune: `seed_model` is the reference
+    changed = peft.merge_and_unload()
+    res3 = evaluate(changed, [str(spec)], tokenizer=tok, eval_cfg=FAST, progress=False, seed_model=seed_copy)
+    assert res3["scores"][0]["value"] == pytest.approx(res2["scores"][0]["value"], rel=1e-3)
+
+
+def test_fields_spec_keeps_a_raw_id_key_as_the_item_id(tmp_path):
+    from crossdistill.evaluation.tasks import load_task_records, load_task_spec
+
+    write_jsonl(tmp_path / "d.jsonl", [{"id": 17, "question": "a?", "target": 1},
+                                       {"id": "x-9", "question": "b?", "target": 2},
+                                       {"question": "c?", "target": 3}])
+    spec = load_task_spec(write_spec(tmp_path / "s.yaml", "type: generate_match\ndata: d.jsonl\n"
+                                                          "fields: {prompt: question, answer: target}\n"))
+    recs, _ = load_task_records(spec, limit=None, seed=0)
+    assert [r.id for r in recs] == ["17", "x-9", "3"]          # the line number only where no id is given
+    assert "id" not in recs[0].meta
+
+
+def test_ifeval_was_renamed_ifbench():
+    from crossdistill.errors import UserError
+    from crossdistill.evaluation.tasks import resolve_task
+
+    assert resolve_task("ifbench").source == "ifbench"
+    with pytest.raises(UserError, match="now 'ifbench'"):
+        resolve_task("ifeval")
+
+
+def test_context_format_multiple_choice_uses_the_records_own_context():
+    from crossdistill.evaluation.tasks import mc_request, resolve_task
+    from crossdistill.sources.formats import choice_record
+
+    rec = choice_record("siqa/0", "siqa", "Tracy left. Why?", ["a", "b", "c"], 2, context="Q: Tracy left. Why?\nA:")
+    ctx, conts, texts = mc_request(resolve_task("siqa"), rec)
+    assert ctx == "Q: Tracy left. Why?\nA:" and conts == [" a", " b", " c"] and texts == ["a", "b", "c"]
+    for name in ("piqa", "sciq", "openbookqa", "csqa", "winogrande"):
+        spec = resolve_task(name)
+        assert spec.type == "multiple_choice" and spec.mc_format == "context" and not spec.chat
+    assert resolve_task("seed-kl").type == "seed_kl" and resolve_task("gsm8k-nll").source == "gsm8k"
+    assert resolve_task("wiki-nll").chat is False and resolve_task("glaive-heldout").type == "tool_call"
+
+
+def test_task_item_cap(tmp_path):
+    from crossdistill.errors import UserError
+    from crossdistill.evaluation.tasks import load_task_records, load_task_spec, resolve_task
+
+    spec = resolve_task("gsm8k-nll@7")
+    assert spec.name == "gsm8k-nll" and spec.limit == 7
+    write_jsonl(tmp_path / "t.jsonl", TEXT_ROWS)
+    s = load_task_spec(write_spec(tmp_path / "s.yaml", "type: gold_nll\ndata: t.jsonl\nlimit: 3\n"))
+    three, _ = load_task_records(s, limit=None, seed=0)
+    two, _ = load_task_records(s, limit=2, seed=0)
+    assert len(three) == 3 and [r.id for r in two] == [r.id for r in three[:2]]   # a prefix of the same shuffle
+    capped = resolve_task(f"{tmp_path / 's.yaml'}@1")
+    assert len(load_task_records(capped, limit=None, seed=0)[0]) == 1
+    with pytest.raises(UserError, match="> 0"):
+        resolve_task("gsm8k-nll@0")
+    with pytest.raises(UserError) as e:
+        load_task_spec(write_spec(tmp_path / "b.yaml", "type: gold_nll\ndata: t.jsonl\nlimit: -1\n"))
+    assert e.value.field == "limit"

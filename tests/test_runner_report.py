@@ -1,5 +1,6 @@
 """The plan/caching logic and the report, with the stage functions replaced by fast fakes."""
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -168,6 +169,7 @@ def test_paired_deltas_from_samples(tmp_path):
     (row,) = runner.paired_deltas(seed, better, method="sft")
     assert row["delta"] == pytest.approx(0.25) and row["n"] == 4 and row["paired"]
     assert row["ci_low"] <= 0.25 <= row["ci_high"]
+    assert row["test"] == "mcnemar_exact" and row["p"] == 1.0      # one discordant item
     # a reported value that is not the mean of the samples' field: no paired delta rather than a wrong one
     odd = _eval_dir(tmp_path / "odd", "arc-easy", [True, True, False, True], value=0.6)
     assert runner.paired_deltas(seed, odd, method="odd") == []
@@ -271,6 +273,9 @@ def test_pool_runs_averages_items_over_seeds(tmp_path):
     assert (d["method"], d["vs"]) == ("sft", "seed") and d["delta"] == pytest.approx(0.25)
     assert d["per_run"] == [pytest.approx(0.25), pytest.approx(0.25)] and d["n"] == 4
     assert d["ci_low"] <= 0.25 <= d["ci_high"]
+    assert d["hier_ci_low"] <= 0.25 <= d["hier_ci_high"]
+    assert d["test"] == "sign_flip_exact" and d["family"] == "forgetting" and d["p_holm"] == d["p"]
+    assert d["verdict"] in ("n.s. (Holm)", "not detectable at n")
     assert pooled["seeds"] == [0, 1]
 
 
@@ -286,3 +291,27 @@ def test_pool_runs_refuses_runs_of_different_models(tmp_path):
         runner.pool_runs([a])
     with pytest.raises(UserError, match="no results.json"):
         runner.pool_runs([a, tmp_path / "missing"])
+
+
+def test_forgetting_cell_coloured_only_when_holm_significant(tmp_path):
+    """4 of 20 items flipped one way: the percentile bootstrap CI excludes 0, the exact McNemar p = 0.125 does not
+    reject: no star, no colour. 14 of 40 flipped: significant after Holm, red."""
+    from crossdistill.report import write_report
+
+    cfg = make_cfg(tmp_path)
+    ev = Path(cfg.output_dir) / "eval"
+    _eval_dir(ev / "seed", "arc-easy", [True] * 20 + [True] * 20)
+    _eval_dir(ev / "sft", "arc-easy", [False] * 4 + [True] * 36)
+    _eval_dir(ev / "cdsdft", "arc-easy", [False] * 14 + [True] * 26)
+    res = runner.collect_results(cfg)
+    rows = {d["method"]: d for d in res["deltas"] if d["vs"] == "seed"}
+    assert rows["sft"]["ci_high"] < 0 and rows["sft"]["p"] == pytest.approx(0.125)
+    assert rows["sft"]["verdict"] != "worse" and rows["cdsdft"]["verdict"] == "worse"
+    assert rows["cdsdft"]["family"] == "forgetting" and rows["cdsdft"]["p_holm"] == pytest.approx(2 * rows["cdsdft"]["p"])
+    write_report(cfg.output_dir)
+    page = (Path(cfg.output_dir) / "report.html").read_text()
+    cells = re.findall(r"<td style='background:([^']*)'>([^<]*)</td>", page)
+    by_delta = {txt.split()[0]: bg for bg, txt in cells}
+    assert by_delta["-0.100"] == "transparent" and by_delta["-0.350"].startswith("rgba(215,58,73")
+    md = (Path(cfg.output_dir) / "report.md").read_text()
+    assert "## Tasks" in md and "MDE" in md

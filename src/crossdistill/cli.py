@@ -243,7 +243,8 @@ def cmd_pool(args) -> None:
     for d in pooled["deltas"]:
         if d["vs"] == "seed" or (d["vs"], d["method"]) in {("sft", "cdsdft"), ("sft", "sdft"), ("sdft", "cdsdft")}:
             print(f"{d['method'] + ' - ' + d['vs']:20} {d['task']:14} {d['metric']:14} {d['delta']:+.4f}  "
-                  f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]  n={d['n']} x {d['runs']} runs")
+                  f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] seeds+items [{d['hier_ci_low']:+.3f}, "
+                  f"{d['hier_ci_high']:+.3f}]  p_holm={d['p_holm']:.3g} {d['verdict']}  n={d['n']} x {d['runs']} runs")
     print(args.out)
 
 

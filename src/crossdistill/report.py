@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .io import atomic_open, write_text
+from .statistics import LOWER_IS_BETTER, primary_metrics
 
 SEED = "seed"
 
@@ -38,14 +39,6 @@ def _read_log(path: Path) -> list[dict]:
 
 def _fmt(v, digits=3):
     return "—" if v is None else f"{v:.{digits}f}"
-
-
-def primary_metrics(scores: list[dict]) -> dict[str, str]:
-    """task -> the metric the forgetting matrix uses: the first one the task reports."""
-    out: dict[str, str] = {}
-    for s in scores:
-        out.setdefault(s["task"], s["metric"])
-    return out
 
 
 def score_table(scores: list[dict]) -> tuple[list[str], list[tuple[str, str]], dict]:
@@ -82,14 +75,21 @@ def forgetting_matrix(scores: list[dict]) -> tuple[list[str], list[str], dict]:
 
 
 def _delta_text(v: float | None, paired: dict | None) -> str:
-    """'+0.050' or, with a paired CI, '+0.050 [-0.050, +0.150]' (and '*' when the CI excludes 0)."""
+    """'+0.050' or, with a paired row, '+0.050 [-0.050, +0.150] p=0.40' (and '*' when its Holm-adjusted test is
+    significant: verdict better or worse)."""
     if v is None:
         return "—"
     if not paired or paired.get("ci_low") is None:
         return f"{v:+.3f}"
     lo, hi = paired["ci_low"], paired["ci_high"]
-    star = "*" if lo > 0 or hi < 0 else ""
-    return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]{star}"
+    star = "*" if _significant(paired) else ""
+    ph = paired.get("p_holm")
+    ptxt = "" if ph is None else f" p={ph:.2g}"
+    return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]{ptxt}{star}"
+
+
+def _significant(row: dict | None) -> bool:
+    return bool(row) and row.get("verdict") in ("better", "worse")
 
 
 def _png(fig) -> bytes:
@@ -168,9 +168,72 @@ def plot_training(logs: dict[str, list[dict]]) -> bytes | None:
     return data
 
 
-def _colour(d: float, scale: float) -> str:
+def _colour(d: float, scale: float, row: dict | None = None) -> str:
+    """Green (better) or red (worse) only when the cell's Holm-adjusted test is significant; else no colour."""
+    if not _significant(row):
+        return "transparent"
     a = min(1.0, abs(d) / scale) if scale > 0 else 0.0
-    return f"rgba(46,160,67,{0.15 + 0.6 * a:.2f})" if d > 0 else (f"rgba(215,58,73,{0.15 + 0.6 * a:.2f})" if d < 0 else "transparent")
+    good = row["verdict"] == "better"
+    return f"rgba(46,160,67,{0.15 + 0.6 * a:.2f})" if good else f"rgba(215,58,73,{0.15 + 0.6 * a:.2f})"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> tuple[list[str], list[str]]:
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    h = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
+    h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows] + ["</table>"]
+    return md, h
+
+
+def _tasks_section(results: dict, prim: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Per task: its primary metric, n, the minimum detectable effect at that n, and whether the seed is at chance."""
+    seed_rows = {s["task"]: s for s in results.get("scores", [])
+                 if s["method"] == SEED and not s.get("left_out_domain") and s["metric"] == prim.get(s["task"])}
+    if not seed_rows:
+        return [], []
+    chance = results.get("at_chance", {}) or {}
+    in_domain = set(results.get("in_domain_tasks") or [])
+    rows = []
+    for t, s in seed_rows.items():
+        rows.append([t, s["metric"], str(s.get("n")), _fmt(s.get("mde")), "in-domain" if t in in_domain else "general",
+                     chance.get(t, "no")])
+    note = ("MDE: the smallest difference to the seed a paired test detects with 80% power at α = 0.05 on this many "
+            "items, 2.80·sd·√2/√n from the seed's per-item scores (normal approximation; uncorrelated items — "
+            "pairing lowers it). A task at chance for the seed is left out of the forgetting verdicts.")
+    md, h = _table(["task", "metric", "n", "MDE (80% power)", "role", "seed at chance"], rows)
+    return ["", "## Tasks", ""] + md + ["", note], ["<h2>Tasks</h2>"] + h + [f"<p>{html.escape(note)}</p>"]
+
+
+def _comparisons_section(results: dict, prim: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Trained method vs trained method, primary metrics: the paired test, raw and Holm-adjusted p, verdict."""
+    rows = []
+    for d in results.get("deltas", []):
+        if d.get("left_out_domain") or d.get("vs") == SEED or d["metric"] != prim.get(d["task"]):
+            continue
+        rows.append([d["method"], d["vs"], d["task"], d["metric"],
+                     f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]", str(d.get("n")),
+                     d.get("test", "—"), _fmt(d.get("p"), 4), _fmt(d.get("p_holm"), 4), _fmt(d.get("mde"), 4),
+                     d.get("family", "—"), d.get("verdict", "—")])
+    if not rows:
+        return [], []
+    setup = results.get("method_setup") or {}
+    if setup:
+        def what(m):
+            st = setup.get(m)
+            if not st:
+                return f"{m}: the seed model"
+            size = "full fine-tune" if st["lora_r"] is None else f"LoRA r{st['lora_r']}"
+            steps = f"{st['max_steps']} steps" if st.get("max_steps") else f"{st.get('epochs')} epochs"
+            return f"{m}: {st['method']}, {size}, {steps}"
+        base = "Baselines: " + "; ".join(what(m) for m in results.get("methods", [])) + ". "
+    else:
+        base = ""
+    note = (base + "method − vs on the same items. Holm–Bonferroni adjusts within each family (in-domain gain, forgetting, "
+            "ablations = every comparison of two trained methods, lodo); verdicts use the adjusted p only; "
+            "'not detectable at n': the difference is below the MDE of the paired test.")
+    md, h = _table(["method", "vs", "task", "metric", "delta [95% CI]", "n", "test", "p", "p (Holm)", "MDE",
+                    "family", "verdict"], rows)
+    return (["", "## Trained methods compared", ""] + md + ["", note],
+            ["<h2>Trained methods compared</h2>"] + h + [f"<p>{html.escape(note)}</p>"])
 
 
 # --- domain invariance (probe/<method>/probe.json, written by probe.py) -------------------------------------------
@@ -347,16 +410,27 @@ def write_report(output_dir: str) -> dict[str, str]:
             texts = [_delta_text(v, paired.get((m, t))) for v, t in zip(vals, fm_tasks)]
             md.append(f"| {m} | " + " | ".join(texts) + " |")
             h.append(f"<tr><td><b>{html.escape(m)}</b></td>" + "".join(
-                "<td>—</td>" if v is None else f"<td style='background:{_colour(v, scale)}'>{html.escape(txt)}</td>"
-                for v, txt in zip(vals, texts)) + "</tr>")
+                "<td>—</td>" if v is None else
+                f"<td style='background:{_colour(v, scale, paired.get((m, t)))}'>{html.escape(txt)}</td>"
+                for v, txt, t in zip(vals, texts, fm_tasks)) + "</tr>")
         h.append("</table>")
-        note = ("In brackets: the paired bootstrap 95% CI of the difference (same items for both); * marks a CI "
-                "that excludes 0.")
+        note = ("In brackets: the paired bootstrap 95% CI of the difference (same items for both); p: the "
+                "Holm-adjusted p of the paired test (exact McNemar for 0/1 items, sign-flip permutation otherwise) "
+                "within its family; * (and a coloured cell) marks a difference significant after Holm. Lower is "
+                f"better for {', '.join(sorted(LOWER_IS_BETTER))}. Every trained method is compared with the seed "
+                "model (no adapter).")
         md += ["", note]
         h.append(f"<p>{note}</p>")
     else:
         md.append("Needs the seed and at least one trained method.")
         h.append("<p>Needs the seed and at least one trained method.</p>")
+
+    tm, th = _tasks_section(results, prim)
+    md += tm
+    h += th
+    cm, ch = _comparisons_section(results, prim)
+    md += cm
+    h += ch
 
     # Plots
     for name, caption in (("deltas", "Deltas vs seed"), ("training", "Training curves per loss term")):

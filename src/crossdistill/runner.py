@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from .config import Config, stable_hash, train_key
 from .errors import UserError
 from .io import write_json, write_text
+from .statistics import (ITEM_FIELD as _ITEM_FIELD, _checked_items, _item_scores, adjust, chance_flags,  # noqa: F401
+                         paired_deltas, pool_runs, primary_metrics)
 
 SEED_METHOD = "seed"
 
@@ -285,6 +287,29 @@ def _roll_back(out: Path, step_out: Path | None, created_out: bool) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def _task_name(task: str) -> str:
+    """The name results.json uses for a recipe's task entry (`gsm8k-nll@100` -> gsm8k-nll; a spec -> its name)."""
+    from .evaluation.tasks import resolve_task
+
+    try:
+        return resolve_task(task).name
+    except UserError:
+        return task
+
+
+def _method_setup(cfg: Config, methods: list[str]) -> dict:
+    """What each trained method is (objective, LoRA rank or full fine-tune, steps): the report says which baseline
+    a comparison uses, e.g. a rank-matched SFT beside an r64 one."""
+    out = {}
+    for m in methods:
+        if cfg.methods.get(m) is None:
+            continue
+        t = cfg.train_config_for(m)
+        out[m] = {"method": t.method, "lora_r": None if t.full_finetune else t.lora.r,
+                  "target_modules": t.lora.target_modules, "max_steps": t.max_steps, "epochs": t.epochs}
+    return out
+
+
 def collect_results(cfg: Config) -> dict:
     """Gather every eval/<method>/results.json into OUTPUT_DIR/results.json (method-tagged scores)."""
     out = Path(cfg.output_dir)
@@ -323,6 +348,9 @@ def collect_results(cfg: Config) -> dict:
                 if base in methods:
                     deltas += [{**d, "left_out_domain": left_out, "vs": base}
                                for d in paired_deltas(out / "eval" / base, lodo_dir, method=method, cache=items)]
+    in_domain = [_task_name(t) for d in cfg.domains.values() for t in d.eval]
+    at_chance = chance_flags(scores)
+    adjust(deltas, in_domain=set(in_domain), primary=primary_metrics(scores), at_chance=at_chance)
     results = {
         "model": cfg.model,
         "recipe": cfg.recipe_path,
@@ -331,144 +359,10 @@ def collect_results(cfg: Config) -> dict:
         "tasks": cfg.eval_tasks(),
         "lodo_domains": sorted(set(lodo)),
         "scores": scores,
+        "in_domain_tasks": list(dict.fromkeys(in_domain)),
+        "method_setup": _method_setup(cfg, methods),
+        "at_chance": at_chance,
         "deltas": deltas,
     }
     write_json(out / "results.json", results)
     return results
-
-
-# Which per-item field of samples/<task>.jsonl a metric is the mean of.
-_ITEM_FIELD = {"acc": "correct", "acc_norm": "correct_norm", "exact_match": "correct", "pass@1": "correct",
-               "refusal_rate": "correct", "prompt_strict_acc": "correct"}
-
-
-def _item_scores(eval_dir: Path, task: str, metric: str) -> dict[str, float] | None:
-    from .evaluation.runner import _safe_name
-
-    fld = _ITEM_FIELD.get(metric)
-    path = eval_dir / "samples" / f"{_safe_name(task)}.jsonl"
-    if fld is None or not path.exists():
-        return None
-    items: dict[str, float] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if fld not in row or row["id"] in items:
-            return None   # several samples per item (pass@k) or no such field: not a per-item mean
-        items[row["id"]] = float(bool(row[fld]))
-    return items
-
-
-def _checked_items(eval_dir: Path, task: str, metric: str, reported: float | None,
-                   cache: dict) -> dict[str, float] | None:
-    """The per-item scores behind a reported value, or None when there are none or their mean is not that value
-    (then a paired delta would be wrong). `cache` keeps each samples file read once per caller."""
-    if (eval_dir, task, metric) not in cache:
-        cache[(eval_dir, task, metric)] = _item_scores(eval_dir, task, metric)
-    items = cache[(eval_dir, task, metric)]
-    if reported is None or not items or abs(sum(items.values()) / len(items) - reported) > 1e-9:
-        return None
-    return items
-
-
-def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict | None = None) -> list[dict]:
-    """Per task and metric: other - base on the items both scored, with a paired bootstrap 95% CI. Only where the
-    metric is the plain mean of a per-item field of the samples (checked against the reported value)."""
-    from .evaluation.metrics import paired_delta_ci
-
-    rows = []
-    cache = {} if cache is None else cache
-    base_scores = json.loads((base_dir / "results.json").read_text())["scores"]
-    other_scores = {(s["task"], s["metric"]): s for s in json.loads((other_dir / "results.json").read_text())["scores"]}
-    for s in base_scores:
-        o = other_scores.get((s["task"], s["metric"]))
-        if o is None:
-            continue
-        a = _checked_items(base_dir, s["task"], s["metric"], s["value"], cache)
-        b = _checked_items(other_dir, s["task"], s["metric"], o["value"], cache)
-        if a is None or b is None:
-            continue
-        ids = [i for i in a if i in b]
-        if not ids:
-            continue
-        d, lo, hi = paired_delta_ci([a[i] for i in ids], [b[i] for i in ids])
-        rows.append({"method": method, "task": s["task"], "metric": s["metric"], "delta": d, "ci_low": lo,
-                     "ci_high": hi, "n": len(ids), "paired": True})
-    return rows
-
-
-# --- several training seeds of one experiment -----------------------------------------------------
-
-def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict:
-    """Pool runs of one experiment that differ only in the training seed (`seed=N eval.seed=K`: same model, same eval
-    items). Per method and task: the score averaged over the runs; per pair of methods (the later minus the earlier,
-    in the first run's order): the difference per item averaged over the runs, with a bootstrap 95% CI over items.
-
-    The CI covers the sampling of eval items given these training runs; the spread between runs is reported beside
-    it (`per_run`), since a handful of seeds is too few to bootstrap over. Only methods and tasks present in every
-    run, and items every run scored, are pooled. Written to `out` (a results.json of its own) when given."""
-    from .evaluation.metrics import bootstrap_ci, paired_delta_ci
-
-    dirs = [Path(d) for d in run_dirs]
-    if len(dirs) < 2:
-        raise UserError("pooling needs at least two runs of the same experiment", field="runs")
-    runs = []
-    for d in dirs:
-        p = d / "results.json"
-        try:
-            runs.append(json.loads(p.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise UserError("no results.json: run the experiment (`crossdistill run`) first", file=str(p)) from None
-        except ValueError as e:
-            raise UserError(f"not valid JSON ({e})", file=str(p)) from None
-    for d, r in zip(dirs, runs):
-        if r.get("model") != runs[0].get("model"):
-            raise UserError(f"model {r.get('model')!r} differs from {runs[0].get('model')!r} in {dirs[0]}: pool runs "
-                            "of one experiment only", file=str(d / "results.json"), field="model")
-    methods = [m for m in runs[0]["methods"] if all(m in r["methods"] for r in runs)]
-    metrics: list[tuple[str, str]] = []
-    for s in runs[0]["scores"]:
-        key = (s["task"], s["metric"])
-        if not s.get("left_out_domain") and key not in metrics and key[1] in _ITEM_FIELD:
-            metrics.append(key)
-    # per (method, task, metric): one {item: score} per run, checked against the reported value
-    reported = [{(s["method"], s["task"], s["metric"]): s["value"] for s in r["scores"] if not s.get("left_out_domain")}
-                for r in runs]
-    items: dict[tuple, list[dict[str, float]]] = {}
-    cache: dict = {}
-    for m in methods:
-        for task, metric in metrics:
-            per_run = [_checked_items(d / "eval" / m, task, metric, rep.get((m, task, metric)), cache)
-                       for d, rep in zip(dirs, reported)]
-            if all(x is not None for x in per_run):
-                items[(m, task, metric)] = per_run
-    scores, deltas = [], []
-    for (m, task, metric), per_run in items.items():
-        ids = [i for i in per_run[0] if all(i in r for r in per_run)]
-        if not ids:
-            continue
-        avg = [sum(r[i] for r in per_run) / len(per_run) for i in ids]
-        lo, hi = bootstrap_ci(avg)
-        scores.append({"method": m, "task": task, "metric": metric, "value": round(sum(avg) / len(avg), 12),
-                       "ci_low": round(lo, 12), "ci_high": round(hi, 12), "n": len(ids), "runs": len(per_run),
-                       "per_run": [round(sum(r[i] for i in ids) / len(ids), 12) for r in per_run]})
-    for i, base in enumerate(methods):
-        for m in methods[i + 1:]:
-            for task, metric in metrics:
-                a_runs, b_runs = items.get((base, task, metric)), items.get((m, task, metric))
-                if not a_runs or not b_runs:
-                    continue
-                ids = [x for x in a_runs[0] if all(x in r for r in a_runs + b_runs)]
-                if not ids:
-                    continue
-                a = [sum(r[x] for r in a_runs) / len(a_runs) for x in ids]
-                b = [sum(r[x] for r in b_runs) / len(b_runs) for x in ids]
-                d, lo, hi = paired_delta_ci(a, b)
-                per_run = [round(sum(rb[x] - ra[x] for x in ids) / len(ids), 12) for ra, rb in zip(a_runs, b_runs)]
-                deltas.append({"method": m, "vs": base, "task": task, "metric": metric, "delta": d, "ci_low": lo,
-                               "ci_high": hi, "n": len(ids), "paired": True, "runs": len(a_runs), "per_run": per_run})
-    pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
-              "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)), "scores": scores,
-              "deltas": deltas}
-    if out is not None:
-        write_json(Path(out), pooled)
-    return pooled

@@ -227,6 +227,8 @@ def _final_answer_span(text: str) -> tuple[str | None, tuple[int, int] | None]:
     if ans:
         m = ans[-1]
         seg = re.split(r"(?<=[^\d])\.(?:\s|$)|\.\s", m.group(1))[0]
+        # "the answer is 48 + 24 = 72" / "...: Janet makes 9 * 2 = $18": the result right of the last "="
+        seg = re.split(r"(?<![<>!=])=(?!=)", seg)[-1]
         return _clean_candidate(seg, loose=True), m.span()
     nums = list(_LAST_NUM_RE.finditer(text_n))
     if nums:

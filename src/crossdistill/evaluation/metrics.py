@@ -84,6 +84,11 @@ def score_entry(task: str, metric: str, values: Sequence[float], *, weights: Seq
         value = mean(x)
     lo, hi = bootstrap_ci(x, weights=weights, resamples=resamples, seed=seed)
     row = {"task": task, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi, "n": len(x)}
+    if weights is None:   # the task's minimum detectable effect at its n (statistics.task_mde)
+        from ..statistics import task_mde
+
+        m = task_mde(x)
+        row["mde"] = None if m is None else round(m, 12)
     row.update(extra)
     return row
 

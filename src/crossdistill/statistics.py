@@ -1,0 +1,388 @@
+"""Paired comparisons of methods scored on the same eval items: tests, multiplicity control, pooled seeds.
+
+Every delta row of results.json (`method` minus `vs` on one task and metric, on the items both scored) carries
+
+* `delta`, `ci_low`, `ci_high`: the mean per-item difference with a percentile-bootstrap 95% CI over items;
+* `test` and `p`: the test that fits the data —
+  - `mcnemar_exact` when both sides are 0/1 per item (accuracy, pass@1, refusal): the exact two-sided binomial test
+    on the discordant pairs (items one side got right and the other wrong), p = min(1, 2·P(X ≤ min(b, c))),
+    X ~ Binomial(b + c, 1/2). 4 discordant items all one way give p = 0.125;
+  - `sign_flip` otherwise (continuous per-item scores: bits per byte, KL, log-prob margins): the paired permutation
+    test of the mean difference, flipping the sign of each item's difference. Exact (all 2^m sign vectors, m the
+    non-zero differences) when m ≤ 16, else Monte Carlo with 10,000 flips from a fixed seed, p = (1 + #{|T*| ≥
+    |T|}) / (1 + 10,000);
+* `family`, `p_holm`: Holm–Bonferroni adjustment within the row's family of claims in one results.json (see
+  `family_of`): p-values sorted ascending, p_(i) · (m − i + 1), made monotone, capped at 1;
+* `mde`: the minimum detectable effect at this n — the paired normal approximation
+  (z_{1−α/2} + z_{power}) · sd(d) / √n with α = 0.05 and 80% power (2.80 · sd(d) / √n), sd(d) the sample standard
+  deviation of the per-item differences;
+* `verdict` from `p_holm` only: "better" / "worse" (by the metric's direction: lower bits per byte, KL or NLL is
+  better) when p_holm < 0.05; otherwise "not detectable at n" when |delta| <= mde, else "n.s. (Holm)".
+
+Pooled rows (`pool_runs`, several training seeds on the same items) add a hierarchical bootstrap CI (`hier_ci_low`,
+`hier_ci_high`: resample the seeds with replacement, then the items, so seed-to-seed variance is in the interval);
+their test is on the per-item means over seeds, and their verdict needs both p_holm < 0.05 and a hierarchical CI
+that excludes 0.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from statistics import NormalDist
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .io import write_json
+
+ALPHA = 0.05
+POWER = 0.80
+EXACT_MAX = 16          # sign-flip test: exact enumeration up to 2^16 sign vectors
+MC_RESAMPLES = 10_000
+SEED = "seed"
+
+# Which per-item field of samples/<task>.jsonl a metric is the mean of.
+ITEM_FIELD = {"acc": "correct", "acc_norm": "correct_norm", "exact_match": "correct", "pass@1": "correct",
+              "refusal_rate": "correct", "prompt_strict_acc": "correct", "call_acc": "correct",
+              "bpb": "bpb", "kl": "kl", "margin": "margin"}
+# Metrics where lower is better (the rest: higher is better).
+LOWER_IS_BETTER = {"bpb", "kl"}
+
+
+# --- tests ----------------------------------------------------------------------------------------------
+
+def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
+    """Exact two-sided McNemar test of paired 0/1 outcomes: binomial test of the discordant pairs at 1/2."""
+    if len(a) != len(b):
+        raise ValueError("mcnemar_exact needs two equally long lists")
+    n01 = sum(1 for x, y in zip(a, b) if not x and y)
+    n10 = sum(1 for x, y in zip(a, b) if x and not y)
+    m = n01 + n10
+    if m == 0:
+        return 1.0
+    k = min(n01, n10)
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m
+    return min(1.0, 2 * tail)
+
+
+def sign_flip_test(d: Sequence[float], *, exact_max: int = EXACT_MAX, resamples: int = MC_RESAMPLES,
+                   seed: int = 0) -> tuple[float, bool]:
+    """Two-sided paired permutation (sign-flip) test of mean(d) = 0. Returns (p, exact)."""
+    x = np.asarray(d, dtype=np.float64)
+    x = x[x != 0]
+    m = len(x)
+    if m == 0:
+        return 1.0, True
+    t = abs(x.sum())
+    tol = 1e-12 * max(1.0, float(np.abs(x).sum()))
+    if m <= exact_max:
+        signs = ((np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1) * 2 - 1
+        stats = np.abs(signs @ x)
+        return float(np.mean(stats >= t - tol)), True
+    rng = np.random.default_rng(seed)
+    hits = 0
+    chunk = max(1, min(resamples, 2_000_000 // m))
+    done = 0
+    while done < resamples:
+        k = min(chunk, resamples - done)
+        signs = rng.integers(0, 2, size=(k, m)) * 2 - 1
+        hits += int(np.sum(np.abs(signs @ x) >= t - tol))
+        done += k
+    return (1 + hits) / (1 + resamples), False
+
+
+def is_binary(values: Iterable[float]) -> bool:
+    return all(v in (0.0, 1.0) for v in values)
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> tuple[str, float]:
+    """(test name, two-sided p) for per-item scores a, b of the same items."""
+    if is_binary(a) and is_binary(b):
+        return "mcnemar_exact", mcnemar_exact(a, b)
+    p, exact = sign_flip_test(np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64), seed=seed)
+    return ("sign_flip_exact" if exact else "sign_flip_mc"), p
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (None entries are skipped and stay None)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    m = len(order)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def mde(sd: float, n: int, *, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """Minimum detectable mean difference of a paired two-sided test at n items (normal approximation)."""
+    if n < 2:
+        return None
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return z * sd / math.sqrt(n)
+
+
+def task_mde(values: Sequence[float]) -> float | None:
+    """A task's MDE from one model's per-item scores, before any comparison: 2.80 · sd · √2 / √n — the paired MDE
+    when the two models' item scores are uncorrelated (positive correlation, the usual case, only lowers it)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2:
+        return None
+    return mde(float(x.std(ddof=1)) * math.sqrt(2), len(x))
+
+
+def hierarchical_ci(diffs: np.ndarray, *, resamples: int = 2000, seed: int = 0,
+                    alpha: float = ALPHA) -> tuple[float, float]:
+    """Percentile CI of the mean of a (runs × items) matrix of per-item differences: each resample draws runs with
+    replacement, then items with replacement (the same items for every drawn run: they are paired)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    r, n = d.shape
+    rng = np.random.default_rng(seed)
+    stats = np.empty(resamples)
+    for k in range(resamples):
+        rows = rng.integers(0, r, size=r)
+        cols = rng.integers(0, n, size=n)
+        stats[k] = d[rows][:, cols].mean()
+    lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    point = float(d.mean())
+    return round(min(float(lo), point), 12) + 0.0, round(max(float(hi), point), 12) + 0.0
+
+
+# --- families and verdicts ------------------------------------------------------------------------------
+
+def family_of(row: dict, *, in_domain: set[str], primary: dict[str, str]) -> str:
+    """The family of claims a delta row belongs to (Holm adjusts within it):
+
+    * "lodo": a leave-one-domain-out run against its full-data method or the seed;
+    * "in-domain gain": a trained method vs the seed on a task of a trained domain (a domain's `eval` list);
+    * "forgetting": a trained method vs the seed on any other task;
+    * "ablations": two trained methods compared (method choices and ablations alike).
+    A row on a task's secondary metric (acc_norm, margin, ...) goes to the same family name + " (secondary)", so
+    the extra metrics of one task do not dilute the primary claims."""
+    if row.get("left_out_domain"):
+        fam = "lodo"
+    elif row.get("vs") == SEED:
+        fam = "in-domain gain" if row["task"] in in_domain else "forgetting"
+    else:
+        fam = "ablations"
+    if primary.get(row["task"], row["metric"]) != row["metric"]:
+        fam += " (secondary)"
+    return fam
+
+
+def verdict(row: dict, *, alpha: float = ALPHA) -> str:
+    p = row.get("p_holm")
+    if p is None:
+        return "untested"
+    if p < alpha and (row.get("hier_ci_low") is None or row["hier_ci_low"] > 0 or row["hier_ci_high"] < 0):
+        up = row["delta"] > 0
+        if row["metric"] in LOWER_IS_BETTER:
+            up = not up
+        return "better" if up else "worse"
+    if row.get("mde") is not None and abs(row["delta"]) <= row["mde"]:
+        return "not detectable at n"
+    return "n.s. (Holm)"
+
+
+def adjust(rows: list[dict], *, in_domain: set[str], primary: dict[str, str],
+           at_chance: Iterable[str] = ()) -> list[dict]:
+    """Give every row its family, Holm-adjusted p (within the family) and verdict, in place; returns rows.
+    Forgetting rows on a task in `at_chance` (the seed is at chance there) are kept out of the forgetting family:
+    family "forgetting (at chance)", adjusted among themselves, verdict "at chance"."""
+    at_chance = set(at_chance)
+    fams: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        r["family"] = family_of(r, in_domain=in_domain, primary=primary)
+        if r["family"].startswith("forgetting") and r["task"] in at_chance:
+            r["family"] = "forgetting (at chance)"
+        fams.setdefault(r["family"], []).append(i)
+    for idx in fams.values():
+        for i, p in zip(idx, holm([rows[i].get("p") for i in idx])):
+            rows[i]["p_holm"] = None if p is None else round(p, 12)
+    for r in rows:
+        r["verdict"] = "at chance" if r["family"] == "forgetting (at chance)" else verdict(r)
+    return rows
+
+
+def primary_metrics(scores: list[dict]) -> dict[str, str]:
+    """Each task's primary metric: the first one listed for it."""
+    prim: dict[str, str] = {}
+    for s in scores:
+        prim.setdefault(s["task"], s["metric"])
+    return prim
+
+
+# --- per-item scores from samples files ------------------------------------------------------------------
+
+def _item_scores(eval_dir: Path, task: str, metric: str) -> dict[str, float] | None:
+    from .evaluation.runner import _safe_name
+
+    fld = ITEM_FIELD.get(metric)
+    path = eval_dir / "samples" / f"{_safe_name(task)}.jsonl"
+    if fld is None or not path.exists():
+        return None
+    items: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row.get(fld) is None or row["id"] in items:
+            return None   # several samples per item (pass@k) or no such field: not a per-item mean
+        v = row[fld]
+        items[row["id"]] = float(bool(v)) if isinstance(v, bool) else float(v)
+    return items
+
+
+def _checked_items(eval_dir: Path, task: str, metric: str, reported: float | None,
+                   cache: dict) -> dict[str, float] | None:
+    """The per-item scores behind a reported value, or None when there are none or their mean is not that value
+    (then a paired delta would be wrong). `cache` keeps each samples file read once per caller."""
+    if (eval_dir, task, metric) not in cache:
+        cache[(eval_dir, task, metric)] = _item_scores(eval_dir, task, metric)
+    items = cache[(eval_dir, task, metric)]
+    if reported is None or not items:
+        return None
+    mean = sum(items.values()) / len(items)
+    if abs(mean - reported) > 1e-9 * max(1.0, abs(reported)):
+        return None
+    return items
+
+
+def compare(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> dict:
+    """delta = mean(b − a) with its paired bootstrap CI, test, p and MDE."""
+    from .evaluation.metrics import paired_delta_ci
+
+    d, lo, hi = paired_delta_ci(a, b)
+    test, p = paired_test(a, b, seed=seed)
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    m = mde(sd, len(diff))
+    return {"delta": d, "ci_low": lo, "ci_high": hi, "n": len(diff), "paired": True, "test": test,
+            "p": round(p, 12), "mde": None if m is None else round(m, 12)}
+
+
+def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict | None = None) -> list[dict]:
+    """Per task and metric: other - base on the items both scored (`compare`). Only where the metric is the plain
+    mean of a per-item field of the samples (checked against the reported value)."""
+    rows = []
+    cache = {} if cache is None else cache
+    base_scores = json.loads((base_dir / "results.json").read_text())["scores"]
+    other_scores = {(s["task"], s["metric"]): s for s in json.loads((other_dir / "results.json").read_text())["scores"]}
+    for s in base_scores:
+        o = other_scores.get((s["task"], s["metric"]))
+        if o is None:
+            continue
+        a = _checked_items(base_dir, s["task"], s["metric"], s["value"], cache)
+        b = _checked_items(other_dir, s["task"], s["metric"], o["value"], cache)
+        if a is None or b is None:
+            continue
+        ids = [i for i in a if i in b]
+        if not ids:
+            continue
+        rows.append({"method": method, "task": s["task"], "metric": s["metric"],
+                     **compare([a[i] for i in ids], [b[i] for i in ids])})
+    return rows
+
+
+def chance_flags(scores: list[dict]) -> dict[str, str]:
+    """{task: reason} for tasks where the seed is at chance: its CI includes (or lies below) the chance rate (a score
+    row's `chance`: multiple choice reports the mean of 1/#choices), or it scores 0. Forgetting cannot show on such
+    a task; `adjust` gives its forgetting rows the verdict "at chance"."""
+    out = {}
+    for s in scores:
+        if s.get("method") != SEED or s.get("left_out_domain") or s["metric"] in LOWER_IS_BETTER:
+            continue
+        if s["metric"] not in ("acc", "exact_match", "pass@1", "refusal_rate", "prompt_strict_acc", "call_acc"):
+            continue
+        c = s.get("chance")
+        if s.get("value") == 0:
+            out[s["task"]] = "seed scores 0"
+        elif c is not None and s.get("ci_low") is not None and s["ci_low"] <= c:
+            where = "includes" if c <= s["ci_high"] else "is below"
+            out[s["task"]] = f"seed CI [{s['ci_low']:.3f}, {s['ci_high']:.3f}] {where} chance {c:.3f}"
+    return out
+
+
+# --- several training seeds of one experiment -----------------------------------------------------
+
+def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict:
+    """Pool runs of one experiment that differ only in the training seed (`seed=N eval.seed=K`: same model, same eval
+    items). Per method and task: the score averaged over the runs; per pair of methods (the later minus the earlier,
+    in the first run's order): the difference per item averaged over the runs, with a bootstrap 95% CI over items,
+    a hierarchical one (seeds, then items), the paired test on the per-item means, Holm within families and a
+    verdict that needs both (module docstring). Only methods and tasks present in every run, and items every run
+    scored, are pooled. Written to `out` (a results.json of its own) when given."""
+    from .evaluation.metrics import bootstrap_ci
+
+    dirs = [Path(d) for d in run_dirs]
+    if len(dirs) < 2:
+        raise UserError("pooling needs at least two runs of the same experiment", field="runs")
+    runs = []
+    for d in dirs:
+        p = d / "results.json"
+        try:
+            runs.append(json.loads(p.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise UserError("no results.json: run the experiment (`crossdistill run`) first", file=str(p)) from None
+        except ValueError as e:
+            raise UserError(f"not valid JSON ({e})", file=str(p)) from None
+    for d, r in zip(dirs, runs):
+        if r.get("model") != runs[0].get("model"):
+            raise UserError(f"model {r.get('model')!r} differs from {runs[0].get('model')!r} in {dirs[0]}: pool runs "
+                            "of one experiment only", file=str(d / "results.json"), field="model")
+    methods = [m for m in runs[0]["methods"] if all(m in r["methods"] for r in runs)]
+    metrics: list[tuple[str, str]] = []
+    for s in runs[0]["scores"]:
+        key = (s["task"], s["metric"])
+        if not s.get("left_out_domain") and key not in metrics and key[1] in ITEM_FIELD:
+            metrics.append(key)
+    reported = [{(s["method"], s["task"], s["metric"]): s["value"] for s in r["scores"] if not s.get("left_out_domain")}
+                for r in runs]
+    items: dict[tuple, list[dict[str, float]]] = {}
+    cache: dict = {}
+    for m in methods:
+        for task, metric in metrics:
+            per_run = [_checked_items(d / "eval" / m, task, metric, rep.get((m, task, metric)), cache)
+                       for d, rep in zip(dirs, reported)]
+            if all(x is not None for x in per_run):
+                items[(m, task, metric)] = per_run
+    scores, deltas = [], []
+    for (m, task, metric), per_run in items.items():
+        ids = [i for i in per_run[0] if all(i in r for r in per_run)]
+        if not ids:
+            continue
+        avg = [sum(r[i] for r in per_run) / len(per_run) for i in ids]
+        lo, hi = bootstrap_ci(avg)
+        scores.append({"method": m, "task": task, "metric": metric, "value": round(sum(avg) / len(avg), 12),
+                       "ci_low": round(lo, 12), "ci_high": round(hi, 12), "n": len(ids), "runs": len(per_run),
+                       "per_run": [round(sum(r[i] for i in ids) / len(ids), 12) for r in per_run]})
+    for i, base in enumerate(methods):
+        for m in methods[i + 1:]:
+            for task, metric in metrics:
+                a_runs, b_runs = items.get((base, task, metric)), items.get((m, task, metric))
+                if not a_runs or not b_runs:
+                    continue
+                ids = [x for x in a_runs[0] if all(x in r for r in a_runs + b_runs)]
+                if not ids:
+                    continue
+                a = [sum(r[x] for r in a_runs) / len(a_runs) for x in ids]
+                b = [sum(r[x] for r in b_runs) / len(b_runs) for x in ids]
+                diffs = np.array([[rb[x] - ra[x] for x in ids] for ra, rb in zip(a_runs, b_runs)])
+                hlo, hhi = hierarchical_ci(diffs)
+                per_run = [round(float(row.mean()), 12) for row in diffs]
+                deltas.append({"method": m, "vs": base, "task": task, "metric": metric, **compare(a, b),
+                               "runs": len(a_runs), "per_run": per_run, "hier_ci_low": hlo, "hier_ci_high": hhi})
+    in_domain: set[str] = set()
+    at_chance: dict[str, str] = {}
+    for r in runs:
+        in_domain |= set(r.get("in_domain_tasks") or [])
+        at_chance.update(r.get("at_chance") or {})
+    adjust(deltas, in_domain=in_domain, primary=primary_metrics(runs[0]["scores"]), at_chance=at_chance)
+    pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
+              "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)),
+              "in_domain_tasks": sorted(in_domain), "at_chance": at_chance, "scores": scores, "deltas": deltas}
+    if out is not None:
+        write_json(Path(out), pooled)
+    return pooled

@@ -1,0 +1,135 @@
+"""statistics.py against hand-computed values (scipy is not installed here): exact McNemar, the sign-flip
+permutation test, Holm on Wikipedia's textbook example, the MDE formula, the hierarchical bootstrap, families."""
+import math
+
+import numpy as np
+import pytest
+
+from crossdistill import statistics as S
+
+
+def _pairs(n01, n10, n11=0, n00=0):
+    a = [0] * n01 + [1] * n10 + [1] * n11 + [0] * n00
+    b = [1] * n01 + [0] * n10 + [1] * n11 + [0] * n00
+    return a, b
+
+
+@pytest.mark.parametrize("n01,n10,expected", [
+    (4, 0, 0.125),                       # the issue's case: 4 of 20 items differ, all one way
+    (5, 1, 2 * (1 + 6) / 64),            # 0.21875
+    (10, 2, 2 * (1 + 12 + 66) / 4096),   # 0.03857...
+    (3, 3, 1.0), (0, 0, 1.0), (1, 0, 1.0),
+])
+def test_mcnemar_exact_hand_computed(n01, n10, expected):
+    a, b = _pairs(n01, n10, n11=7, n00=9)    # concordant pairs do not enter the test
+    assert S.mcnemar_exact(a, b) == pytest.approx(expected, abs=1e-15)
+    assert S.mcnemar_exact(b, a) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize("d,expected", [
+    ([1, 2, 3], 0.25),                   # |±1±2±3| in {6,4,2,0,0,2,4,6}: 2 of 8 reach 6
+    ([1, 2, 3, 4], 0.125),               # only the two all-same sign vectors reach 10
+    ([3, -1], 1.0),                      # |sum| = 2 is the smallest possible
+    ([0, 0, 1, 2, 3], 0.25),             # zero differences carry no sign
+    ([0, 0], 1.0),
+])
+def test_sign_flip_exact_hand_computed(d, expected):
+    p, exact = S.sign_flip_test(d)
+    assert exact and p == pytest.approx(expected)
+
+
+def test_sign_flip_on_0_1_differences_equals_mcnemar():
+    for n01, n10 in [(4, 0), (5, 1), (10, 2), (7, 3), (6, 6)]:
+        a, b = _pairs(n01, n10, n11=3)
+        p, exact = S.sign_flip_test(np.subtract(b, a))
+        assert exact and p == pytest.approx(S.mcnemar_exact(a, b))
+
+
+def test_sign_flip_monte_carlo_is_seeded_and_near_the_exact_value():
+    rng = np.random.default_rng(1)
+    d = rng.normal(0.3, 1.0, size=17)
+    p_mc, exact = S.sign_flip_test(d, exact_max=16)
+    assert not exact and p_mc == S.sign_flip_test(d, exact_max=16)[0]     # fixed seed: same p
+    p_exact, _ = S.sign_flip_test(d, exact_max=17)
+    assert abs(p_mc - p_exact) < 0.02                                     # 10,000 flips: MC error ~0.005
+    assert S.sign_flip_test([1.0] * 40)[0] == pytest.approx(1 / 10_001)   # nothing as extreme in 10,000 flips
+
+
+def test_paired_test_picks_the_test_by_the_data():
+    assert S.paired_test([0, 1, 1], [1, 1, 0])[0] == "mcnemar_exact"
+    assert S.paired_test([0.5, 1.2, 0.3], [0.4, 1.0, 0.1]) == ("sign_flip_exact", pytest.approx(0.25))
+
+
+def test_holm_textbook_example():
+    # Wikipedia, Holm-Bonferroni method: p = 0.01, 0.04, 0.03, 0.005 at alpha 0.05 rejects H1 and H4 only.
+    adj = S.holm([0.01, 0.04, 0.03, 0.005])
+    assert adj == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [p < 0.05 for p in adj] == [True, False, False, True]
+    assert S.holm([0.2, None, 0.9]) == [pytest.approx(0.4), None, pytest.approx(0.9)]
+    assert S.holm([0.6, 0.7]) == [1.0, 1.0]                                # capped at 1
+
+
+def test_mde_formula():
+    z = 1.959963984540054 + 0.8416212335729143
+    assert S.mde(1.0, 100) == pytest.approx(z / 10)
+    assert S.mde(0.5, 400) == pytest.approx(z * 0.5 / 20)
+    assert S.mde(1.0, 1) is None
+    x = [0, 1] * 50
+    assert S.task_mde(x) == pytest.approx(z * np.std(x, ddof=1) * math.sqrt(2) / 10)
+
+
+def test_hierarchical_ci_carries_seed_to_seed_variance():
+    # Three seeds whose per-item deltas are constant within a seed (+0.40, 0.00, +0.15): an items-only bootstrap of
+    # the per-item means sees no noise at all; resampling the seeds too does.
+    d = np.array([[0.40] * 40, [0.0] * 40, [0.15] * 40])
+    from crossdistill.evaluation.metrics import paired_delta_ci
+
+    _, lo_items, hi_items = paired_delta_ci([0] * 40, d.mean(axis=0))
+    assert hi_items - lo_items < 1e-9
+    lo, hi = S.hierarchical_ci(d)
+    assert lo <= 0.05 and hi >= 0.3 and lo <= d.mean() <= hi
+    assert (lo, hi) == S.hierarchical_ci(d)
+
+
+def test_families_holm_within_family_and_verdicts():
+    prim = {"gsm8k": "exact_match", "arc": "acc", "kl": "kl"}
+    rows = [
+        {"method": "sft", "vs": "seed", "task": "gsm8k", "metric": "exact_match", "delta": 0.2, "p": 0.01, "mde": 0.1},
+        {"method": "sft", "vs": "seed", "task": "arc", "metric": "acc", "delta": -0.2, "p": 0.01, "mde": 0.1},
+        {"method": "sft", "vs": "seed", "task": "arc", "metric": "acc_norm", "delta": -0.2, "p": 0.04, "mde": 0.1},
+        {"method": "sdft", "vs": "seed", "task": "arc", "metric": "acc", "delta": -0.01, "p": 0.03, "mde": 0.1},
+        {"method": "sdft", "vs": "sft", "task": "kl", "metric": "kl", "delta": -0.02, "p": 0.001, "mde": 0.01},
+        {"method": "sft", "vs": "sft", "task": "gsm8k", "metric": "exact_match", "delta": 0.0, "p": 0.5, "mde": 0.1,
+         "left_out_domain": "math"},
+    ]
+    S.adjust(rows, in_domain={"gsm8k"}, primary=prim)
+    assert [r["family"] for r in rows] == ["in-domain gain", "forgetting", "forgetting (secondary)", "forgetting",
+                                           "ablations", "lodo"]
+    assert rows[0]["p_holm"] == pytest.approx(0.01) and rows[0]["verdict"] == "better"
+    assert rows[1]["p_holm"] == pytest.approx(0.02) and rows[1]["verdict"] == "worse"
+    assert rows[3]["p_holm"] == pytest.approx(0.03) and rows[3]["verdict"] == "worse"
+    assert rows[4]["verdict"] == "better"                      # lower KL is better
+    assert rows[5]["verdict"] == "not detectable at n"
+    rows[1].pop("family")
+    S.adjust(rows, in_domain={"gsm8k"}, primary=prim, at_chance={"arc"})
+    assert rows[1]["family"] == "forgetting (at chance)" and rows[1]["verdict"] == "at chance"
+
+
+def test_pooled_verdict_needs_the_hierarchical_ci():
+    row = {"task": "t", "metric": "acc", "delta": 0.18, "p_holm": 0.001, "mde": 0.05,
+           "hier_ci_low": -0.02, "hier_ci_high": 0.4}
+    assert S.verdict(row) == "n.s. (Holm)"
+    assert S.verdict({**row, "hier_ci_low": 0.01}) == "better"
+
+
+def test_chance_flags():
+    scores = [{"method": "seed", "task": "mmlu", "metric": "acc", "value": 0.26, "ci_low": 0.2, "ci_high": 0.32,
+               "chance": 0.25},
+              {"method": "seed", "task": "sciq", "metric": "acc", "value": 0.7, "ci_low": 0.64, "ci_high": 0.76,
+               "chance": 0.25},
+              {"method": "seed", "task": "obqa", "metric": "acc", "value": 0.175, "ci_low": 0.125, "ci_high": 0.225,
+               "chance": 0.25},
+              {"method": "seed", "task": "refusal", "metric": "refusal_rate", "value": 0.0, "ci_low": 0, "ci_high": 0},
+              {"method": "sft", "task": "gsm8k", "metric": "exact_match", "value": 0.0, "ci_low": 0, "ci_high": 0}]
+    flags = S.chance_flags(scores)
+    assert set(flags) == {"mmlu", "obqa", "refusal"} and "below" in flags["obqa"]

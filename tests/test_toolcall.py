@@ -1,0 +1,71 @@
+"""The tool_call checker (BFCL AST-checker rules) and the tool_call task type on the tiny model."""
+import json
+
+import pytest
+
+from crossdistill.evaluation.toolcall import check_calls, ground_truth_of, parse_calls
+
+WEATHER = {"name": "get_weather", "parameters": {"type": "object", "properties": {
+    "city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}}
+GT = [{"get_weather": {"city": ["Paris", "Paris, France"], "unit": ["celsius", ""]}}]
+
+
+@pytest.mark.parametrize("pred,reason", [
+    ([{"name": "get_weather", "arguments": {"city": "paris"}}], "ok"),                       # optional unit left out
+    ([{"name": "get_weather", "arguments": {"city": "Paris, France", "unit": "Celsius"}}], "ok"),
+    ([{"name": "get.weather", "arguments": {"city": "Paris"}}], "ok"),                      # BFCL: . == _
+    ([{"name": "get_time", "arguments": {"city": "Paris"}}], "wrong_name"),
+    ([{"name": "get_weather", "arguments": {"unit": "celsius"}}], "missing_required"),
+    ([{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}], "unexpected_argument"),
+    ([{"name": "get_weather", "arguments": {"city": "Lyon"}}], "wrong_value"),
+    ([{"name": "get_weather", "arguments": {"city": "Paris", "unit": ""}}], "wrong_value"),  # "" is not a value
+    ([], "no_call"),
+    ([{"name": "get_weather", "arguments": {"city": "Paris"}}] * 2, "wrong_count"),
+])
+def test_bfcl_rules(pred, reason):
+    assert check_calls(pred, GT, [WEATHER]) == reason
+
+
+def test_gold_argument_without_optional_marker_is_needed():
+    gt = [{"f": {"a": [1], "b": [2]}}]
+    assert check_calls([{"name": "f", "arguments": {"a": 1}}], gt) == "missing_argument"
+    assert check_calls([{"name": "f", "arguments": {"a": "1.0", "b": 2}}], gt) == "ok"      # numbers numerically
+
+
+def test_parallel_calls_in_any_order():
+    gt = [{"f": {"x": [1]}}, {"f": {"x": [2]}}]
+    text = '[{"name": "f", "arguments": {"x": 2}}, {"name": "f", "arguments": {"x": 1}}]'
+    assert check_calls(parse_calls(text), gt) == "ok"
+    two = 'first {"name": "f", "arguments": {"x": 1}} then {"name": "f", "arguments": {"x": 2}}'
+    assert len(parse_calls(two)) == 2 and check_calls(parse_calls(two), gt) == "ok"
+    assert check_calls(parse_calls(two.replace('"x": 2', '"x": 3')), gt) == "wrong_value"
+
+
+def test_glaive_call_as_ground_truth():
+    gt = ground_truth_of({"name": "f", "arguments": json.dumps({"a": "b"})})
+    assert gt == [{"f": {"a": ["b"]}}]
+
+
+def test_bfcl_files_as_a_custom_task_on_the_tiny_model(tiny, tmp_path):
+    from crossdistill.config import EvalConfig
+    from crossdistill.errors import UserError
+    from crossdistill.evaluation import evaluate
+
+    q = [{"id": "simple_0", "question": [[{"role": "user", "content": "Weather in Paris?"}]], "function": [WEATHER]},
+         {"id": "simple_1", "question": [[{"role": "user", "content": "Weather in Rome?"}]], "function": [WEATHER]}]
+    (tmp_path / "q.json").write_text("".join(json.dumps(x) + "\n" for x in q))
+    (tmp_path / "a.json").write_text(json.dumps({"id": "simple_0", "ground_truth": GT}) + "\n" + json.dumps(
+        {"id": "simple_1", "ground_truth": [{"get_weather": {"city": ["Rome"]}}]}) + "\n")
+    spec = tmp_path / "bfcl.yaml"
+    spec.write_text("name: bfcl\ntype: tool_call\ndata: q.json\nanswers: a.json\nmax_new_tokens: 8\n")
+    res = evaluate(*tiny[:1], [str(spec)], tokenizer=tiny[1], out_dir=tmp_path / "o",
+                   eval_cfg=EvalConfig(max_new_tokens=8, batch_size=4, bootstrap=50), progress=False)
+    (sc,) = res["scores"]
+    assert sc["metric"] == "call_acc" and sc["n"] == 2 and sc["value"] == 0.0   # a random model makes no call
+    rows = [json.loads(x) for x in (tmp_path / "o" / "samples" / "bfcl.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows} == {"simple_0", "simple_1"} and rows[0]["reason"] == "no_call"
+    assert rows[0]["gold"] in (GT, [{"get_weather": {"city": ["Rome"]}}])
+    (tmp_path / "a.json").write_text(json.dumps({"id": "simple_0", "ground_truth": GT}) + "\n")
+    with pytest.raises(UserError, match="simple_1") as e:
+        evaluate(tiny[0], [str(spec)], tokenizer=tiny[1], progress=False)
+    assert e.value.field == "ground_truth" and e.value.line == 2
