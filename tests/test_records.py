@@ -39,7 +39,6 @@ def test_malformed_json_names_line(tmp_path):
     ({"domain": "math", "prompt": "x"}, "id"),
     (good(prompt=""), "prompt"),
     (good(prompt=5), "prompt"),
-    (good(answer=None), "answer"),
     (good(tests="assert x"), "tests"),
     (good(gold=True), "gold"),
     (good(respnse="x"), "respnse"),

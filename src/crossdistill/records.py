@@ -2,7 +2,8 @@
 
 A Record is one example: a prompt, a reference response, and the fields a domain needs to check an answer:
 math `answer`; code `tests` (+ `test_setup`, `entry_point`); tool use `tools` + `expected_call`;
-multiple choice `choices` + `gold`. Everything else goes in `meta`.
+multiple choice `choices` + `gold`. Everything else goes in `meta`. Which fields each kind of record needs is
+declared by its domain in `domains.registry` (the readers above this module pass them in as `required`).
 """
 from __future__ import annotations
 
@@ -67,20 +68,13 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 _KNOWN = {f.name for f in fields(Record)}
 
-# What each domain needs, beyond id/domain/prompt, to be usable for training or evaluation.
-DOMAIN_REQUIRED: dict[str, tuple[str, ...]] = {
-    "math": ("response", "answer"),
-    "code": ("response", "tests"),
-    "text": ("response",),
-    "tools": ("response", "expected_call"),
-    "choice": ("choices", "gold"),
-    "safety": (),
-    "instruction": (),
-}
 
+def record_from_dict(d: Any, *, file: str = "<memory>", line: int | None = None, require_response: bool = False,
+                     required: Iterable[str] = ()) -> Record:
+    """Validate one JSON object into a Record; any problem raises UserError naming file, line and field.
 
-def record_from_dict(d: Any, *, file: str = "<memory>", line: int | None = None, require_response: bool = False) -> Record:
-    """Validate one JSON object into a Record; any problem raises UserError naming file, line and field."""
+    `required`: the fields the record's kind needs (`domains.required_fields(domain)`; "response" is checked only
+    with `require_response`)."""
     if not isinstance(d, dict):
         raise UserError(f"expected a JSON object, got {type(d).__name__}", file=file, line=line)
     unknown = set(d) - _KNOWN
@@ -115,8 +109,7 @@ def record_from_dict(d: Any, *, file: str = "<memory>", line: int | None = None,
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 raise UserError("each message needs string 'role' and 'content'", file=file, line=line, field=f"prompt[{i}]")
     domain = d["domain"]
-    needed = DOMAIN_REQUIRED.get(domain, ("response",) if require_response else ())
-    for name in needed:
+    for name in required:
         if name == "response" and not require_response:
             continue
         v = d.get(name)

@@ -1,10 +1,10 @@
 """The Domain plug-in contract, the checks every domain shares, and the registry.
 
-A domain knows three things about its records:
+A domain knows four things about its records:
 
+* which fields they need (`required`) and which eval task types score them (`task_types`, so its metrics),
 * how to ask the seed model for a rewrite (`rewrite_messages` -> chat messages + an assistant prefill),
-* how to verify a rewrite and turn it into a training target (`verify` / `verify_many`),
-* how to score an evaluation output (`score` / `score_many`).
+* how to verify a rewrite and turn it into a training target (`verify` / `verify_many`).
 
 `verify` always receives the *whole* assistant text: the prefill followed by what the model generated.
 
@@ -25,17 +25,16 @@ A rewrite that passes everything is accepted; if it is also a near-verbatim copy
 (similarity >= `VerifyContext.copy_threshold`, see `similarity`) it is flagged ``copied=True``. A copy is a harmless
 target (it equals the original) but must not be counted as self-distillation.
 
-Adding a domain: one new file with a `Domain` subclass and one line in `_BUILTIN` below, or an entry point in the
-``crossdistill.domains`` group (``name = "pkg.module:ClassName"``).
+Adding a domain: one new file with a `Domain` subclass, registered by `registry.register_domain` or an entry point
+in the ``crossdistill.domains`` group (``name = "pkg.module:ClassName"``); see `registry`.
 """
 from __future__ import annotations
 
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from ..errors import UserError
 from ..records import Record
 
 
@@ -182,6 +181,12 @@ class Domain:
     """Base class of a domain plug-in. Subclasses set `name` and implement the three hooks marked below."""
 
     name: str = ""
+    # Record fields this domain's records need beyond id/domain/prompt (checked when data is loaded; "response" only
+    # where a response is required, e.g. for training).
+    required: tuple[str, ...] = ("response",)
+    # The eval task types (`evaluation.tasks.TASK_TYPES`) that score this domain's benchmarks, so its metrics
+    # (generate_match -> exact_match, generate_code -> pass@1, gold_nll -> bpb, tool_call -> call_acc, ...).
+    task_types: tuple[str, ...] = ()
     # Strings that end a rewrite naturally (besides EOS): generation stops there and the rewrite counts as finished.
     # The stop string itself is not part of the generated text.
     stop: tuple[str, ...] = ()
@@ -277,70 +282,5 @@ class Domain:
             out.append(self._finish(rec, text, res, ctx))
         return out
 
-    # -- evaluation --
-    def score(self, record: Record, output: str) -> dict:
-        """Metrics of one eval output; always has a boolean "correct" (subclass)."""
-        raise NotImplementedError
-
-    def score_many(self, records: Sequence[Record], outputs: Sequence[str], ctx: VerifyContext | None = None) -> list[dict]:
-        return [self.score(r, o) for r, o in zip(records, outputs, strict=True)]
-
     def __repr__(self) -> str:
         return f"<Domain {self.name}>"
-
-
-# --- registry ------------------------------------------------------------------------------------
-
-_BUILTIN: dict[str, str] = {
-    "math": "crossdistill.domains.math:MathDomain",
-    "code": "crossdistill.domains.code:CodeDomain",
-    "text": "crossdistill.domains.text:TextDomain",
-    "tools": "crossdistill.domains.tools:ToolsDomain",
-}
-DOMAINS: tuple[str, ...] = tuple(_BUILTIN)
-_CACHE: dict[str, Domain] = {}
-
-
-def _load(target: str) -> Domain:
-    import importlib
-
-    mod, _, attr = target.partition(":")
-    obj = getattr(importlib.import_module(mod), attr)
-    return obj() if isinstance(obj, type) else obj
-
-
-def _entry_points() -> dict[str, Any]:
-    from importlib.metadata import entry_points
-
-    try:
-        return {ep.name: ep for ep in entry_points(group="crossdistill.domains")}
-    except Exception:  # noqa: BLE001 - a broken third-party distribution must not break the built-ins
-        return {}
-
-
-def available_domains() -> list[str]:
-    return list(DOMAINS) + [n for n in _entry_points() if n not in _BUILTIN]
-
-
-def get_domain(name: str) -> Domain:
-    """The plug-in instance for a domain name (built-in or from the `crossdistill.domains` entry points)."""
-    if name in _CACHE:
-        return _CACHE[name]
-    if name in _BUILTIN:
-        dom = _load(_BUILTIN[name])
-    else:
-        eps = _entry_points()
-        if name not in eps:
-            known = available_domains()
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"unknown domain plug-in '{name}'{hint}; known: {', '.join(known)}", field="domain")
-        obj = eps[name].load()
-        dom = obj() if isinstance(obj, type) else obj
-    _CACHE[name] = dom
-    return dom
-
-
-def iter_domains() -> Iterable[Domain]:
-    for n in available_domains():
-        yield get_domain(n)

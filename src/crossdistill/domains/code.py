@@ -147,6 +147,8 @@ def _verdict_dict(v: Any) -> dict:
 
 class CodeDomain(Domain):
     name = "code"
+    required = ("response", "tests")
+    task_types = ("generate_code",)
     teacher_template = ("{prompt}\n\nHere is a reference solution:\n{demonstration}\n\n"
                         "Now write your own solution to the task.")
     stop = ("```",)   # the prefill opened the block: its closing fence is the rewrite's natural end
@@ -214,26 +216,3 @@ class CodeDomain(Domain):
                 else:
                     results[i] = VerifyResult(False, _STATUS_REASON.get(v.status, "sandbox_error"), details=details)
         return [self._finish(rec, text, res, ctx) for rec, text, res in zip(records, texts, results, strict=True)]
-
-    def score(self, record: Record, output: str) -> dict:
-        return self.score_many([record], [output])[0]
-
-    def score_many(self, records: Sequence[Record], outputs: Sequence[str], ctx: VerifyContext | None = None) -> list[dict]:
-        """{"correct": all tests passed, "status", "n_tests", "n_passed", ...}; programs run in parallel."""
-        ctx = ctx or VerifyContext()
-        out: list[dict | None] = [None] * len(records)
-        jobs, where = [], []
-        for i, (rec, o) in enumerate(zip(records, outputs, strict=True)):
-            code = extract_code(o or "", rec.entry_point)
-            if code is None:
-                out[i] = {"correct": False, "status": "no_code"}
-                continue
-            jobs.append({"code": program_for_eval(rec, code), "tests": tests_program(rec), "setup": rec.test_setup or ""})
-            where.append(i)
-        if jobs:
-            from ..sandbox import run_many
-
-            for i, v in zip(where, run_many(jobs, limits=_limits(ctx), workers=ctx.sandbox_workers,
-                                            progress=ctx.progress), strict=True):
-                out[i] = {"correct": bool(v.passed), **_verdict_dict(v)}
-        return out  # type: ignore[return-value]

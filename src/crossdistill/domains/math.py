@@ -600,6 +600,8 @@ def _derived(pred: str, eq_text: str, eqs: list[Equation]) -> bool:
 
 class MathDomain(Domain):
     name = "math"
+    required = ("response", "answer")
+    task_types = ("generate_match",)
     teacher_template = ("{prompt}\n\nHere is a worked solution to this problem:\n{demonstration}\n\n"
                         "Now solve the problem yourself, step by step, ending with the final answer.")
 
@@ -638,7 +640,3 @@ class MathDomain(Domain):
 
         body = text[len(PREFILL):] if text.startswith(PREFILL) else text
         return similarity(body, record.response or "")
-
-    def score(self, record: Record, output: str) -> dict:
-        pred = extract_answer(output)
-        return {"correct": answers_match(pred, record.answer), "pred": pred, "gold": record.answer}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 
 from ..records import Record
-from .base import Domain, VerifyContext, VerifyResult, degenerate_reason, find_leak, similarity, task_text
+from .base import Domain, VerifyContext, VerifyResult, similarity, task_text
 
 SYSTEM = (
     "You are a helpful assistant. You will see an instruction and, after it, a reference answer written by "
@@ -66,6 +66,8 @@ def length_bounds(reference: str) -> tuple[float, float]:
 
 class TextDomain(Domain):
     name = "text"
+    required = ("response",)
+    task_types = ("gold_nll", "seed_kl")
 
     def rewrite_messages(self, record: Record) -> tuple[list[dict], str]:
         user = f"Instruction:\n{task_text(record).strip()}\n\nReference answer:\n{(record.response or '').strip()}"
@@ -90,15 +92,3 @@ class TextDomain(Domain):
         if is_refusal(text) and not is_refusal(record.response or ""):
             return VerifyResult(False, "refusal", details=details)
         return VerifyResult(True, "ok", target=text.strip(), details=details)
-
-    def score(self, record: Record, output: str) -> dict:
-        """No ground truth for free text: `correct` is None; `sane` = non-empty, no loop, no leak, no refusal
-        (unless the reference refuses), length within the verifier's bounds when a reference exists."""
-        output = output or ""
-        n = len(output.split())
-        refusal = is_refusal(output)
-        sane = bool(output.strip()) and degenerate_reason(output) is None and find_leak(output) is None
-        if record.response:
-            lo, hi = length_bounds(record.response)
-            sane = sane and lo <= n <= hi and (not refusal or is_refusal(record.response))
-        return {"correct": None, "sane": sane, "words": n, "refusal": refusal}

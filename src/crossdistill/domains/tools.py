@@ -232,6 +232,8 @@ def _call_as_list(record: Record) -> str:
 
 class ToolsDomain(Domain):
     name = "tools"
+    required = ("response", "expected_call")
+    task_types = ("tool_call",)
     teacher_template = ("{prompt}\n\nHere is an example of the right response (tool call or answer):\n{demonstration}\n\n"
                         "Now give your own response, in the same format.")
     # the call is the whole reply: a blank line or a new conversation turn after it is where a seed starts to ramble
@@ -286,9 +288,3 @@ class ToolsDomain(Domain):
             # a Python literal or another call shape: the canonical JSON, never a form the reference does not use
             own = json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
         return VerifyResult(True, "ok", target=self.make_target(record, own), details=details)
-
-    def score(self, record: Record, output: str) -> dict:
-        call = parse_call(output or "")
-        reason = compare_calls(call, record.expected_call or {})
-        return {"correct": reason == "ok", "reason": reason, "parsed": call is not None,
-                "name_correct": reason not in ("no_call", "wrong_name")}

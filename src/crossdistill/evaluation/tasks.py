@@ -86,15 +86,13 @@ from typing import Any
 
 import yaml
 
+from ..domains.registry import kind_for_task_type, required_fields
 from ..errors import UserError
 from ..records import Record, record_from_dict
 
 TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction", "gold_nll", "seed_kl",
               "tool_call")
 EXTRACTIONS = ("math", "last_number", "boxed")
-_TYPE_DOMAIN = {"generate_match": "math", "generate_code": "code", "multiple_choice": "choice",
-                "refusal": "safety", "instruction": "instruction", "gold_nll": "text", "seed_kl": "text",
-                "tool_call": "tools"}
 
 
 @dataclass
@@ -339,7 +337,7 @@ def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Rec
         if spec.fields:
             obj = _map_fields(obj, spec, lineno)
         try:
-            rec = record_from_dict(obj, file=path, line=lineno)
+            rec = record_from_dict(obj, file=path, line=lineno, required=required_fields(obj.get("domain")))
         except UserError as e:
             hint = "" if spec.fields else " (raw data? map its keys with `fields:` in the spec)"
             raise UserError(f"{e}{hint} [{what} of task spec {spec.spec_file}]") from None
@@ -410,7 +408,7 @@ def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:
         meta.pop("id", None)
     d["meta"] = meta
     d.setdefault("id", str(lineno))
-    d.setdefault("domain", _TYPE_DOMAIN[spec.type])
+    d.setdefault("domain", kind_for_task_type(spec.type))
     if d.get("answer") is not None and not isinstance(d["answer"], str):
         d["answer"] = str(d["answer"])
     if isinstance(d.get("gold"), str) and d["gold"].strip().lstrip("-").isdigit():

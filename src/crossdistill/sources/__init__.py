@@ -13,12 +13,13 @@ import difflib
 import random
 from pathlib import Path
 
+from ..domains.registry import record_kind
 from ..errors import UserError
 from ..records import Record, record_from_dict, write_records
 from . import olmo_eval as _olmo_eval  # noqa: F401  (registers built-ins)
 from . import packages as _packages  # noqa: F401  (registers built-ins)
 from .builtin import BUILTINS, DatasetInfo, cached_path, is_prepared, load_builtin
-from .files import check_domain, file_stem, has_data_suffix, load_file, load_hub, validate_record_file
+from .files import file_stem, has_data_suffix, load_file, load_hub, validate_record_file
 from .overlap import NgramIndex, overlap_report
 
 __all__ = ["DatasetInfo", "list_datasets", "load_source", "prepare_datasets", "validate_file", "overlap_report",
@@ -63,13 +64,13 @@ def resolve_source(spec: str, data_dir: str | None = None) -> tuple[str, str]:
 
 
 def _override_domain(recs: list[Record], domain: str, label: str) -> list[Record]:
-    check_domain(domain, label, None)
+    required = record_kind(domain, file=label).required
     out = []
     for r in recs:
         if r.domain == domain:
             out.append(r)
         else:
-            out.append(record_from_dict({**r.to_dict(), "domain": domain}, file=label))
+            out.append(record_from_dict({**r.to_dict(), "domain": domain}, file=label, required=required))
     return out
 
 

@@ -5,18 +5,17 @@ every later object must fit the same format. Every problem raises UserError nami
 """
 from __future__ import annotations
 
-import difflib
 import gzip
 import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import UserError
-from ..records import DOMAIN_REQUIRED, Record, record_from_dict
+from ..domains.registry import record_kind
+from ..records import Record, record_from_dict
 from .formats import CONVERTERS, FORMAT_HELP, Where, detect_format
 
 FILE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-KNOWN_DOMAINS = tuple(DOMAIN_REQUIRED)
 
 
 def has_data_suffix(spec: str) -> bool:
@@ -29,14 +28,6 @@ def file_stem(path: str | Path) -> str:
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return Path(name).stem
-
-
-def check_domain(domain: Any, file: str, line: int | None) -> None:
-    if isinstance(domain, str) and domain not in DOMAIN_REQUIRED:
-        close = difflib.get_close_matches(domain, KNOWN_DOMAINS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown domain '{domain}'{hint}; known: {', '.join(KNOWN_DOMAINS)}",
-                        file=file, line=line, field="domain")
 
 
 # ---- reading objects with line numbers -----------------------------------------------------------
@@ -138,7 +129,7 @@ def convert_objects(objs: Iterable[tuple[int, Any]], *, label: str, source: str,
                     fmt: str | None = None) -> list[Record]:
     """Turn (line, object) pairs into validated Records. The format is that of the first object unless given."""
     if domain is not None:
-        check_domain(domain, label, None)
+        record_kind(domain, file=label)
     out: list[Record] = []
     seen: dict[str, int | None] = {}
     k = 0
@@ -154,13 +145,15 @@ def convert_objects(objs: Iterable[tuple[int, Any]], *, label: str, source: str,
             d = dict(obj)
             if domain is not None:
                 d["domain"] = domain
-            check_domain(d.get("domain"), label, line)
-            rec = record_from_dict(d, file=label, line=line)
+            kind = d.get("domain")
+            required = record_kind(kind, file=label, line=line).required if isinstance(kind, str) else ()
+            rec = record_from_dict(d, file=label, line=line, required=required)
         else:
             w = Where(label, line)
             rec = CONVERTERS[fmt][1](obj, k, source, w)
             if rec is not None and domain is not None and rec.domain != domain:
-                rec = record_from_dict({**rec.to_dict(), "domain": domain}, file=label, line=line)
+                rec = record_from_dict({**rec.to_dict(), "domain": domain}, file=label, line=line,
+                                       required=record_kind(domain).required)
         k += 1
         if rec is None:
             continue
