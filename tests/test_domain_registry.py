@@ -120,6 +120,7 @@ methods: {{seed: null, sdft: {{method: sdft}}}}
     assert len(train) == 8 and {r["domain"] for r in train} == {"sql"}
     distilled = [json.loads(x) for x in (out / "distill" / "distilled.jsonl").read_text().splitlines()]
     assert len(distilled) == 8 and {r["domain"] for r in distilled} == {"sql"}
+    assert {r["reason"] for r in distilled} <= {"ok", "empty", "truncated", "leak", "degenerate", "wrong_result"}
     results = json.loads((out / "results.json").read_text())
     scored = {(s["method"], s["task"]) for s in results["scores"]}
     assert {("seed", "sql-count"), ("sdft", "sql-count")} <= scored
