@@ -1,6 +1,6 @@
-"""The Domain plug-in contract, the checks every domain shares, and the registry.
+"""The Domain plug-in contract and the checks every domain shares (the registry of plug-ins is `registry`).
 
-A domain knows four things about its records:
+A domain knows three things about its records:
 
 * which fields they need (`required`) and which eval task types score them (`task_types`, so its metrics),
 * how to ask the seed model for a rewrite (`rewrite_messages` -> chat messages + an assistant prefill),
@@ -178,7 +178,8 @@ def _as_text_finished(g: Any) -> tuple[str, bool]:
 # --- the contract --------------------------------------------------------------------------------
 
 class Domain:
-    """Base class of a domain plug-in. Subclasses set `name` and implement the three hooks marked below."""
+    """Base class of a domain plug-in. Subclasses set `name`, `required` and `task_types`, and implement the two
+    hooks marked "(subclass)": `rewrite_messages` and `check`."""
 
     name: str = ""
     # Record fields this domain's records need beyond id/domain/prompt (checked when data is loaded; "response" only
