@@ -14,6 +14,7 @@ Adding a domain is one file: a `Domain` subclass, registered by one of the three
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,13 +64,21 @@ def _instance(obj: Any) -> Domain:
     return obj() if isinstance(obj, type) else obj
 
 
+_EP_CACHE: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
 def _entry_points() -> dict[str, Any]:
+    """The `crossdistill.domains` entry points of the distributions on sys.path (looked up once per sys.path: eval
+    data may ask about an unknown label on every line)."""
     from importlib.metadata import entry_points
 
-    try:
-        return {ep.name: ep for ep in entry_points(group="crossdistill.domains")}
-    except Exception:  # noqa: BLE001 - a broken third-party distribution must not break the built-ins
-        return {}
+    key = tuple(sys.path)
+    if key not in _EP_CACHE:
+        try:
+            _EP_CACHE[key] = {ep.name: ep for ep in entry_points(group="crossdistill.domains")}
+        except Exception:  # noqa: BLE001 - a broken third-party distribution must not break the built-ins
+            _EP_CACHE[key] = {}
+    return _EP_CACHE[key]
 
 
 def available_domains() -> list[str]:
