@@ -69,10 +69,11 @@ import torch.nn as nn
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from . import arch as A
 from . import losses as L
 from .config import Config, LossTerms, TrainConfig, loss_terms, stable_hash
 from .errors import UserError
-from .io import read_complete_rows, write_json, write_jsonl, write_text
+from .io import iter_jsonl, read_complete_rows, write_json, write_jsonl, write_text
 
 logger = logging.getLogger("crossdistill.train")
 
@@ -88,33 +89,24 @@ COMPLETE_MARKER = ".complete"
 def read_distilled(path: str | os.PathLike, target_field: str, domains: list[str] | None = None) -> list[dict]:
     """Rows of distilled.jsonl that train (id, domain, prompt, target). Bad lines are UserErrors with the line."""
     p = Path(path)
-    if not p.exists():
-        raise UserError("distilled data not found (run the distill stage first)", file=str(p))
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"invalid JSON: {e.msg}", file=str(p), line=n) from None
-            if not isinstance(r, dict):
-                raise UserError("expected a JSON object", file=str(p), line=n)
-            for key in ("domain", "prompt", target_field):
-                if key not in r:
-                    raise UserError(f"missing field '{key}'", file=str(p), line=n)
-            if not isinstance(r[target_field], str):
-                raise UserError(f"field '{target_field}' must be a string", file=str(p), line=n)
-            prompt = r["prompt"]
-            if isinstance(prompt, str):
-                prompt = [{"role": "user", "content": prompt}]
-            elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m
-                                                        for m in prompt)):
-                raise UserError("field 'prompt' must be a string or a list of {role, content} messages",
-                                file=str(p), line=n)
-            rows.append({"id": r.get("id", f"line{n}"), "domain": str(r["domain"]), "messages": prompt,
-                         "target": r[target_field], "line": n})
+    for n, r in iter_jsonl(p, missing="distilled data not found (run the distill stage first)"):
+        if not isinstance(r, dict):
+            raise UserError("expected a JSON object", file=str(p), line=n)
+        for key in ("domain", "prompt", target_field):
+            if key not in r:
+                raise UserError(f"missing field '{key}'", file=str(p), line=n)
+        if not isinstance(r[target_field], str):
+            raise UserError(f"field '{target_field}' must be a string", file=str(p), line=n)
+        prompt = r["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                    for m in prompt)):
+            raise UserError("field 'prompt' must be a string or a list of {role, content} messages",
+                            file=str(p), line=n)
+        rows.append({"id": r.get("id", f"line{n}"), "domain": str(r["domain"]), "messages": prompt,
+                     "target": r[target_field], "line": n})
     present = sorted({r["domain"] for r in rows})
     if domains is not None:
         unknown = [d for d in domains if d not in present]
@@ -266,30 +258,6 @@ class SeedCache:
         return cls(d["offsets"], d["logprobs"], d["ids"], d["key"])
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
-    """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
-
-
-def _backbone(causal: nn.Module) -> nn.Module:
-    return getattr(causal, causal.base_model_prefix)
-
-
-def _head_params(causal: nn.Module):
-    head = causal.get_output_embeddings()
-    return head, head.weight, getattr(head, "bias", None)
-
-
-def _head_is_plain(head: nn.Module) -> bool:
-    return type(head) is nn.Linear
-
-
-def _logit_transform(causal: nn.Module) -> tuple[float, float | None]:
-    c = causal.config.get_text_config() if hasattr(causal.config, "get_text_config") else causal.config
-    scale = getattr(c, "logit_scale", None)
-    return (1.0 if scale is None else float(scale)), getattr(c, "final_logit_softcapping", None)
-
-
 def _maybe_gather(*params):
     try:
         from trl.trainer.utils import maybe_gather_lm_head_ctx
@@ -309,10 +277,10 @@ def _adapter_disabled(model: nn.Module):
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    causal = _causal_lm(model)
-    _, w, _ = _head_params(causal)
+    causal = A.causal_lm(model)
+    _, w, _ = A.lm_head(causal)
     with torch.no_grad():
-        first = next(_backbone(causal).parameters())
+        first = next(A.backbone(causal).parameters())
         vals = [float(w.float().sum()), float(w.float().abs().sum()), float(first.float().sum())]
     n = sum(p.numel() for p in causal.parameters())
     return stable_hash({"n": n, "vals": [round(v, 3) for v in vals], "V": list(w.shape),
@@ -324,12 +292,12 @@ def head_topk_logprobs(causal: nn.Module, h: torch.Tensor, k: int, temperature: 
                        chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of log softmax(z / tau) for hidden rows h (N, H) through the LM head, chunk by chunk (the (N, V)
     logits never exist at once): fp32 log-probs (clamped at -1e4) and int32 ids, each (N, k)."""
-    head, weight, bias = _head_params(causal)
-    scale, softcap = _logit_transform(causal)
+    head, weight, bias = A.lm_head(causal)
+    scale, softcap = A.logit_transform(causal)
     chunk = chunk or L.default_chunk_rows(weight.shape[0])
     lps, tids = [], []
     for c in range(0, h.shape[0], chunk):
-        z = torch.nn.functional.linear(h[c:c + chunk], weight, bias) if _head_is_plain(head) else head(h[c:c + chunk])
+        z = torch.nn.functional.linear(h[c:c + chunk], weight, bias) if A.head_is_plain(head) else head(h[c:c + chunk])
         z = z.float() * scale
         if softcap:
             z = torch.tanh(z / softcap) * softcap
@@ -348,9 +316,9 @@ def compute_seed_cache(model: nn.Module, dataset: ExampleDataset, k: int, temper
                        autocast_dtype: torch.dtype | None = None) -> SeedCache:
     """One pass of the seed model (PEFT adapter disabled) over every example: top-k of log softmax(z / tau) at each
     response position. Length-sorted batches; the head is projected only at response positions, in chunks."""
-    causal = _causal_lm(model)
-    backbone = _backbone(causal)
-    _, weight, _ = _head_params(causal)
+    causal = A.causal_lm(model)
+    backbone = A.backbone(causal)
+    _, weight, _ = A.lm_head(causal)
     device = torch.device(device) if device is not None else weight.device
     was_training = model.training
     model.eval()
@@ -549,7 +517,7 @@ def onpolicy_rows(prompts: list[list[int]], completions: list[list[int]], pad_id
 def generation_eos_ids(model: nn.Module, tokenizer) -> set[int]:
     """Every id that ends a completion: the tokenizer's eos and the generation config's (e.g. <|im_end|>)."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gc = getattr(_causal_lm(model), "generation_config", None)
+    gc = getattr(A.causal_lm(model), "generation_config", None)
     e = getattr(gc, "eos_token_id", None)
     ids.update([e] if isinstance(e, int) else list(e or []))
     return ids
@@ -612,32 +580,6 @@ def _call_through(wrapper: nn.Module, inner: nn.Module, fn, *args, **kwargs):
         return wrapper(*args, **kwargs)
     finally:
         _restore()
-
-
-# =================================================================================================================
-# Invariance: which layer is pooled
-# =================================================================================================================
-
-def resolve_layer(backbone: nn.Module, inv_layer: int | None) -> int:
-    """The `hidden_states` index pooled for L_inv and the probe: 0 = embeddings, i = output of decoder layer i,
-    L = the final normed state (`last_hidden_state`); negative counts from L (-1 = L); None = the middle layer."""
-    n_layers = len(backbone.layers)
-    if inv_layer is None:
-        return n_layers // 2
-    if not -(n_layers + 1) <= inv_layer <= n_layers:
-        raise UserError(f"inv_layer {inv_layer} is out of range for a model with {n_layers} layers "
-                        f"(-{n_layers + 1}..{n_layers})", field="train.inv_layer")
-    return inv_layer % (n_layers + 1)
-
-
-def capture_layer(backbone: nn.Module, inv_layer: int | None, captured: dict):
-    """Forward hook that stores the chosen layer's output in captured["h"] (the same tensor as
-    `hidden_states[i]` of output_hidden_states); None for the final state, which the forward returns anyway."""
-    li = resolve_layer(backbone, inv_layer)
-    if li == len(backbone.layers):
-        return None
-    mod = backbone.embed_tokens if li == 0 else backbone.layers[li - 1]
-    return mod.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o[0] if isinstance(o, tuple) else o))
 
 
 class CrossDistillTrainer(Trainer):
@@ -718,10 +660,10 @@ class CrossDistillTrainer(Trainer):
 
     def _loss_forward(self, unwrapped: nn.Module, inputs: dict) -> dict:
         a: CrossDistillConfig = self.args
-        causal = _causal_lm(unwrapped)
-        backbone = _backbone(causal)
-        head, weight, bias = _head_params(causal)
-        scale, softcap = _logit_transform(causal)
+        causal = A.causal_lm(unwrapped)
+        backbone = A.backbone(causal)
+        head, weight, bias = A.lm_head(causal)
+        scale, softcap = A.logit_transform(causal)
         input_ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         dom = inputs["domain_ids"]
         sel = labels[:, 1:] != -100                                  # positions t predicting a response token
@@ -732,7 +674,7 @@ class CrossDistillTrainer(Trainer):
 
         # student forward (one), with a hook on the pooled layer when it is not the final hidden state
         captured: dict[str, torch.Tensor] = {}
-        handle = capture_layer(backbone, a.inv_layer, captured) if use_inv else None
+        handle = A.capture_layer(backbone, a.inv_layer, captured) if use_inv else None
         try:
             hidden = backbone(input_ids=input_ids, attention_mask=attn, use_cache=False).last_hidden_state
         finally:
@@ -775,7 +717,7 @@ class CrossDistillTrainer(Trainer):
                                                      a.head_chunk_size)
                     t_hidden = None
 
-        if _head_is_plain(head):
+        if A.head_is_plain(head):
             with _maybe_gather(weight, bias):
                 loss, ce_tok, div_tok = L.fused_head_loss(
                     h_sel, _full(weight), targets, ce_w, bias=_full(bias), div_weights=div_w,
@@ -806,7 +748,7 @@ class CrossDistillTrainer(Trainer):
             ids, att, lab = inputs["teacher_input_ids"], inputs["teacher_attention_mask"], inputs["teacher_labels"]
         else:
             ids, att, lab = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-        backbone = _backbone(_causal_lm(unwrapped))
+        backbone = A.backbone(A.causal_lm(unwrapped))
         with _adapter_disabled(unwrapped):
             hidden = backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
         return hidden[:, :-1][lab[:, 1:] != -100]
@@ -867,7 +809,7 @@ class CrossDistillTrainer(Trainer):
         was = model.training
         model.eval()
         try:
-            li = resolve_layer(_backbone(_causal_lm(model)), self.args.inv_layer)
+            li = A.resolve_layer(A.backbone(A.causal_lm(model)), self.args.inv_layer)
             feats, dom = pooled_features(model, self.probe_examples, layers=[li], batch_size=8)
         finally:
             model.train(was)
@@ -927,7 +869,7 @@ class CrossDistillTrainer(Trainer):
 
     # -- DANN classifier in checkpoints ---------------------------------------------------------------------------
     def _classifier(self) -> nn.Module | None:
-        return getattr(_causal_lm(self.accelerator.unwrap_model(self.model)), CLASSIFIER_ATTR, None)
+        return getattr(A.causal_lm(self.accelerator.unwrap_model(self.model)), CLASSIFIER_ATTR, None)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
@@ -1224,7 +1166,7 @@ def _attach_adapter(cfg: Config, tc: TrainConfig, model: nn.Module, domain_names
     model.train()
     inv = tc.terms.invariance
     if inv == "dann":
-        causal = _causal_lm(model)
+        causal = A.causal_lm(model)
         hidden_size = causal.config.get_text_config().hidden_size
         clf = L.DomainClassifier(hidden_size, max(2, len(domain_names)))
         clf.to(next(model.parameters()).device)
@@ -1315,7 +1257,7 @@ def _save(trainer: Trainer, out: Path, stats: dict) -> None:
     if trainer.accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     trainer.accelerator.wait_for_everyone()
-    causal = _causal_lm(trainer.accelerator.unwrap_model(trainer.model))
+    causal = A.causal_lm(trainer.accelerator.unwrap_model(trainer.model))
     clf = getattr(causal, CLASSIFIER_ATTR, None)
     if clf is not None:
         del causal._modules[CLASSIFIER_ATTR]     # keep it out of the saved model

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from ..errors import UserError
+from ..errors import UserError, suggest
 from ..records import Record
 
 
@@ -332,9 +332,7 @@ def get_domain(name: str) -> Domain:
         eps = _entry_points()
         if name not in eps:
             known = available_domains()
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise UserError(f"unknown domain plug-in '{name}'{hint}; known: {', '.join(known)}", field="domain")
+            raise UserError(f"unknown domain plug-in '{name}'{suggest(name, known)}; known: {', '.join(known)}", field="domain")
         obj = eps[name].load()
         dom = obj() if isinstance(obj, type) else obj
     _CACHE[name] = dom

@@ -5,13 +5,13 @@ every later object must fit the same format. Every problem raises UserError nami
 """
 from __future__ import annotations
 
-import difflib
 import gzip
 import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import UserError
+from ..errors import UserError, suggest
+from ..io import jsonl_values
 from ..records import DOMAIN_REQUIRED, Record, record_from_dict
 from .formats import CONVERTERS, FORMAT_HELP, Where, detect_format
 
@@ -33,9 +33,7 @@ def file_stem(path: str | Path) -> str:
 
 def check_domain(domain: Any, file: str, line: int | None) -> None:
     if isinstance(domain, str) and domain not in DOMAIN_REQUIRED:
-        close = difflib.get_close_matches(domain, KNOWN_DOMAINS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown domain '{domain}'{hint}; known: {', '.join(KNOWN_DOMAINS)}",
+        raise UserError(f"unknown domain '{domain}'{suggest(domain, KNOWN_DOMAINS)}; known: {', '.join(KNOWN_DOMAINS)}",
                         file=file, line=line, field="domain")
 
 
@@ -51,16 +49,6 @@ def _read_text(path: Path) -> str:
         raise UserError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
     except (OSError, EOFError) as e:
         raise UserError(f"cannot read: {e}", file=str(path)) from None
-
-
-def _jsonl_objects(text: str, file: str) -> Iterator[tuple[int, Any]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", file=file, line=lineno) from None
 
 
 def _skip_ws(text: str, i: int) -> int:
@@ -129,7 +117,7 @@ def iter_objects(path: Path) -> Iterator[tuple[int, Any]]:
                                         file=file, line=1)
             yield 1, obj
             return
-    yield from _jsonl_objects(text, file)
+    yield from jsonl_values(text.splitlines(), file)
 
 
 # ---- objects -> records --------------------------------------------------------------------------
