@@ -236,7 +236,16 @@ class TrainConfig:
     full_finetune: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     domains: list[str] | None = None  # train only on these domains (SDFT per domain); None = all
-    # The objective L = sum_d w_d CE_d + alpha * D(p_seed || p_theta) + beta * L_inv   (cdsdft only)
+    # The objective L = sum_d w_d CE_d + alpha * D(p_seed || p_theta) + beta * L_inv   (cdsdft only).
+    # Its weights and temperatures, defined here and nowhere else (three names say "beta"):
+    #   alpha           weight of the divergence D to the seed on fixed targets (on-policy: must be 0)
+    #   beta            weight of the invariance term L_inv, reached after `beta_warmup_steps` (a linear ramp).
+    #                   The trainer's CrossDistillConfig calls it `inv_beta` (TRL's configs use `beta` for other
+    #                   weights); CrossDistillConfig.from_recipe is the one place that renames it.
+    #   jsd_beta        mixture weight of the generalised JSD (`divergence: jsd`, GKD's / TRL's `beta`); unused by
+    #                   forward_kl / reverse_kl; nothing to do with L_inv
+    #   kd_temperature  softmax temperature tau of the teacher and student distributions inside D (and of the
+    #                   cached seed top-k); not the sampling temperature (`onpolicy_temperature`, `distill.temperature`)
     alpha: float = 0.5
     divergence: str = "forward_kl"
     jsd_beta: float = 0.5
