@@ -85,7 +85,8 @@ def record_from_dict(d: Any, *, file: str = "<memory>", line: int | None = None,
     unknown = set(d) - _KNOWN
     if unknown:
         k = sorted(unknown)[0]
-        raise UserError(f"unknown field{suggest(k, sorted(_KNOWN))}; known fields: {', '.join(sorted(_KNOWN))}", file=file, line=line, field=k)
+        raise UserError(f"unknown field{suggest(k, sorted(_KNOWN))}; known fields: {', '.join(sorted(_KNOWN))}",
+                        file=file, line=line, field=k)
     for name in ("id", "domain", "prompt"):
         if name not in d or d[name] is None:
             raise UserError("required field is missing", file=file, line=line, field=name)
@@ -137,7 +138,8 @@ def read_records(path: str | Path, *, require_response: bool = False) -> list[Re
     for lineno, obj in iter_jsonl(path):
         rec = record_from_dict(obj, file=str(path), line=lineno, require_response=require_response)
         if rec.id in seen:
-            raise UserError(f"duplicate id '{rec.id}' (first on line {seen[rec.id]})", file=str(path), line=lineno, field="id")
+            raise UserError(f"duplicate id '{rec.id}' (first on line {seen[rec.id]})", file=str(path), line=lineno,
+                            field="id")
         seen[rec.id] = lineno
         out.append(rec)
     return out

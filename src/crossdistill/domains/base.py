@@ -332,7 +332,8 @@ def get_domain(name: str) -> Domain:
         eps = _entry_points()
         if name not in eps:
             known = available_domains()
-            raise UserError(f"unknown domain plug-in '{name}'{suggest(name, known)}; known: {', '.join(known)}", field="domain")
+            raise UserError(f"unknown domain plug-in '{name}'{suggest(name, known)}; known: {', '.join(known)}",
+                            field="domain")
         obj = eps[name].load()
         dom = obj() if isinstance(obj, type) else obj
     _CACHE[name] = dom

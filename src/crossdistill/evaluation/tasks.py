@@ -174,7 +174,8 @@ def resolve_task(name: str) -> TaskSpec:
     if name in RENAMED_TASKS:
         raise UserError(f"eval task '{name}' is now '{RENAMED_TASKS[name]}' (it scores IFBench's prompts)",
                         field="tasks")
-    raise UserError(f"unknown eval task '{name}'{suggest(name, BUILTIN_TASKS)}; builtin tasks: {', '.join(BUILTIN_TASKS)}; "
+    raise UserError(f"unknown eval task '{name}'{suggest(name, BUILTIN_TASKS)}; "
+                    f"builtin tasks: {', '.join(BUILTIN_TASKS)}; "
                     "or give the path of a task spec .yaml", field="tasks")
 
 
@@ -227,7 +228,8 @@ def load_task_spec(path: str | Path) -> TaskSpec:
         known = {fl.name for fl in dataclasses.fields(Record)}
         for k in fields_map:
             if k not in known:
-                raise err(f"'{k}' is not a Record field{suggest(k, sorted(known))}; fields: {', '.join(sorted(known))}", f"fields.{k}")
+                raise err(f"'{k}' is not a Record field{suggest(k, sorted(known))}; "
+                          f"fields: {', '.join(sorted(known))}", f"fields.{k}")
     tmpl = data.get("prompt_template")
     if tmpl is not None:
         if not isinstance(tmpl, str) or not tmpl.strip():

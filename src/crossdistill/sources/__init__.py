@@ -55,7 +55,8 @@ def resolve_source(spec: str, data_dir: str | None = None) -> tuple[str, str]:
             return "file", str(c)
     if looks_like_path:
         raise UserError(f"data file not found (tried: {', '.join(tried)})", file=spec, field="source")
-    raise UserError(f"unknown data source '{spec}'{suggest(spec, BUILTINS)}: not a built-in dataset ({', '.join(BUILTINS)}), "
+    raise UserError(f"unknown data source '{spec}'{suggest(spec, BUILTINS)}: not a built-in dataset "
+                    f"({', '.join(BUILTINS)}), "
                     "an existing .jsonl/.json file, or hf:owner/name[:config][:split]", field="source")
 
 
