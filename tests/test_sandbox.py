@@ -404,21 +404,25 @@ def test_parse_token_rejects_forgeries():
 
 
 def test_strict_transform_shape():
-    import ast
+    import dis
     import marshal
-    code = marshal.loads(sandbox._compile_test("assert f(1) == 2\nassert 0 < g(1) < h(2)\n"))
-    consts = set()
+    src = "assert f(1) == 2\nassert 0 < g(1) < h(2)\n"
 
-    def walk(co):
+    def walk(co, consts, ops):
+        ops.update(i.opname for i in dis.get_instructions(co))
         for c in co.co_consts:
             if isinstance(c, types.CodeType):
-                walk(c)
+                walk(c, consts, ops)
             else:
                 consts.add(c)
-    walk(code)
+        return consts, ops
+
+    consts, ops = walk(marshal.loads(sandbox._compile_test(src)), set(), set())
     for k in ("call", "cmp", "chain"):
         assert sandbox._SENT[k] in consts
-    assert isinstance(ast.parse("x"), ast.Module)
+    # every comparison became a sentinel call that the parent checks: none is left for the child to run
+    assert "COMPARE_OP" not in ops
+    assert "COMPARE_OP" in walk(marshal.loads(sandbox._compile_test(src, strict=False)), set(), set())[1]
 
 
 def test_harness_is_closure_free():

@@ -501,3 +501,13 @@ def test_real_builtins():
     # the offline split is clean of exact duplicates and near-duplicates (measured: 1 shared task text)
     rep = sources.overlap_report(got["mbpp-train"], got["mbpp-heldout"])
     assert rep["strong"] <= 2
+
+
+def test_one_seeded_shuffle_keeps_its_order():
+    """`seeded_order` decides which training records, eval items and few-shot examples are used: its order is
+    pinned here (random.Random(seed).shuffle), so a change to it cannot pass unnoticed."""
+    assert sources.seeded_order(10, 0) == [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]
+    assert sources.seeded_order(10, 1) == [6, 8, 9, 7, 5, 3, 0, 4, 1, 2]
+    recs = [Record(id=str(i), domain="text", prompt=f"p{i}") for i in range(10)]
+    assert [r.id for r in sources.take(recs, 3, seed=0)] == ["7", "8", "1"]
+    assert [r.id for r in sources.take(recs, None, seed=0)] == [str(i) for i in range(10)]

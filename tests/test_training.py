@@ -287,3 +287,23 @@ def test_trainer_args_reach_the_training_arguments(tmp_path, distilled):
                trainer_args={"max_grad_norm": 0.25, "save_total_limit": 1})
     train(cfg, "sft", str(distilled), str(tmp_path / "run"), model=model, tokenizer=tok, callbacks=[Args()])
     assert seen["max_grad_norm"] == 0.25 and seen["save_total_limit"] == 1 and seen["report_to"] in ([], "none", ["none"])
+
+
+def test_from_recipe_is_the_one_recipe_to_trainer_mapping(tmp_path):
+    """Every objective knob of CrossDistillConfig comes from the resolved recipe key of its name (the recipe's
+    `beta` is `inv_beta`), the method presets are resolved by the recipe, and both agree on the loss terms."""
+    from crossdistill.config import load_config
+    from crossdistill.training import CrossDistillConfig
+
+    cfg = load_config(None, ["train.beta=0.3", "train.jsd_beta=0.2", "train.kd_temperature=2.0", "train.lr=3e-4",
+                             "train.divergence=jsd", "methods.abl={method: sdft, alpha: 0.4}"])
+    tc = cfg.train_config_for("cdsdft")
+    args = CrossDistillConfig.from_recipe(cfg, tc, tmp_path, mixed_bf16=False, mixed_fp16=False)
+    assert (args.inv_beta, args.jsd_beta, args.kd_temperature, args.divergence) == (0.3, 0.2, 2.0, "jsd")
+    assert args.learning_rate == 3e-4 and args.output_dir == str(tmp_path) and args.label_names == ["labels"]
+    assert args.terms == tc.terms and tc.terms.invariance == "mmd" and tc.terms.seed_kl
+    # a preset decides the switches (sdft: token CE, random sampler, no L_inv), the entry adds the KL to the seed
+    abl = cfg.train_config_for("abl")
+    a2 = CrossDistillConfig.from_recipe(cfg, abl, tmp_path, mixed_bf16=False, mixed_fp16=False)
+    assert (a2.method, a2.targets, a2.sampler, a2.alpha, a2.inv_beta) == ("sdft", "rewrite", "random", 0.4, 0.0)
+    assert a2.terms == abl.terms and a2.terms.seed_kl and a2.terms.invariance is None

@@ -8,7 +8,6 @@ Every value can be overridden as `key.sub=value` (the value is parsed as YAML).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import types
@@ -19,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, suggest
 
 def domain_plugins() -> list[str]:
     """Built-in domain plug-ins plus any registered under the `crossdistill.domains` entry point group."""
@@ -177,9 +176,8 @@ def _check_trainer_args(args: dict) -> None:
             raise UserError(f"'{key}' is set by crossdistill" + (f" from '{own}'; set that instead" if own else
                                                                  " itself and cannot be overridden"), field=full)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UserError(f"'{key}' is not a transformers TrainingArguments field{hint}", field=full)
+            raise UserError(f"'{key}' is not a transformers TrainingArguments field{suggest(key, names)}",
+                            field=full)
 
 
 @dataclass(frozen=True)
@@ -217,12 +215,6 @@ def _one_of(value: Any, allowed: tuple, field_name: str) -> None:
                         field=field_name)
 
 
-def suggest(name: str, known, cutoff: float = 0.6) -> str:
-    """' (did you mean 'x'?)' for the closest of `known`, or ''."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 @dataclass
 class TrainConfig:
     # A named preset of the switches below (METHOD_PRESETS): sft | sdft | cdsdft | sdft-onpolicy | cdsdft-onpolicy |
@@ -244,7 +236,16 @@ class TrainConfig:
     full_finetune: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     domains: list[str] | None = None  # train only on these domains (SDFT per domain); None = all
-    # The objective L = sum_d w_d CE_d + alpha * D(p_seed || p_theta) + beta * L_inv   (cdsdft only)
+    # The objective L = sum_d w_d CE_d + alpha * D(p_seed || p_theta) + beta * L_inv   (cdsdft only).
+    # Its weights and temperatures, defined here and nowhere else (three names say "beta"):
+    #   alpha           weight of the divergence D to the seed on fixed targets (on-policy: must be 0)
+    #   beta            weight of the invariance term L_inv, reached after `beta_warmup_steps` (a linear ramp).
+    #                   The trainer's CrossDistillConfig calls it `inv_beta` (TRL's configs use `beta` for other
+    #                   weights); CrossDistillConfig.from_recipe is the one place that renames it.
+    #   jsd_beta        mixture weight of the generalised JSD (`divergence: jsd`, GKD's / TRL's `beta`); unused by
+    #                   forward_kl / reverse_kl; nothing to do with L_inv
+    #   kd_temperature  softmax temperature tau of the teacher and student distributions inside D (and of the
+    #                   cached seed top-k); not the sampling temperature (`onpolicy_temperature`, `distill.temperature`)
     alpha: float = 0.5
     divergence: str = "forward_kl"
     jsd_beta: float = 0.5
@@ -278,9 +279,7 @@ class TrainConfig:
     def __post_init__(self):
         reporters = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
         for r in reporters:
-            close = difflib.get_close_matches(str(r), REPORT_TO, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close and close[0] != r else ""
-            _check(r in REPORT_TO, f"'{r}' is not one of {REPORT_TO}{hint}", "train.report_to")
+            _check(r in REPORT_TO, f"'{r}' is not one of {REPORT_TO}{suggest(r, REPORT_TO)}", "train.report_to")
         _check(len(reporters) == 1 or not {"auto", "none"} & set(reporters),
                "'auto' and 'none' stand alone, not in a list", "train.report_to")
         _check_trainer_args(self.trainer_args)
@@ -560,9 +559,8 @@ def _build(cls, data: Any, path: str, recipe: str | None, lines: dict[str, int])
     for key, value in data.items():
         full = f"{path}.{key}" if path else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{(path + '.' if path else '') + close[0]}'?" if close else ""
-            raise UserError(f"unknown key '{full}'{hint} (valid here: {', '.join(names)})", **where(full))
+            hint = suggest(key, names, cutoff=0.5, prefix=f"{path}." if path else "")
+            raise UserError(f"unknown key '{full}'{hint}; valid here: {', '.join(names)}", **where(full))
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value, full, recipe, lines)

@@ -1,6 +1,8 @@
 """One exception type for bad input: the CLI turns it into one clear message and exit code 2."""
 from __future__ import annotations
 
+import difflib
+
 
 class UserError(Exception):
     """Bad input from the user (file, recipe, name). Never a traceback: the CLI prints `str(err)` and exits 2.
@@ -32,3 +34,11 @@ class UserError(Exception):
         err = UserError(self.message, file=recipe, line=line, field=self.field)
         err.__cause__ = self.__cause__
         return err
+
+
+def suggest(name: str, known, cutoff: float = 0.6, prefix: str = "") -> str:
+    """The "did you mean" hint of every error about an unknown name: " (did you mean 'x'?)" for the closest of
+    `known` (named as `prefix` + it, e.g. the key's section), or '' when none is close enough (or `name` itself is
+    known)."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=cutoff)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close and close[0] != str(name) else ""

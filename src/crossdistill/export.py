@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, suggest
 from .io import output_dir_problem, write_text
 
 _RUN_ONLY_FILES = {".complete", "train_stats.json", "domain_classifier.pt", "README.md"}
@@ -158,11 +158,7 @@ def export_run(run_dir: str, method: str, out_dir: str, *, merge: bool = False,
     adapter = run / "train" / method / "adapter"
     if not (adapter / ".complete").exists():
         trained = _trained_methods(run)
-        import difflib
-
-        close = difflib.get_close_matches(method, trained, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"method '{method}' has no finished training in this run{hint}; trained: "
+        raise UserError(f"method '{method}' has no finished training in this run{suggest(method, trained)}; trained: "
                         f"{', '.join(trained) or 'none'}", file=str(run), field="--method")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

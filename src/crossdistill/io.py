@@ -1,4 +1,5 @@
-"""Atomic, resumable file writing. Every stage writes through here: a reader never sees a half-written file."""
+"""Atomic, resumable file writing, and the one JSONL reader. Every stage writes through here: a reader never sees a
+half-written file."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +10,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from .errors import UserError
 
 
 # Errors of a write that has no room: the OSError a file object raises for them carries no file name.
@@ -152,7 +155,30 @@ class JsonlAppender:
             os.replace(self.partial_path, self.final_path)
 
 
+def jsonl_values(lines: Iterable[str], file: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line; malformed JSON is a UserError naming `file` and the line."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", file=file, line=lineno) from None
+
+
+def iter_jsonl(path: str | os.PathLike, missing: str = "file not found") -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a UTF-8 JSONL file, read lazily (`jsonl_values`); a missing
+    file is a UserError with the message `missing`."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(missing, file=str(path))
+    with open(path, encoding="utf-8") as f:
+        yield from jsonl_values(f, str(path))
+
+
 def read_complete_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of an append-only log (JsonlAppender, log.jsonl) up to the first torn or malformed line; [] when the
+    file does not exist. Unlike `iter_jsonl`, a bad tail is not an error: it is what a kill leaves behind."""
     path = Path(path)
     if not path.exists():
         return []

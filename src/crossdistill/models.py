@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, suggest
 from .io import sha256_file
 
 
@@ -183,10 +183,7 @@ def _known_models() -> list[str]:
 
 
 def _name_hint(name: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, _known_models(), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return suggest(name, _known_models())
 
 
 def _local_model_problem(p: Path, name: str) -> str | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ def probe_records(cfg: Any, size: int | None = None) -> tuple[dict[str, list], d
     of its source (see `sources.take`); the probe takes up to `size` records from the other end of that shuffle,
     and drops any record whose id is a training id. A domain whose source is used whole for training has no
     held-out record and is left out (with a warning)."""
-    from .sources import NgramIndex, load_source
+    from .sources import NgramIndex, load_source, seeded_order
 
     size = cfg.effective_limit(cfg.probe.size if size is None else size)
     held: dict[str, list] = {}
@@ -54,8 +53,7 @@ def probe_records(cfg: Any, size: int | None = None) -> tuple[dict[str, list], d
         if not d.source:
             continue
         recs = load_source(d.source, domain=d.plugin or name, data_dir=cfg.data_dir)
-        idx = list(range(len(recs)))
-        random.Random(cfg.seed).shuffle(idx)          # the same shuffle as sources.take
+        idx = seeded_order(len(recs), cfg.seed)          # the same shuffle as sources.take
         n_train = cfg.effective_limit(d.size)
         n_train = len(recs) if n_train is None else min(n_train, len(recs))
         train = [recs[i] for i in idx[:n_train]]
@@ -110,9 +108,9 @@ def pooled_features(model, examples: list[dict], layers: list[int] | None = None
     """({layer: (N, H) fp32 cpu}, domain ids (N,)) in the order of `examples`: each layer's hidden states (HF's
     `hidden_states` index: 0 = embeddings, i = output of decoder layer i, last = final normed state) mean-pooled
     over the positions that predict response tokens. `model` may be a PEFT model (its adapter is applied)."""
-    from .training import _backbone, _causal_lm
+    from .arch import backbone as _backbone, causal_lm
 
-    backbone = _backbone(_causal_lm(model))
+    backbone = _backbone(causal_lm(model))
     device = next(model.parameters()).device
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
     out: dict[int, list] = {}
@@ -228,7 +226,7 @@ def run_probe(cfg: Any, method: str, adapter: str | None, out_dir: str | Path, *
     """Features of the probe set under the seed model (adapter None) or a trained adapter, then (a) and (b) per
     layer; writes OUT/probe.json atomically and returns it."""
     from .models import load_model
-    from .training import _backbone, _causal_lm, resolve_layer
+    from .arch import backbone, causal_lm, resolve_layer
 
     t0 = time.time()
     out = Path(out_dir)
@@ -244,7 +242,7 @@ def run_probe(cfg: Any, method: str, adapter: str | None, out_dir: str | Path, *
     feats, y = pooled_features(model, examples, None, pc.batch_size, progress=True)
     t_feat = time.time() - t0
     tc = cfg.train_config_for(method) if cfg.methods.get(method, None) is not None else cfg.train
-    chosen = resolve_layer(_backbone(_causal_lm(model)), tc.inv_layer)
+    chosen = resolve_layer(backbone(causal_lm(model)), tc.inv_layer)
     layers = []
     for li in sorted(feats):
         acc = probe_accuracy(feats[li], y, pc.folds, cfg.seed)

@@ -7,13 +7,12 @@ declared by its domain in `domains.registry` (the readers above this module pass
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import UserError
-from .io import write_jsonl
+from .errors import UserError, suggest
+from .io import iter_jsonl, write_jsonl
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -79,12 +78,9 @@ def record_from_dict(d: Any, *, file: str = "<memory>", line: int | None = None,
         raise UserError(f"expected a JSON object, got {type(d).__name__}", file=file, line=line)
     unknown = set(d) - _KNOWN
     if unknown:
-        import difflib
-
         k = sorted(unknown)[0]
-        close = difflib.get_close_matches(k, sorted(_KNOWN), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown field{hint}; known fields: {', '.join(sorted(_KNOWN))}", file=file, line=line, field=k)
+        raise UserError(f"unknown field{suggest(k, sorted(_KNOWN))}; known fields: {', '.join(sorted(_KNOWN))}",
+                        file=file, line=line, field=k)
     for name in ("id", "domain", "prompt"):
         if name not in d or d[name] is None:
             raise UserError("required field is missing", file=file, line=line, field=name)
@@ -130,24 +126,15 @@ def record_from_dict(d: Any, *, file: str = "<memory>", line: int | None = None,
 
 def read_records(path: str | Path, *, require_response: bool = False) -> list[Record]:
     """Read a JSONL file of records. Malformed JSON, bad fields and duplicate ids raise UserError with the line."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError("file not found", file=str(path))
     out: list[Record] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", file=str(path), line=lineno) from None
-            rec = record_from_dict(obj, file=str(path), line=lineno, require_response=require_response)
-            if rec.id in seen:
-                raise UserError(f"duplicate id '{rec.id}' (first on line {seen[rec.id]})", file=str(path), line=lineno, field="id")
-            seen[rec.id] = lineno
-            out.append(rec)
+    for lineno, obj in iter_jsonl(path):
+        rec = record_from_dict(obj, file=str(path), line=lineno, require_response=require_response)
+        if rec.id in seen:
+            raise UserError(f"duplicate id '{rec.id}' (first on line {seen[rec.id]})", file=str(path), line=lineno,
+                            field="id")
+        seen[rec.id] = lineno
+        out.append(rec)
     return out
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
-from .io import atomic_open, write_text
+from .io import atomic_open, read_complete_rows as _read_log, write_text
 from .statistics import LOWER_IS_BETTER, primary_metrics
 
 SEED = "seed"
@@ -24,17 +24,6 @@ def _load(path: Path, default=None):
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return default
-
-
-def _read_log(path: Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return rows
 
 
 def _fmt(v, digits=3):

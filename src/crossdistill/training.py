@@ -69,10 +69,11 @@ import torch.nn as nn
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from . import arch as A
 from . import losses as L
 from .config import Config, LossTerms, TrainConfig, loss_terms, stable_hash
 from .errors import UserError
-from .io import read_complete_rows, write_json, write_jsonl, write_text
+from .io import iter_jsonl, read_complete_rows, write_json, write_jsonl, write_text
 
 logger = logging.getLogger("crossdistill.train")
 
@@ -88,33 +89,24 @@ COMPLETE_MARKER = ".complete"
 def read_distilled(path: str | os.PathLike, target_field: str, domains: list[str] | None = None) -> list[dict]:
     """Rows of distilled.jsonl that train (id, domain, prompt, target). Bad lines are UserErrors with the line."""
     p = Path(path)
-    if not p.exists():
-        raise UserError("distilled data not found (run the distill stage first)", file=str(p))
     rows = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"invalid JSON: {e.msg}", file=str(p), line=n) from None
-            if not isinstance(r, dict):
-                raise UserError("expected a JSON object", file=str(p), line=n)
-            for key in ("domain", "prompt", target_field):
-                if key not in r:
-                    raise UserError(f"missing field '{key}'", file=str(p), line=n)
-            if not isinstance(r[target_field], str):
-                raise UserError(f"field '{target_field}' must be a string", file=str(p), line=n)
-            prompt = r["prompt"]
-            if isinstance(prompt, str):
-                prompt = [{"role": "user", "content": prompt}]
-            elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m
-                                                        for m in prompt)):
-                raise UserError("field 'prompt' must be a string or a list of {role, content} messages",
-                                file=str(p), line=n)
-            rows.append({"id": r.get("id", f"line{n}"), "domain": str(r["domain"]), "messages": prompt,
-                         "target": r[target_field], "line": n})
+    for n, r in iter_jsonl(p, missing="distilled data not found (run the distill stage first)"):
+        if not isinstance(r, dict):
+            raise UserError("expected a JSON object", file=str(p), line=n)
+        for key in ("domain", "prompt", target_field):
+            if key not in r:
+                raise UserError(f"missing field '{key}'", file=str(p), line=n)
+        if not isinstance(r[target_field], str):
+            raise UserError(f"field '{target_field}' must be a string", file=str(p), line=n)
+        prompt = r["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                    for m in prompt)):
+            raise UserError("field 'prompt' must be a string or a list of {role, content} messages",
+                            file=str(p), line=n)
+        rows.append({"id": r.get("id", f"line{n}"), "domain": str(r["domain"]), "messages": prompt,
+                     "target": r[target_field], "line": n})
     present = sorted({r["domain"] for r in rows})
     if domains is not None:
         unknown = [d for d in domains if d not in present]
@@ -266,30 +258,6 @@ class SeedCache:
         return cls(d["offsets"], d["logprobs"], d["ids"], d["key"])
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
-    """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
-
-
-def _backbone(causal: nn.Module) -> nn.Module:
-    return getattr(causal, causal.base_model_prefix)
-
-
-def _head_params(causal: nn.Module):
-    head = causal.get_output_embeddings()
-    return head, head.weight, getattr(head, "bias", None)
-
-
-def _head_is_plain(head: nn.Module) -> bool:
-    return type(head) is nn.Linear
-
-
-def _logit_transform(causal: nn.Module) -> tuple[float, float | None]:
-    c = causal.config.get_text_config() if hasattr(causal.config, "get_text_config") else causal.config
-    scale = getattr(c, "logit_scale", None)
-    return (1.0 if scale is None else float(scale)), getattr(c, "final_logit_softcapping", None)
-
-
 def _maybe_gather(*params):
     try:
         from trl.trainer.utils import maybe_gather_lm_head_ctx
@@ -309,10 +277,10 @@ def _adapter_disabled(model: nn.Module):
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    causal = _causal_lm(model)
-    _, w, _ = _head_params(causal)
+    causal = A.causal_lm(model)
+    _, w, _ = A.lm_head(causal)
     with torch.no_grad():
-        first = next(_backbone(causal).parameters())
+        first = next(A.backbone(causal).parameters())
         vals = [float(w.float().sum()), float(w.float().abs().sum()), float(first.float().sum())]
     n = sum(p.numel() for p in causal.parameters())
     return stable_hash({"n": n, "vals": [round(v, 3) for v in vals], "V": list(w.shape),
@@ -324,12 +292,12 @@ def head_topk_logprobs(causal: nn.Module, h: torch.Tensor, k: int, temperature: 
                        chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of log softmax(z / tau) for hidden rows h (N, H) through the LM head, chunk by chunk (the (N, V)
     logits never exist at once): fp32 log-probs (clamped at -1e4) and int32 ids, each (N, k)."""
-    head, weight, bias = _head_params(causal)
-    scale, softcap = _logit_transform(causal)
+    head, weight, bias = A.lm_head(causal)
+    scale, softcap = A.logit_transform(causal)
     chunk = chunk or L.default_chunk_rows(weight.shape[0])
     lps, tids = [], []
     for c in range(0, h.shape[0], chunk):
-        z = torch.nn.functional.linear(h[c:c + chunk], weight, bias) if _head_is_plain(head) else head(h[c:c + chunk])
+        z = torch.nn.functional.linear(h[c:c + chunk], weight, bias) if A.head_is_plain(head) else head(h[c:c + chunk])
         z = z.float() * scale
         if softcap:
             z = torch.tanh(z / softcap) * softcap
@@ -348,9 +316,9 @@ def compute_seed_cache(model: nn.Module, dataset: ExampleDataset, k: int, temper
                        autocast_dtype: torch.dtype | None = None) -> SeedCache:
     """One pass of the seed model (PEFT adapter disabled) over every example: top-k of log softmax(z / tau) at each
     response position. Length-sorted batches; the head is projected only at response positions, in chunks."""
-    causal = _causal_lm(model)
-    backbone = _backbone(causal)
-    _, weight, _ = _head_params(causal)
+    causal = A.causal_lm(model)
+    backbone = A.backbone(causal)
+    _, weight, _ = A.lm_head(causal)
     device = torch.device(device) if device is not None else weight.device
     was_training = model.training
     model.eval()
@@ -549,7 +517,7 @@ def onpolicy_rows(prompts: list[list[int]], completions: list[list[int]], pad_id
 def generation_eos_ids(model: nn.Module, tokenizer) -> set[int]:
     """Every id that ends a completion: the tokenizer's eos and the generation config's (e.g. <|im_end|>)."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gc = getattr(_causal_lm(model), "generation_config", None)
+    gc = getattr(A.causal_lm(model), "generation_config", None)
     e = getattr(gc, "eos_token_id", None)
     ids.update([e] if isinstance(e, int) else list(e or []))
     return ids
@@ -561,7 +529,11 @@ def generation_eos_ids(model: nn.Module, tokenizer) -> set[int]:
 
 @dataclass
 class CrossDistillConfig(TrainingArguments):
-    """TrainingArguments + the CD-SDFT knobs (TRL style: `XConfig(TrainingArguments)`)."""
+    """TrainingArguments + the CD-SDFT knobs (TRL style: `XConfig(TrainingArguments)`).
+
+    A run builds it from the recipe with `CrossDistillConfig.from_recipe(cfg, tc, ...)`, the one place a recipe's
+    `TrainConfig` becomes the trainer's config; the knobs below mean what the recipe keys of the same name mean
+    (defined in config.TrainConfig), except `inv_beta`, which is the recipe's `beta` (see there)."""
 
     method: str = field(default="cdsdft", metadata={"help": "the preset of the switches (config.METHOD_PRESETS)"})
     targets: str = field(default="rewrite", metadata={"help": "original | rewrite | onpolicy"})
@@ -571,12 +543,12 @@ class CrossDistillConfig(TrainingArguments):
     onpolicy_temperature: float = field(default=1.0, metadata={"help": "on-policy: sampling temperature"})
     alpha: float = field(default=0.5, metadata={"help": "weight of the seed divergence"})
     divergence: str = field(default="forward_kl", metadata={"help": "forward_kl | reverse_kl | jsd"})
-    jsd_beta: float = field(default=0.5, metadata={"help": "mixture weight of the generalised JSD"})
+    jsd_beta: float = field(default=0.5, metadata={"help": "mixture weight of the generalised JSD (not L_inv's)"})
     kd_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the divergence"})
     seed_logprobs: str = field(default="cached", metadata={"help": "cached (top-k, precomputed) | live"})
     topk: int = field(default=20, metadata={"help": "k of the teacher's top-k (seed cache, on-policy teacher); "
                                                     "0 = full vocabulary (live / on-policy)"})
-    inv_beta: float = field(default=0.1, metadata={"help": "weight beta of L_inv (after warm-up)"})
+    inv_beta: float = field(default=0.1, metadata={"help": "weight of L_inv after warm-up: the recipe's `beta`"})
     invariance: str = field(default="mmd", metadata={"help": "none | mmd | coral | dann"})
     inv_layer: int | None = field(default=None, metadata={"help": "hidden_states index pooled for L_inv (-1: final, "
                                                             "normed; None: the middle layer)"})
@@ -589,6 +561,23 @@ class CrossDistillConfig(TrainingArguments):
     def terms(self) -> LossTerms:
         """Which loss terms are on: decided by `config.loss_terms`, the same function TrainConfig.terms asks."""
         return loss_terms(self.targets, self.ce_weighting, self.sampler, self.alpha, self.inv_beta, self.invariance)
+
+    @classmethod
+    def from_recipe(cls, cfg: Config, tc: TrainConfig, ckpt_dir: Path, *, mixed_bf16: bool, mixed_fp16: bool,
+                    **extra) -> "CrossDistillConfig":
+        """The trainer's config of one method: `tc` is the method's resolved TrainConfig
+        (`cfg.train_config_for(method)`, whose switches `config.resolve_method` took from the preset), turned into
+        the shared transformers fields (`recipe_training_args`) and every knob above, each from the recipe key of
+        its name (`_RECIPE_KEY` lists the renamed one). `extra` sets further fields (tests)."""
+        own = {f.name for f in dataclasses.fields(cls)} - _TRAINING_ARGS_FIELDS - _NOT_IN_RECIPE
+        knobs = {name: getattr(tc, _RECIPE_KEY.get(name, name)) for name in sorted(own)}
+        return cls(**recipe_training_args(cfg, tc, ckpt_dir, mixed_bf16, mixed_fp16), label_names=["labels"],
+                   **{**knobs, **extra})
+
+
+_TRAINING_ARGS_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments)}
+_RECIPE_KEY = {"inv_beta": "beta"}          # CrossDistillConfig knob -> recipe `train` key, where the names differ
+_NOT_IN_RECIPE = {"head_chunk_size"}        # knobs a recipe does not set (their default: automatic)
 
 
 def _call_through(wrapper: nn.Module, inner: nn.Module, fn, *args, **kwargs):
@@ -612,32 +601,6 @@ def _call_through(wrapper: nn.Module, inner: nn.Module, fn, *args, **kwargs):
         return wrapper(*args, **kwargs)
     finally:
         _restore()
-
-
-# =================================================================================================================
-# Invariance: which layer is pooled
-# =================================================================================================================
-
-def resolve_layer(backbone: nn.Module, inv_layer: int | None) -> int:
-    """The `hidden_states` index pooled for L_inv and the probe: 0 = embeddings, i = output of decoder layer i,
-    L = the final normed state (`last_hidden_state`); negative counts from L (-1 = L); None = the middle layer."""
-    n_layers = len(backbone.layers)
-    if inv_layer is None:
-        return n_layers // 2
-    if not -(n_layers + 1) <= inv_layer <= n_layers:
-        raise UserError(f"inv_layer {inv_layer} is out of range for a model with {n_layers} layers "
-                        f"(-{n_layers + 1}..{n_layers})", field="train.inv_layer")
-    return inv_layer % (n_layers + 1)
-
-
-def capture_layer(backbone: nn.Module, inv_layer: int | None, captured: dict):
-    """Forward hook that stores the chosen layer's output in captured["h"] (the same tensor as
-    `hidden_states[i]` of output_hidden_states); None for the final state, which the forward returns anyway."""
-    li = resolve_layer(backbone, inv_layer)
-    if li == len(backbone.layers):
-        return None
-    mod = backbone.embed_tokens if li == 0 else backbone.layers[li - 1]
-    return mod.register_forward_hook(lambda m, i, o: captured.__setitem__("h", o[0] if isinstance(o, tuple) else o))
 
 
 class CrossDistillTrainer(Trainer):
@@ -718,10 +681,10 @@ class CrossDistillTrainer(Trainer):
 
     def _loss_forward(self, unwrapped: nn.Module, inputs: dict) -> dict:
         a: CrossDistillConfig = self.args
-        causal = _causal_lm(unwrapped)
-        backbone = _backbone(causal)
-        head, weight, bias = _head_params(causal)
-        scale, softcap = _logit_transform(causal)
+        causal = A.causal_lm(unwrapped)
+        backbone = A.backbone(causal)
+        head, weight, bias = A.lm_head(causal)
+        scale, softcap = A.logit_transform(causal)
         input_ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         dom = inputs["domain_ids"]
         sel = labels[:, 1:] != -100                                  # positions t predicting a response token
@@ -732,7 +695,7 @@ class CrossDistillTrainer(Trainer):
 
         # student forward (one), with a hook on the pooled layer when it is not the final hidden state
         captured: dict[str, torch.Tensor] = {}
-        handle = capture_layer(backbone, a.inv_layer, captured) if use_inv else None
+        handle = A.capture_layer(backbone, a.inv_layer, captured) if use_inv else None
         try:
             hidden = backbone(input_ids=input_ids, attention_mask=attn, use_cache=False).last_hidden_state
         finally:
@@ -775,7 +738,7 @@ class CrossDistillTrainer(Trainer):
                                                      a.head_chunk_size)
                     t_hidden = None
 
-        if _head_is_plain(head):
+        if A.head_is_plain(head):
             with _maybe_gather(weight, bias):
                 loss, ce_tok, div_tok = L.fused_head_loss(
                     h_sel, _full(weight), targets, ce_w, bias=_full(bias), div_weights=div_w,
@@ -806,7 +769,7 @@ class CrossDistillTrainer(Trainer):
             ids, att, lab = inputs["teacher_input_ids"], inputs["teacher_attention_mask"], inputs["teacher_labels"]
         else:
             ids, att, lab = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-        backbone = _backbone(_causal_lm(unwrapped))
+        backbone = A.backbone(A.causal_lm(unwrapped))
         with _adapter_disabled(unwrapped):
             hidden = backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
         return hidden[:, :-1][lab[:, 1:] != -100]
@@ -867,7 +830,7 @@ class CrossDistillTrainer(Trainer):
         was = model.training
         model.eval()
         try:
-            li = resolve_layer(_backbone(_causal_lm(model)), self.args.inv_layer)
+            li = A.resolve_layer(A.backbone(A.causal_lm(model)), self.args.inv_layer)
             feats, dom = pooled_features(model, self.probe_examples, layers=[li], batch_size=8)
         finally:
             model.train(was)
@@ -927,7 +890,7 @@ class CrossDistillTrainer(Trainer):
 
     # -- DANN classifier in checkpoints ---------------------------------------------------------------------------
     def _classifier(self) -> nn.Module | None:
-        return getattr(_causal_lm(self.accelerator.unwrap_model(self.model)), CLASSIFIER_ATTR, None)
+        return getattr(A.causal_lm(self.accelerator.unwrap_model(self.model)), CLASSIFIER_ATTR, None)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
@@ -963,7 +926,288 @@ class _JsonlLogCallback(TrainerCallback):
 
 
 # =================================================================================================================
-# Entry point
+# The stage: train() and its steps, in the order they run
+# =================================================================================================================
+
+def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, model=None, tokenizer=None,
+          callbacks: list | None = None) -> dict:
+    """Train one method; write OUT/adapter (PEFT folder, or the full model for full fine-tuning), OUT/log.jsonl,
+    OUT/config.yaml, OUT/train_stats.json; checkpoints in OUT/checkpoints. Returns the train stats.
+
+    Idempotent (a complete OUT/adapter returns at once) and resumable (re-running after a kill continues from the
+    newest complete checkpoint). `model`/`tokenizer` pass an in-memory model (tests); otherwise `cfg.model` is
+    loaded. `callbacks` are extra transformers TrainerCallbacks.
+
+    The steps, in order: the method's resolved TrainConfig (`cfg.train_config_for`: config.resolve_method decides
+    the loss terms) -> `_setup` (model, data, resume point, trainer config) -> `_seed_cache` -> `_trainer` ->
+    `Trainer.train` -> `_save` (atomic)."""
+    t_start = time.time()
+    tc = cfg.train_config_for(method_name)
+    out = Path(out_dir)
+    done = _finished(out)
+    if done is not None:
+        return done
+    if tc.method == "trl-sdft":
+        from .trl_baseline import train_trl_sdft
+
+        return train_trl_sdft(cfg, method_name, tc, distilled_path, out, model=model, tokenizer=tokenizer,
+                              callbacks=callbacks)
+    run = _setup(cfg, method_name, tc, distilled_path, out, model, tokenizer)
+    cache, cache_info = _seed_cache(cfg, tc, run.model, run.dataset, out, run.args, run.mixed_bf16)
+    trainer = _trainer(cfg, tc, run, cache, out, callbacks)
+    result = trainer.train(resume_from_checkpoint=str(run.resume) if run.resume is not None else None)
+    stats = {
+        "method_name": method_name, "method": tc.method, "model": cfg.model, "terms": dataclasses.asdict(tc.terms),
+        "examples": len(run.dataset), "examples_per_domain": run.counts, "domain_weights": run.weights,
+        "records_read": run.records_read, "truncated": run.data_stats["truncated"],
+        "dropped": run.data_stats["dropped"], "max_length": tc.max_length, "steps": trainer.state.global_step,
+        "train_loss": getattr(result, "training_loss", None),
+        "resumed_from": str(run.resume) if run.resume is not None else None,
+        "wall_s": round(time.time() - t_start, 2), "seed_cache": cache_info,
+        "full_finetune": tc.full_finetune, "adapter_dir": str(out / "adapter"),
+        "precision": "bf16" if run.mixed_bf16 else ("fp16" if run.mixed_fp16 else "fp32"),
+    }
+    _save(trainer, out, stats)
+    return stats
+
+
+def _finished(out: Path) -> dict | None:
+    """The stats of a run whose OUT/adapter is complete (marked `skipped`), or None when there is work to do."""
+    adapter_dir, stats_path = out / "adapter", out / "train_stats.json"
+    if not _is_complete(adapter_dir):
+        return None
+    stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else \
+        {"adapter_dir": str(adapter_dir)}
+    stats["skipped"] = True
+    return stats
+
+
+@dataclass
+class _Run:
+    """What `_setup` prepared for one run: the model (adapter attached), its data, weights and trainer config."""
+
+    model: nn.Module
+    tokenizer: Any
+    mixed_bf16: bool
+    mixed_fp16: bool
+    records_read: int
+    data_stats: dict
+    dataset: ExampleDataset
+    counts: dict[str, int]
+    weights: dict[str, float]
+    resume: Path | None
+    args: CrossDistillConfig
+
+
+def _setup(cfg: Config, method_name: str, tc: TrainConfig, distilled_path: str, out: Path, model, tokenizer) -> _Run:
+    """Everything before the first step: the model, the tokenised data and its per-domain weights, the resume point
+    (OUT/config.yaml written), the adapter, and the trainer's config (`CrossDistillConfig.from_recipe`)."""
+    terms = tc.terms
+    if tc.full_finetune and terms.seed_kl and tc.seed_logprobs == "live":
+        raise UserError("seed_logprobs 'live' needs a LoRA adapter to disable; with full fine-tuning use 'cached' "
+                        "(computed from the seed weights before the first step)", field="train.seed_logprobs")
+    _report_to(tc.report_to)   # a missing reporter package fails here, before any work
+    from .vllm_backend import free_engines
+
+    free_engines()   # a vLLM engine of this process (distill/eval with backend vllm) gives its GPU memory back
+    rows = read_distilled(distilled_path, terms.target_field, tc.domains)
+    model, tokenizer, model_desc, resolved = _load_model(cfg, tc, model, tokenizer)
+    mixed_bf16, mixed_fp16 = resolved == torch.bfloat16, resolved == torch.float16
+
+    examples, data_stats = build_examples(rows, tokenizer, tc.max_length,
+                                          _teacher_messages(cfg) if terms.onpolicy else None)
+    domain_names = sorted({e["domain"] for e in examples})
+    counts = {d: sum(1 for e in examples if e["domain"] == d) for d in domain_names}
+    base_w = {d: (cfg.domains[d].weight if d in cfg.domains else 1.0) for d in domain_names}
+    weights = domain_weights(counts, tc.domain_weighting, tc.domain_temperature, base_w)
+
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    resume = _resume_point(out, _run_config(cfg, method_name, tc, model_desc, distilled_path, weights), is_main)
+    model = _attach_adapter(cfg, tc, model, domain_names)
+    args = CrossDistillConfig.from_recipe(cfg, tc, out / "checkpoints", mixed_bf16=mixed_bf16, mixed_fp16=mixed_fp16)
+    return _Run(model=model, tokenizer=tokenizer, mixed_bf16=mixed_bf16, mixed_fp16=mixed_fp16,
+                records_read=len(rows), data_stats=data_stats, dataset=ExampleDataset(examples, domain_names),
+                counts=counts, weights=weights, resume=resume, args=args)
+
+
+def _resume_point(out: Path, run_cfg: dict, is_main: bool) -> Path | None:
+    """The newest complete checkpoint under OUT/checkpoints (after checking that it was made by the same run
+    config), or None; the main process writes OUT/config.yaml and cuts OUT/log.jsonl back to that step."""
+    resume = _last_valid_checkpoint(out / "checkpoints", is_main)
+    if resume is not None:
+        _check_resumable(out, run_cfg)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False))
+        _truncate_log(out / "log.jsonl", int(resume.name.split("-")[-1]) if resume is not None else 0)
+    return resume
+
+
+def _load_model(cfg: Config, tc: TrainConfig, model, tokenizer):
+    """(model, tokenizer, description, compute dtype): `cfg.model` loaded, or the in-memory model of a test."""
+    from transformers import AutoModelForCausalLM
+
+    from .models import load_tokenizer, resolve_dtype, resolve_model_path
+
+    resolved = resolve_dtype(tc.dtype)
+    if model is None:
+        path = resolve_model_path(cfg.model)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(path)
+        # LoRA: frozen base in the compute dtype. Full FT: fp32 master weights + autocast.
+        load_dtype = torch.float32 if tc.full_finetune else resolved
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype)
+        except OSError as e:
+            raise UserError(f"could not load model '{cfg.model}': {str(e).splitlines()[0]}", field="model") from None
+        model_desc = path
+    else:
+        if tokenizer is None:
+            raise UserError("an in-memory model needs its tokenizer", field="model")
+        model_desc = f"<in-memory {type(model).__name__}>"
+        if tc.dtype == "auto":   # follow the given model's own dtype
+            resolved = next(model.parameters()).dtype
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, model_desc, resolved
+
+
+def _teacher_messages(cfg: Config):
+    """(domain, messages, reference) -> the teacher's messages, from each domain plug-in's teacher template."""
+    from .domains import get_domain
+
+    def build(domain: str, messages: list[dict], reference: str) -> list[dict]:
+        dc = cfg.domains.get(domain)
+        return get_domain((dc.plugin if dc is not None else None) or domain).teacher_messages(messages, reference)
+
+    return build
+
+
+def _attach_adapter(cfg: Config, tc: TrainConfig, model: nn.Module, domain_names: list[str]) -> nn.Module:
+    """The LoRA adapter (unless full fine-tuning) and, for DANN, the domain classifier as a submodule."""
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
+    if not tc.full_finetune:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, _peft_lora_config(tc))
+    model.train()
+    inv = tc.terms.invariance
+    if inv == "dann":
+        causal = A.causal_lm(model)
+        hidden_size = causal.config.get_text_config().hidden_size
+        clf = L.DomainClassifier(hidden_size, max(2, len(domain_names)))
+        clf.to(next(model.parameters()).device)
+        causal.add_module(CLASSIFIER_ATTR, clf)
+    if inv is not None and len(domain_names) < 2:
+        logger.warning("invariance '%s' needs >= 2 domains; the data has %s, so L_inv is 0", inv, domain_names)
+    return model
+
+
+def _peft_lora_config(tc: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
+                      target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def _on_cpu() -> bool:
+    return not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
+
+
+def recipe_training_args(cfg: Config, tc: TrainConfig, ckpt_dir: Path, mixed_bf16: bool, mixed_fp16: bool) -> dict:
+    """The transformers TrainingArguments fields of a run, from the recipe (then `train.trainer_args` over them):
+    shared by `CrossDistillConfig.from_recipe` and the trl-sdft arm's SDFTConfig."""
+    on_cpu = _on_cpu()
+    common = dict(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=tc.batch_size, gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=tc.lr, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
+        lr_scheduler_type=tc.lr_scheduler, warmup_steps=float(min(max(tc.warmup_ratio, 0.0), 0.999)),
+        weight_decay=tc.weight_decay, logging_strategy="steps", logging_steps=tc.logging_steps,
+        save_strategy="steps", save_steps=tc.save_steps, save_total_limit=2, seed=cfg.seed,
+        bf16=mixed_bf16, fp16=mixed_fp16 and not on_cpu,
+        # use_cpu is what makes accelerate run data-parallel on CPUs (gloo); without it every launched process trains
+        # alone on all the data (tests/test_multiprocess.py)
+        use_cpu=on_cpu and (mixed_bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1),
+        **_checkpointing_kwargs(tc.gradient_checkpointing),
+        remove_unused_columns=False, report_to=_report_to(tc.report_to),
+        dataloader_pin_memory=not on_cpu, ddp_find_unused_parameters=False, eval_strategy="no",
+    )
+    common.update(tc.trainer_args)   # train.trainer_args: more TrainingArguments, and over the defaults above
+    return common
+
+
+def _seed_cache(cfg: Config, tc: TrainConfig, model: nn.Module, dataset: ExampleDataset, out: Path, args,
+                mixed_bf16: bool) -> tuple[SeedCache | None, dict]:
+    """The seed's top-k on every response token, computed once (reused on resume) when the KL to the seed is on
+    with `seed_logprobs: cached`."""
+    if not (tc.terms.seed_kl and tc.seed_logprobs == "cached"):
+        return None, {}
+    key = stable_hash({"model": cfg.model, "fp": model_fingerprint(model), "data": dataset.fingerprint(),
+                       "k": tc.topk, "tau": tc.kd_temperature})
+    cache_path = out / "seed_cache" / f"seed_topk-{key}.pt"
+    with args.main_process_first(local=False, desc="seed top-k cache"):
+        t0 = time.time()
+        cache = SeedCache.load(cache_path, key)
+        reused = cache is not None
+        if cache is None:
+            model.to(args.device)
+            cache = compute_seed_cache(model, dataset, tc.topk, tc.kd_temperature, key,
+                                       batch_size=max(1, tc.batch_size * 2), device=args.device,
+                                       autocast_dtype=torch.bfloat16 if mixed_bf16 else None)
+            if args.process_index == 0:
+                cache.save(cache_path)
+    info = {"path": str(cache_path), "tokens": cache.num_tokens, "k": tc.topk, "reused": reused,
+            "seconds": round(time.time() - t0, 2)}
+    logger.info("seed cache: %s", info)
+    return cache, info
+
+
+def _trainer(cfg: Config, tc: TrainConfig, run: _Run, cache: SeedCache | None, out: Path,
+             callbacks: list | None) -> CrossDistillTrainer:
+    """The CrossDistillTrainer of a prepared run: its collator (with the seed cache), the per-domain weights, the
+    log callback and, with the invariance term on, the held-out probe batch."""
+    names = run.dataset.domain_names
+    return CrossDistillTrainer(
+        model=run.model, args=run.args, train_dataset=run.dataset, processing_class=run.tokenizer,
+        data_collator=CrossDistillCollator(run.tokenizer.pad_token_id, cache),
+        callbacks=[_JsonlLogCallback(out / "log.jsonl")] + list(callbacks or []),
+        domain_names=names, domain_weights=[run.weights[d] for d in names],
+        eos_ids=generation_eos_ids(run.model, run.tokenizer),
+        probe_examples=_inv_probe_batch(cfg, tc, run.tokenizer, names) if tc.terms.invariance else None,
+    )
+
+
+def _save(trainer: Trainer, out: Path, stats: dict) -> None:
+    """OUT/adapter written atomically (a .partial folder renamed at the end, with the .complete marker inside);
+    the DANN classifier is kept out of the saved model and stored beside it."""
+    adapter_dir = out / "adapter"
+    tmp = out / ".adapter.partial"
+    if trainer.accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.accelerator.wait_for_everyone()
+    causal = A.causal_lm(trainer.accelerator.unwrap_model(trainer.model))
+    clf = getattr(causal, CLASSIFIER_ATTR, None)
+    if clf is not None:
+        del causal._modules[CLASSIFIER_ATTR]     # keep it out of the saved model
+    trainer.save_model(str(tmp))
+    if clf is not None:
+        causal.add_module(CLASSIFIER_ATTR, clf)
+    if trainer.accelerator.is_main_process:
+        if clf is not None:
+            torch.save({k: v.detach().cpu() for k, v in clf.state_dict().items()}, tmp / CLASSIFIER_FILE)
+        write_json(tmp / "train_stats.json", stats)
+        (tmp / COMPLETE_MARKER).write_text("ok\n")
+        write_json(out / "train_stats.json", stats)
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        os.replace(tmp, adapter_dir)
+    trainer.accelerator.wait_for_everyone()
+
+# =================================================================================================================
+# Run bookkeeping: the probe batch, checkpoints, resume checks, log truncation, reporters
 # =================================================================================================================
 
 def _inv_probe_batch(cfg: Config, tc: TrainConfig, tokenizer, domain_names: list[str]) -> list[dict] | None:
@@ -1079,256 +1323,3 @@ def _report_to(setting: str | list[str] = "auto") -> list[str] | str:
             raise UserError(f"'{n}' needs its package: pip install {_REPORTER_PACKAGES[n][0]}",
                             field="train.report_to")
     return names
-
-
-def train(cfg: Config, method_name: str, distilled_path: str, out_dir: str, *, model=None, tokenizer=None,
-          callbacks: list | None = None) -> dict:
-    """Train one method; write OUT/adapter (PEFT folder, or the full model for full fine-tuning), OUT/log.jsonl,
-    OUT/config.yaml, OUT/train_stats.json; checkpoints in OUT/checkpoints. Returns the train stats.
-
-    Idempotent (a complete OUT/adapter returns at once) and resumable (re-running after a kill continues from the
-    newest complete checkpoint). `model`/`tokenizer` pass an in-memory model (tests); otherwise `cfg.model` is
-    loaded. `callbacks` are extra transformers TrainerCallbacks.
-
-    Steps, top to bottom: resolve the method (config.resolve_method: which loss terms are on) -> load the model ->
-    build the data -> bookkeeping / resume -> attach the adapter -> trainer arguments -> seed cache -> train ->
-    save atomically."""
-    t_start = time.time()
-    tc = cfg.train_config_for(method_name)
-    terms = tc.terms
-    out = Path(out_dir)
-    adapter_dir = out / "adapter"
-    stats_path = out / "train_stats.json"
-    if _is_complete(adapter_dir):
-        stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else \
-            {"adapter_dir": str(adapter_dir)}
-        stats["skipped"] = True
-        return stats
-    if tc.method == "trl-sdft":
-        from .trl_baseline import train_trl_sdft
-
-        return train_trl_sdft(cfg, method_name, tc, distilled_path, out, model=model, tokenizer=tokenizer,
-                              callbacks=callbacks)
-    if tc.full_finetune and terms.seed_kl and tc.seed_logprobs == "live":
-        raise UserError("seed_logprobs 'live' needs a LoRA adapter to disable; with full fine-tuning use 'cached' "
-                        "(computed from the seed weights before the first step)", field="train.seed_logprobs")
-
-    _report_to(tc.report_to)   # a missing reporter package fails here, before any work
-    from .vllm_backend import free_engines
-
-    free_engines()   # a vLLM engine of this process (distill/eval with backend vllm) gives its GPU memory back
-    rows = read_distilled(distilled_path, terms.target_field, tc.domains)
-    model, tokenizer, model_desc, resolved = _load_model(cfg, tc, model, tokenizer)
-    mixed_bf16, mixed_fp16 = resolved == torch.bfloat16, resolved == torch.float16
-
-    # ---- data ----------------------------------------------------------------------------------------------
-    examples, data_stats = build_examples(rows, tokenizer, tc.max_length,
-                                          _teacher_messages(cfg) if terms.onpolicy else None)
-    domain_names = sorted({e["domain"] for e in examples})
-    counts = {d: sum(1 for e in examples if e["domain"] == d) for d in domain_names}
-    base_w = {d: (cfg.domains[d].weight if d in cfg.domains else 1.0) for d in domain_names}
-    weights = domain_weights(counts, tc.domain_weighting, tc.domain_temperature, base_w)
-    dataset = ExampleDataset(examples, domain_names)
-
-    # ---- run bookkeeping / resume --------------------------------------------------------------------------
-    run_cfg = _run_config(cfg, method_name, tc, model_desc, distilled_path, weights)
-    ckpt_dir = out / "checkpoints"
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    resume = _last_valid_checkpoint(ckpt_dir, is_main)
-    if resume is not None:
-        _check_resumable(out, run_cfg)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False))
-        resume_step = int(resume.name.split("-")[-1]) if resume is not None else 0
-        _truncate_log(out / "log.jsonl", resume_step)
-
-    model = _attach_adapter(cfg, tc, model, domain_names)
-    args = _trainer_args(cfg, tc, ckpt_dir, mixed_bf16, mixed_fp16)
-    cache, cache_info = _seed_cache(cfg, tc, model, dataset, out, args, mixed_bf16)
-
-    trainer = CrossDistillTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        data_collator=CrossDistillCollator(tokenizer.pad_token_id, cache),
-        callbacks=[_JsonlLogCallback(out / "log.jsonl")] + list(callbacks or []),
-        domain_names=domain_names, domain_weights=[weights[d] for d in domain_names],
-        eos_ids=generation_eos_ids(model, tokenizer),
-        probe_examples=_inv_probe_batch(cfg, tc, tokenizer, domain_names) if tc.terms.invariance else None,
-    )
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-
-    stats = {
-        "method_name": method_name, "method": tc.method, "model": cfg.model, "terms": dataclasses.asdict(terms),
-        "examples": len(examples), "examples_per_domain": counts, "domain_weights": weights,
-        "records_read": len(rows), "truncated": data_stats["truncated"], "dropped": data_stats["dropped"],
-        "max_length": tc.max_length, "steps": trainer.state.global_step,
-        "train_loss": getattr(result, "training_loss", None),
-        "resumed_from": str(resume) if resume is not None else None,
-        "wall_s": round(time.time() - t_start, 2), "seed_cache": cache_info,
-        "full_finetune": tc.full_finetune, "adapter_dir": str(adapter_dir),
-        "precision": "bf16" if mixed_bf16 else ("fp16" if mixed_fp16 else "fp32"),
-    }
-    _save(trainer, out, stats)
-    return stats
-
-
-def _load_model(cfg: Config, tc: TrainConfig, model, tokenizer):
-    """(model, tokenizer, description, compute dtype): `cfg.model` loaded, or the in-memory model of a test."""
-    from transformers import AutoModelForCausalLM
-
-    from .models import load_tokenizer, resolve_dtype, resolve_model_path
-
-    resolved = resolve_dtype(tc.dtype)
-    if model is None:
-        path = resolve_model_path(cfg.model)
-        if tokenizer is None:
-            tokenizer = load_tokenizer(path)
-        # LoRA: frozen base in the compute dtype. Full FT: fp32 master weights + autocast.
-        load_dtype = torch.float32 if tc.full_finetune else resolved
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype)
-        except OSError as e:
-            raise UserError(f"could not load model '{cfg.model}': {str(e).splitlines()[0]}", field="model") from None
-        model_desc = path
-    else:
-        if tokenizer is None:
-            raise UserError("an in-memory model needs its tokenizer", field="model")
-        model_desc = f"<in-memory {type(model).__name__}>"
-        if tc.dtype == "auto":   # follow the given model's own dtype
-            resolved = next(model.parameters()).dtype
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, model_desc, resolved
-
-
-def _teacher_messages(cfg: Config):
-    """(domain, messages, reference) -> the teacher's messages, from each domain plug-in's teacher template."""
-    from .domains import get_domain
-
-    def build(domain: str, messages: list[dict], reference: str) -> list[dict]:
-        dc = cfg.domains.get(domain)
-        return get_domain((dc.plugin if dc is not None else None) or domain).teacher_messages(messages, reference)
-
-    return build
-
-
-def _attach_adapter(cfg: Config, tc: TrainConfig, model: nn.Module, domain_names: list[str]) -> nn.Module:
-    """The LoRA adapter (unless full fine-tuning) and, for DANN, the domain classifier as a submodule."""
-    from transformers import set_seed
-
-    set_seed(cfg.seed)
-    if not tc.full_finetune:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, _peft_lora_config(tc))
-    model.train()
-    inv = tc.terms.invariance
-    if inv == "dann":
-        causal = _causal_lm(model)
-        hidden_size = causal.config.get_text_config().hidden_size
-        clf = L.DomainClassifier(hidden_size, max(2, len(domain_names)))
-        clf.to(next(model.parameters()).device)
-        causal.add_module(CLASSIFIER_ATTR, clf)
-    if inv is not None and len(domain_names) < 2:
-        logger.warning("invariance '%s' needs >= 2 domains; the data has %s, so L_inv is 0", inv, domain_names)
-    return model
-
-
-def _peft_lora_config(tc: TrainConfig):
-    from peft import LoraConfig
-
-    return LoraConfig(r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
-                      target_modules=tc.lora.target_modules, task_type="CAUSAL_LM")
-
-
-def _on_cpu() -> bool:
-    return not (torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
-
-
-def _trainer_args(cfg: Config, tc: TrainConfig, ckpt_dir: Path, mixed_bf16: bool, mixed_fp16: bool,
-                  cls=None, **extra):
-    """The TrainingArguments of a run: the shared transformers knobs from the recipe, then `extra` (the
-    trainer-specific ones). `cls` is CrossDistillConfig by default (TRL's SDFTConfig for the baseline arm)."""
-    on_cpu = _on_cpu()
-    common = dict(
-        output_dir=str(ckpt_dir),
-        per_device_train_batch_size=tc.batch_size, gradient_accumulation_steps=tc.grad_accum,
-        learning_rate=tc.lr, num_train_epochs=tc.epochs, max_steps=tc.max_steps or -1,
-        lr_scheduler_type=tc.lr_scheduler, warmup_steps=float(min(max(tc.warmup_ratio, 0.0), 0.999)),
-        weight_decay=tc.weight_decay, logging_strategy="steps", logging_steps=tc.logging_steps,
-        save_strategy="steps", save_steps=tc.save_steps, save_total_limit=2, seed=cfg.seed,
-        bf16=mixed_bf16, fp16=mixed_fp16 and not on_cpu,
-        # use_cpu is what makes accelerate run data-parallel on CPUs (gloo); without it every launched process trains
-        # alone on all the data (tests/test_multiprocess.py)
-        use_cpu=on_cpu and (mixed_bf16 or int(os.environ.get("WORLD_SIZE", "1")) > 1),
-        **_checkpointing_kwargs(tc.gradient_checkpointing),
-        remove_unused_columns=False, report_to=_report_to(tc.report_to),
-        dataloader_pin_memory=not on_cpu, ddp_find_unused_parameters=False, eval_strategy="no",
-    )
-    common.update(tc.trainer_args)   # train.trainer_args: more TrainingArguments, and over the defaults above
-    if cls is not None:
-        return cls(**common, **extra)
-    return CrossDistillConfig(**common, label_names=["labels"], **switch_kwargs(tc), **extra)
-
-
-def switch_kwargs(tc: TrainConfig) -> dict:
-    """CrossDistillConfig's objective knobs from a resolved TrainConfig (`beta` is `inv_beta` there)."""
-    return dict(method=tc.method, targets=tc.targets, ce_weighting=tc.ce_weighting, sampler=tc.sampler,
-                onpolicy_max_new_tokens=tc.onpolicy_max_new_tokens, onpolicy_temperature=tc.onpolicy_temperature,
-                alpha=tc.alpha, divergence=tc.divergence, jsd_beta=tc.jsd_beta, kd_temperature=tc.kd_temperature,
-                seed_logprobs=tc.seed_logprobs, topk=tc.topk, inv_beta=tc.beta, invariance=tc.invariance,
-                inv_layer=tc.inv_layer, beta_warmup_steps=tc.beta_warmup_steps,
-                inv_queue_size=tc.inv_queue_size, inv_probe_every=tc.inv_probe_every)
-
-
-def _seed_cache(cfg: Config, tc: TrainConfig, model: nn.Module, dataset: ExampleDataset, out: Path, args,
-                mixed_bf16: bool) -> tuple[SeedCache | None, dict]:
-    """The seed's top-k on every response token, computed once (reused on resume) when the KL to the seed is on
-    with `seed_logprobs: cached`."""
-    if not (tc.terms.seed_kl and tc.seed_logprobs == "cached"):
-        return None, {}
-    key = stable_hash({"model": cfg.model, "fp": model_fingerprint(model), "data": dataset.fingerprint(),
-                       "k": tc.topk, "tau": tc.kd_temperature})
-    cache_path = out / "seed_cache" / f"seed_topk-{key}.pt"
-    with args.main_process_first(local=False, desc="seed top-k cache"):
-        t0 = time.time()
-        cache = SeedCache.load(cache_path, key)
-        reused = cache is not None
-        if cache is None:
-            model.to(args.device)
-            cache = compute_seed_cache(model, dataset, tc.topk, tc.kd_temperature, key,
-                                       batch_size=max(1, tc.batch_size * 2), device=args.device,
-                                       autocast_dtype=torch.bfloat16 if mixed_bf16 else None)
-            if args.process_index == 0:
-                cache.save(cache_path)
-    info = {"path": str(cache_path), "tokens": cache.num_tokens, "k": tc.topk, "reused": reused,
-            "seconds": round(time.time() - t0, 2)}
-    logger.info("seed cache: %s", info)
-    return cache, info
-
-
-def _save(trainer: Trainer, out: Path, stats: dict) -> None:
-    """OUT/adapter written atomically (a .partial folder renamed at the end, with the .complete marker inside);
-    the DANN classifier is kept out of the saved model and stored beside it."""
-    adapter_dir = out / "adapter"
-    tmp = out / ".adapter.partial"
-    if trainer.accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    trainer.accelerator.wait_for_everyone()
-    causal = _causal_lm(trainer.accelerator.unwrap_model(trainer.model))
-    clf = getattr(causal, CLASSIFIER_ATTR, None)
-    if clf is not None:
-        del causal._modules[CLASSIFIER_ATTR]     # keep it out of the saved model
-    trainer.save_model(str(tmp))
-    if clf is not None:
-        causal.add_module(CLASSIFIER_ATTR, clf)
-    if trainer.accelerator.is_main_process:
-        if clf is not None:
-            torch.save({k: v.detach().cpu() for k, v in clf.state_dict().items()}, tmp / CLASSIFIER_FILE)
-        write_json(tmp / "train_stats.json", stats)
-        (tmp / COMPLETE_MARKER).write_text("ok\n")
-        write_json(out / "train_stats.json", stats)
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        os.replace(tmp, adapter_dir)
-    trainer.accelerator.wait_for_everyone()

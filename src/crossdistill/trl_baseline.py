@@ -36,19 +36,11 @@ def train_trl_sdft(cfg: Config, method_name: str, tc: TrainConfig, distilled_pat
     for r in rows:
         counts[r["domain"]] = counts.get(r["domain"], 0) + 1
 
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out / "checkpoints"
-    resume = T._last_valid_checkpoint(ckpt_dir, True)
-    run_cfg = T._run_config(cfg, method_name, tc, model_desc, distilled_path, {})
-    if resume is not None:
-        T._check_resumable(out, run_cfg)
-    import yaml
-
-    T.write_text(out / "config.yaml", yaml.safe_dump(run_cfg, sort_keys=False))
-    T._truncate_log(out / "log.jsonl", int(resume.name.split("-")[-1]) if resume is not None else 0)
-    args = T._trainer_args(cfg, tc, ckpt_dir, resolved == torch.bfloat16, resolved == torch.float16, cls=SDFTConfig,
-                           max_completion_length=tc.onpolicy_max_new_tokens, temperature=tc.onpolicy_temperature,
-                           num_generations=1)
+    resume = T._resume_point(out, T._run_config(cfg, method_name, tc, model_desc, distilled_path, {}), True)
+    args = SDFTConfig(**T.recipe_training_args(cfg, tc, out / "checkpoints", resolved == torch.bfloat16,
+                                               resolved == torch.float16),
+                      max_completion_length=tc.onpolicy_max_new_tokens, temperature=tc.onpolicy_temperature,
+                      num_generations=1)
     from transformers import set_seed
 
     set_seed(cfg.seed)

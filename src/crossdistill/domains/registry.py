@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, suggest
 from .base import Domain
 
 
@@ -93,13 +93,6 @@ def record_kinds() -> list[str]:
     return list(DOMAINS) + list(EVAL_KINDS) + [n for n in available_domains() if n not in _BUILTIN]
 
 
-def _hint(name: str, known: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def get_domain(name: str) -> Domain:
     """The plug-in instance for a domain name (built-in, registered, or from the `crossdistill.domains` entry points)."""
     if name in _CACHE:
@@ -112,7 +105,7 @@ def get_domain(name: str) -> Domain:
         eps = _entry_points()
         if name not in eps:
             known = available_domains()
-            raise UserError(f"unknown domain plug-in '{name}'{_hint(name, known)}; known: {', '.join(known)}",
+            raise UserError(f"unknown domain plug-in '{name}'{suggest(name, known)}; known: {', '.join(known)}",
                             field="domain")
         dom = _instance(eps[name].load())
     _CACHE[name] = dom
@@ -129,7 +122,7 @@ def record_kind(name: str, *, file: str | None = None, line: int | None = None) 
         return EVAL_KINDS[name]
     if not _is_plugin(name):
         known = record_kinds()
-        raise UserError(f"unknown domain '{name}'{_hint(name, known)}; known: {', '.join(known)}",
+        raise UserError(f"unknown domain '{name}'{suggest(name, known)}; known: {', '.join(known)}",
                         file=file, line=line, field="domain")
     dom = get_domain(name)
     return RecordKind(name, tuple(dom.required), tuple(dom.task_types), plugin=True)

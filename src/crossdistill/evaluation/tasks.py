@@ -75,9 +75,7 @@ choice). Every problem raises UserError naming the spec file and the field.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import random
 import re
 import string
 from dataclasses import dataclass
@@ -86,8 +84,12 @@ from typing import Any
 
 import yaml
 
+<<<<<<< HEAD
 from ..domains.registry import kind_for_task_type, required_fields
 from ..errors import UserError
+=======
+from ..errors import UserError, suggest
+>>>>>>> core
 from ..records import Record, record_from_dict
 
 TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction", "gold_nll", "seed_kl",
@@ -174,9 +176,8 @@ def resolve_task(name: str) -> TaskSpec:
     if name in RENAMED_TASKS:
         raise UserError(f"eval task '{name}' is now '{RENAMED_TASKS[name]}' (it scores IFBench's prompts)",
                         field="tasks")
-    close = difflib.get_close_matches(name, list(BUILTIN_TASKS), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise UserError(f"unknown eval task '{name}'{hint}; builtin tasks: {', '.join(BUILTIN_TASKS)}; "
+    raise UserError(f"unknown eval task '{name}'{suggest(name, BUILTIN_TASKS)}; "
+                    f"builtin tasks: {', '.join(BUILTIN_TASKS)}; "
                     "or give the path of a task spec .yaml", field="tasks")
 
 
@@ -206,9 +207,7 @@ def load_task_spec(path: str | Path) -> TaskSpec:
 
     for k in data:
         if k not in _SPEC_KEYS:
-            close = difflib.get_close_matches(str(k), _SPEC_KEYS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise err(f"unknown key{hint} (valid: {', '.join(_SPEC_KEYS)})", str(k))
+            raise err(f"unknown key{suggest(k, _SPEC_KEYS)}; valid: {', '.join(_SPEC_KEYS)}", str(k))
     name = data.get("name", p.stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         raise err("must be a non-empty name of letters, digits, '_', '-', '.'", "name")
@@ -216,9 +215,7 @@ def load_task_spec(path: str | Path) -> TaskSpec:
     if ttype is None:
         raise err(f"required; one of {', '.join(TASK_TYPES)}", "type")
     if ttype not in TASK_TYPES:
-        close = difflib.get_close_matches(str(ttype), TASK_TYPES, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise err(f"unknown task type '{ttype}'{hint}; one of {', '.join(TASK_TYPES)}", "type")
+        raise err(f"unknown task type '{ttype}'{suggest(ttype, TASK_TYPES)}; one of {', '.join(TASK_TYPES)}", "type")
     raw_data = data.get("data")
     if not isinstance(raw_data, str) or not raw_data.strip():
         raise err("required: the path of a JSONL file", "data")
@@ -233,9 +230,8 @@ def load_task_spec(path: str | Path) -> TaskSpec:
         known = {fl.name for fl in dataclasses.fields(Record)}
         for k in fields_map:
             if k not in known:
-                close = difflib.get_close_matches(k, sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise err(f"'{k}' is not a Record field{hint}; fields: {', '.join(sorted(known))}", f"fields.{k}")
+                raise err(f"'{k}' is not a Record field{suggest(k, sorted(known))}; "
+                          f"fields: {', '.join(sorted(known))}", f"fields.{k}")
     tmpl = data.get("prompt_template")
     if tmpl is not None:
         if not isinstance(tmpl, str) or not tmpl.strip():
@@ -462,22 +458,19 @@ def load_task_records(spec: TaskSpec, *, limit: int | None, seed: int) -> tuple[
     Few-shot examples come from `few_shot_source`, else the first `few_shot` of a separately seeded shuffle of
     the data, which are then removed from the scored set. The same seed gives the same items for every model.
     """
-    if spec.data:
-        records = read_task_file(spec.data, spec)
-    else:
-        from ..sources import load_source
+    from ..sources import load_source, take
 
-        records = load_source(spec.source)
+    records = read_task_file(spec.data, spec) if spec.data else load_source(spec.source)
     shots: list[Record] = []
     if spec.few_shot:
         if spec.few_shot_source:
             pool = read_task_file(spec.few_shot_source, spec, what="few_shot_source")
-            shots = _seeded_take(pool, spec.few_shot, seed + 1)
+            shots = take(pool, spec.few_shot, seed + 1)
         else:
             if spec.few_shot >= len(records):
                 raise UserError(f"few_shot={spec.few_shot} leaves nothing to score in {len(records)} records",
                                 file=spec.spec_file, field="few_shot")
-            shots = _seeded_take(records, spec.few_shot, seed + 1)
+            shots = take(records, spec.few_shot, seed + 1)
             ids = {r.id for r in shots}
             records = [r for r in records if r.id not in ids]
     if spec.type == "instruction":
@@ -486,7 +479,7 @@ def load_task_records(spec: TaskSpec, *, limit: int | None, seed: int) -> tuple[
         records = [r for r in records if supported(list(r.meta.get("instruction_id_list") or []))]
     if spec.limit is not None:
         limit = spec.limit if limit is None else min(limit, spec.limit)
-    return _seeded_take(records, limit, seed), shots
+    return take(records, limit, seed), shots
 
 
 def count_unsupported(spec: TaskSpec) -> int:
@@ -500,15 +493,6 @@ def count_unsupported(spec: TaskSpec) -> int:
 
         records = load_source(spec.source)
     return sum(1 for r in records if not supported(list(r.meta.get("instruction_id_list") or [])))
-
-
-def _seeded_take(records: list[Record], n: int | None, seed: int) -> list[Record]:
-    """All records (in order) when n is None, else the first n of a shuffle seeded by `seed`."""
-    if n is None:
-        return list(records)
-    idx = list(range(len(records)))
-    random.Random(seed).shuffle(idx)
-    return [records[i] for i in idx[:n]]
 
 
 # --- multiple-choice contexts (lm-eval conventions) ------------------------------------------------------

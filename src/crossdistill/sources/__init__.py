@@ -9,12 +9,15 @@ Built-ins are listed by `list_datasets()`; `crossdistill data list` prints them.
 """
 from __future__ import annotations
 
-import difflib
 import random
 from pathlib import Path
 
+<<<<<<< HEAD
 from ..domains.registry import record_kind
 from ..errors import UserError
+=======
+from ..errors import UserError, suggest
+>>>>>>> core
 from ..records import Record, record_from_dict, write_records
 from . import olmo_eval as _olmo_eval  # noqa: F401  (registers built-ins)
 from . import packages as _packages  # noqa: F401  (registers built-ins)
@@ -57,9 +60,8 @@ def resolve_source(spec: str, data_dir: str | None = None) -> tuple[str, str]:
             return "file", str(c)
     if looks_like_path:
         raise UserError(f"data file not found (tried: {', '.join(tried)})", file=spec, field="source")
-    close = difflib.get_close_matches(spec, list(BUILTINS), n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise UserError(f"unknown data source '{spec}'{hint}: not a built-in dataset ({', '.join(BUILTINS)}), "
+    raise UserError(f"unknown data source '{spec}'{suggest(spec, BUILTINS)}: not a built-in dataset "
+                    f"({', '.join(BUILTINS)}), "
                     "an existing .jsonl/.json file, or hf:owner/name[:config][:split]", field="source")
 
 
@@ -95,13 +97,20 @@ def load_source(spec: str, *, domain: str | None = None, data_dir: str | None = 
     return take(recs, limit, seed)
 
 
-def take(recs: list[Record], limit: int | None, seed: int = 0) -> list[Record]:
-    """The first `limit` records after a seeded shuffle (all, in order, when limit is None)."""
-    if limit is None:
-        return recs
-    idx = list(range(len(recs)))
+def seeded_order(n: int, seed: int) -> list[int]:
+    """The permutation of range(n) that decides every seeded subset (training records, eval items, few-shot
+    examples, the probe's held-out end): `random.Random(seed).shuffle`. Changing it changes which items are used."""
+    idx = list(range(n))
     random.Random(seed).shuffle(idx)
-    return [recs[i] for i in idx[:limit]]
+    return idx
+
+
+def take(recs: list[Record], limit: int | None, seed: int = 0) -> list[Record]:
+    """The first `limit` records of the `seeded_order` shuffle (a smaller limit is a prefix of a larger one); all,
+    in order, when limit is None."""
+    if limit is None:
+        return list(recs)
+    return [recs[i] for i in seeded_order(len(recs), seed)[:limit]]
 
 
 def prepare_datasets(names: list[str], out_dir: str) -> dict[str, str]:

