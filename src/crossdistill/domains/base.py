@@ -35,10 +35,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-<<<<<<< HEAD
-=======
-from ..errors import UserError, suggest
->>>>>>> core
 from ..records import Record
 
 
@@ -289,62 +285,3 @@ class Domain:
 
     def __repr__(self) -> str:
         return f"<Domain {self.name}>"
-<<<<<<< HEAD
-=======
-
-
-# --- registry ------------------------------------------------------------------------------------
-
-_BUILTIN: dict[str, str] = {
-    "math": "crossdistill.domains.math:MathDomain",
-    "code": "crossdistill.domains.code:CodeDomain",
-    "text": "crossdistill.domains.text:TextDomain",
-    "tools": "crossdistill.domains.tools:ToolsDomain",
-}
-DOMAINS: tuple[str, ...] = tuple(_BUILTIN)
-_CACHE: dict[str, Domain] = {}
-
-
-def _load(target: str) -> Domain:
-    import importlib
-
-    mod, _, attr = target.partition(":")
-    obj = getattr(importlib.import_module(mod), attr)
-    return obj() if isinstance(obj, type) else obj
-
-
-def _entry_points() -> dict[str, Any]:
-    from importlib.metadata import entry_points
-
-    try:
-        return {ep.name: ep for ep in entry_points(group="crossdistill.domains")}
-    except Exception:  # noqa: BLE001 - a broken third-party distribution must not break the built-ins
-        return {}
-
-
-def available_domains() -> list[str]:
-    return list(DOMAINS) + [n for n in _entry_points() if n not in _BUILTIN]
-
-
-def get_domain(name: str) -> Domain:
-    """The plug-in instance for a domain name (built-in or from the `crossdistill.domains` entry points)."""
-    if name in _CACHE:
-        return _CACHE[name]
-    if name in _BUILTIN:
-        dom = _load(_BUILTIN[name])
-    else:
-        eps = _entry_points()
-        if name not in eps:
-            known = available_domains()
-            raise UserError(f"unknown domain plug-in '{name}'{suggest(name, known)}; known: {', '.join(known)}",
-                            field="domain")
-        obj = eps[name].load()
-        dom = obj() if isinstance(obj, type) else obj
-    _CACHE[name] = dom
-    return dom
-
-
-def iter_domains() -> Iterable[Domain]:
-    for n in available_domains():
-        yield get_domain(n)
->>>>>>> core

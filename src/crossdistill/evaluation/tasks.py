@@ -84,12 +84,8 @@ from typing import Any
 
 import yaml
 
-<<<<<<< HEAD
 from ..domains.registry import kind_for_task_type, required_fields
-from ..errors import UserError
-=======
 from ..errors import UserError, suggest
->>>>>>> core
 from ..records import Record, record_from_dict
 
 TASK_TYPES = ("generate_match", "generate_code", "multiple_choice", "refusal", "instruction", "gold_nll", "seed_kl",

@@ -12,12 +12,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-<<<<<<< HEAD
 from ..domains.registry import record_kind
-from ..errors import UserError
-=======
 from ..errors import UserError, suggest
->>>>>>> core
 from ..records import Record, record_from_dict, write_records
 from . import olmo_eval as _olmo_eval  # noqa: F401  (registers built-ins)
 from . import packages as _packages  # noqa: F401  (registers built-ins)
