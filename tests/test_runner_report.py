@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crossdistill import runner
+from crossdistill import runner, statistics
 from crossdistill.config import load_config
 from crossdistill.report import forgetting_matrix, write_report
 
@@ -166,13 +166,13 @@ def _eval_dir(d: Path, task: str, correct: list[bool], value: float | None = Non
 def test_paired_deltas_from_samples(tmp_path):
     seed = _eval_dir(tmp_path / "seed", "arc-easy", [True, False, False, True])
     better = _eval_dir(tmp_path / "sft", "arc-easy", [True, True, False, True])
-    (row,) = runner.paired_deltas(seed, better, method="sft")
+    (row,) = statistics.paired_deltas(seed, better, method="sft")
     assert row["delta"] == pytest.approx(0.25) and row["n"] == 4 and row["paired"]
     assert row["ci_low"] <= 0.25 <= row["ci_high"]
     assert row["test"] == "mcnemar_exact" and row["p"] == 1.0      # one discordant item
     # a reported value that is not the mean of the samples' field: no paired delta rather than a wrong one
     odd = _eval_dir(tmp_path / "odd", "arc-easy", [True, True, False, True], value=0.6)
-    assert runner.paired_deltas(seed, odd, method="odd") == []
+    assert statistics.paired_deltas(seed, odd, method="odd") == []
 
 
 def test_eval_seed_fixes_the_eval_items_across_training_seeds(tmp_path):
@@ -265,7 +265,7 @@ def test_pool_runs_averages_items_over_seeds(tmp_path):
     T, F = True, False
     a = _seed_run(tmp_path / "s0", 0, {"seed": [T, F, F, T], "sft": [T, T, F, T]})
     b = _seed_run(tmp_path / "s1", 1, {"seed": [T, F, F, T], "sft": [F, T, T, T]})
-    pooled = runner.pool_runs([a, b], tmp_path / "pooled" / "results.json")
+    pooled = statistics.pool_runs([a, b], tmp_path / "pooled" / "results.json")
     assert json.loads((tmp_path / "pooled" / "results.json").read_text()) == json.loads(json.dumps(pooled))
     sft = next(s for s in pooled["scores"] if s["method"] == "sft")
     assert sft["value"] == pytest.approx(0.75) and sft["per_run"] == [0.75, 0.75] and sft["runs"] == 2
@@ -285,12 +285,12 @@ def test_pool_runs_refuses_runs_of_different_models(tmp_path):
     a = _seed_run(tmp_path / "s0", 0, {"seed": [True, False]})
     b = _seed_run(tmp_path / "s1", 1, {"seed": [True, False]}, model="other")
     with pytest.raises(UserError) as e:
-        runner.pool_runs([a, b])
+        statistics.pool_runs([a, b])
     assert e.value.field == "model" and str(b / "results.json") in str(e.value)
     with pytest.raises(UserError, match="at least two"):
-        runner.pool_runs([a])
+        statistics.pool_runs([a])
     with pytest.raises(UserError, match="no results.json"):
-        runner.pool_runs([a, tmp_path / "missing"])
+        statistics.pool_runs([a, tmp_path / "missing"])
 
 
 def test_forgetting_cell_coloured_only_when_holm_significant(tmp_path):
