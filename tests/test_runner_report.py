@@ -315,3 +315,42 @@ def test_forgetting_cell_coloured_only_when_holm_significant(tmp_path):
     assert by_delta["-0.100"] == "transparent" and by_delta["-0.350"].startswith("rgba(215,58,73")
     md = (Path(cfg.output_dir) / "report.md").read_text()
     assert "## Tasks" in md and "MDE" in md
+
+
+def test_full_finetune_trains_then_evaluates_and_probes_as_its_own_model(tmp_path, monkeypatch):
+    """`full_finetune: true` saves the whole model in train/<m>/adapter: the eval and probe steps load that folder
+    as the model (not as a PEFT adapter), and seed-kl compares it with the recipe's model. The real stages on the
+    tiny model, distill reading the data step's files."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_crash_resume import write_tiny_project
+
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
+    recipe = write_tiny_project(tmp_path / "p")
+    recipe.write_text(recipe.read_text().replace("cdsdft: {method: cdsdft}", "full: {method: sft, full_finetune: true}"))
+    cfg = load_config(recipe, ["distill.enabled=false", "train.max_steps=2", "domains.math.size=6",
+                               "domains.code.size=6", "probe.enabled=true", "probe.size=4", "probe.max_length=48",
+                               "eval.limit=4",
+                               f"eval.tasks=[{tmp_path / 'p' / 'mc.yaml'}, seed-kl@3]", "eval.max_new_tokens=8"])
+    summary = runner.run(cfg)
+    assert summary["eval/full"]["status"] == "run" and summary["probe/full"]["status"] == "run"
+    out = Path(cfg.output_dir)
+    folder = out / "train" / "full" / "adapter"
+    assert (folder / "config.json").exists() and not (folder / "adapter_config.json").exists()
+    res = json.loads((out / "eval" / "full" / "results.json").read_text())
+    assert res["model"] == str(folder) and res["adapter"] is None
+    kl = {s["task"]: s["value"] for s in res["scores"] if s["metric"] == "kl"}
+    seed_kl = {s["task"]: s["value"] for s in json.loads((out / "eval" / "seed" / "results.json").read_text())["scores"]
+               if s["metric"] == "kl"}
+    assert kl["seed-kl"] > 1e-6 and abs(seed_kl["seed-kl"]) < 1e-6   # the trained model is not compared with itself
+    assert json.loads((out / "probe" / "full" / "probe.json").read_text())["layers"]
+    # the distill stage read the data step's records
+    rows = [json.loads(x) for x in (out / "distill" / "distilled.jsonl").read_text().splitlines()]
+    data_ids = [json.loads(x)["id"] for d in ("math", "code")
+                for x in (out / "data" / f"train-{d}.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == data_ids
+    # per-item scores keyed by metric name: every unweighted metric gets paired deltas vs the seed
+    full_vs_seed = {(d["task"], d["metric"]) for d in json.loads((out / "results.json").read_text())["deltas"]
+                    if d["method"] == "full" and d["vs"] == "seed"}
+    assert {("tiny-mc", "acc"), ("tiny-mc", "acc_norm"), ("tiny-mc", "margin"), ("seed-kl", "kl")} <= full_vs_seed

@@ -224,7 +224,7 @@ def cmd_probe(args) -> None:
     if not seed_like:
         cfg.train_config_for(method)
         adapter = Path(cfg.output_dir) / "train" / method / "adapter"
-        if not (adapter / "adapter_config.json").exists():
+        if not ((adapter / "adapter_config.json").exists() or (adapter / "config.json").exists()):
             raise UserError(f"no trained adapter: run `crossdistill train RECIPE train.method={method}` first",
                             file=str(adapter))
     run_probe_step(cfg, method, None if seed_like else method)

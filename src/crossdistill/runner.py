@@ -129,11 +129,26 @@ def probe_steps(cfg: Config, train_data_key: str, train_keys: dict[str, str], ou
     return steps
 
 
+def trained_weights(cfg: Config, method: str) -> tuple[str, str | None]:
+    """(model, adapter) of a trained method: the recipe's model + the LoRA adapter in train/<method>/adapter, or for
+    a full fine-tune (that folder holds the whole model) the folder itself as the model and no adapter."""
+    folder = Path(cfg.output_dir) / "train" / method / "adapter"
+    if not (folder / "adapter_config.json").exists() and (folder / "config.json").exists():
+        return str(folder), None
+    return cfg.model, str(folder)
+
+
 def run_probe_step(cfg: Config, method: str, adapter_of: str | None) -> None:
     from .probe import run_probe
 
     out = Path(cfg.output_dir)
-    adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
+    model, adapter = trained_weights(cfg, adapter_of) if adapter_of else (cfg.model, None)
+    if model != cfg.model:   # a full fine-tune: its own weights
+        from .models import load_model
+
+        weights, tok = load_model(model, dtype=cfg.eval.dtype)
+        run_probe(cfg, method, None, out / "probe" / method, model=weights, tokenizer=tok)
+        return
     run_probe(cfg, method, adapter, out / "probe" / method)
 
 
@@ -172,9 +187,11 @@ def run_eval_step(cfg: Config, method: str, adapter_of: str | None, tasks: list[
     from .evaluation import evaluate
 
     out = Path(cfg.output_dir)
-    adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
-    evaluate(cfg.model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed(), vllm_cfg=cfg.vllm)
+    model, adapter = trained_weights(cfg, adapter_of) if adapter_of else (cfg.model, None)
+    # a full fine-tune is its own model; seed-kl then compares it with the recipe's model (no adapter to disable)
+    evaluate(model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
+             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed(), vllm_cfg=cfg.vllm,
+             seed_model=cfg.model if model != cfg.model else None)
 
 
 # --- running the plan ---------------------------------------------------------------------------

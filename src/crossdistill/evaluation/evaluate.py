@@ -120,9 +120,13 @@ class _ModelHolder:
     def fingerprint(self) -> str:
         """Identity of the weights for the resume hash."""
         if not self.in_memory:
+            from ..training import COMPLETE_MARKER
+
             parts = [str(self.spec)]
             if self.adapter:
                 parts.append(_dir_digest(Path(self.adapter)))
+            elif (Path(str(self.spec)) / COMPLETE_MARKER).exists():   # a full fine-tune's folder: its weights
+                parts.append(_dir_digest(Path(str(self.spec))))
             return stable_hash(parts)
         import torch
 
