@@ -354,3 +354,17 @@ def test_full_finetune_trains_then_evaluates_and_probes_as_its_own_model(tmp_pat
     full_vs_seed = {(d["task"], d["metric"]) for d in json.loads((out / "results.json").read_text())["deltas"]
                     if d["method"] == "full" and d["vs"] == "seed"}
     assert {("tiny-mc", "acc"), ("tiny-mc", "acc_norm"), ("tiny-mc", "margin"), ("seed-kl", "kl")} <= full_vs_seed
+
+
+def test_distill_step_makes_the_data_it_reads_first(tmp_path, monkeypatch):
+    """`--only distill` on a fresh or edited recipe: the data step runs first, never a stale data/ folder read."""
+    import crossdistill.distill as D
+
+    calls = []
+    monkeypatch.setattr(runner, "run_data_step", lambda cfg: calls.append("data"))
+    monkeypatch.setattr(D, "distill", lambda cfg: calls.append("distill"))
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg, only=["distill"])
+    assert calls == ["data", "distill"]
+    runner.run(make_cfg(tmp_path, "seed=3"), only=["distill"])   # new data key: data again, then distill
+    assert calls == ["data", "distill", "data", "distill"]

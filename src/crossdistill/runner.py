@@ -173,6 +173,7 @@ def run_data_step(cfg: Config) -> None:
 def run_distill_step(cfg: Config) -> None:
     from .distill import distill
 
+    ensure_step(cfg, "data")   # it reads data/train-*.jsonl: never another config's (e.g. with `--only distill`)
     distill(cfg)
 
 
