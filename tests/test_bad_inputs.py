@@ -5,7 +5,7 @@ Every case must end with exit code 2 and ONE stderr line `crossdistill: error: F
 `output_dir` does not exist afterwards and every file of the corpus copy is byte-for-byte unchanged (nothing was
 created or touched anywhere, e.g. beside the data files). For a full disk, which can only strike after work has
 started: no file at any final path (distilled.jsonl, generations.jsonl, stats.json), no temp file, nothing outside
-`output_dir/distill/`; the one file left is the resumable log `generations.jsonl.partial`, holding only whole rows
+`output_dir/distill/` (but the data step's files, written before the disk fills); the one file left is the resumable log `generations.jsonl.partial`, holding only whole rows
 (plus at most one torn last line, which a resume drops), and rerunning the same command once there is room
 finishes the stage, regenerating only the rows the log does not hold.
 """
@@ -179,6 +179,13 @@ def test_full_disk_exits_2_leaves_no_final_or_temp_file_and_resumes(corpus, caps
         monkeypatch.setattr(cio, "open", metered_open, raising=False)
     recipe = f"recipes/{case.get('recipe', name)}.yaml"
     argv = [cmd, recipe, *EXTRA[cmd]]
+    if cmd == "distill":   # the data step's files, which distill reads, are there before the disk fills
+        from crossdistill.config import load_config
+        from crossdistill.runner import ensure_step
+
+        free, disk.free = disk.free, 10 ** 12
+        ensure_step(load_config(recipe, []), "data")
+        disk.free = free
     before = snapshot(corpus)
 
     rc, line = run_cli(argv, capsys)
@@ -188,8 +195,8 @@ def test_full_disk_exits_2_leaves_no_final_or_temp_file_and_resumes(corpus, caps
     assert disk.hits and disk.hits[0][1] > 0, "the disk must fill in the middle of a file"
     # nothing outside out/distill, and in it only the resumable log
     after = snapshot(corpus)
-    assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
-    assert sorted(k for k in after if k.startswith("out/")) == ["out/distill/generations.jsonl.partial"]
+    assert {k: v for k, v in after.items() if not k.startswith("out/distill/")} == before
+    assert sorted(k for k in after if k.startswith("out/distill/")) == ["out/distill/generations.jsonl.partial"]
     temps = [path for path, _ in disk.hits if Path(path).name.endswith(".tmp")]
     assert all(not Path(t).exists() for t in temps)   # the half-written temp file is gone, its target untouched
     partial = corpus / "out/distill/generations.jsonl.partial"

@@ -12,7 +12,7 @@ from crossdistill import runner
 from crossdistill.config import load_config
 from crossdistill.probe import (pairwise_mmd_table, pooled_features, probe_accuracy, probe_examples, probe_records,
                                 run_probe, stratified_folds)
-from crossdistill.report import invariance_section
+from crossdistill.report import Report, Text, invariance_section, render_html, render_markdown
 
 
 def _gauss(n, d=8, shift=0.0, seed=0):
@@ -137,11 +137,11 @@ def test_run_probe_writes_results_and_the_report_shows_them(tmp_path, tiny):
     for row in saved["layers"]:
         assert 0 <= row["ci_low"] <= row["acc"] <= row["ci_high"] <= 1 and row["n"] == 30
         assert set(row["mmd"]) == {"a|b"}
-    md, h = invariance_section(out, out)
-    text = "\n".join(md)
-    assert "## Domain invariance" in text and "| seed | 1 |" in text and (out / "probe.png").exists()
-    assert any("<img" in x for x in h)
-    assert invariance_section(tmp_path / "nothing", tmp_path) == ([], [])
+    page = Report("t", Text(""), [invariance_section(out)])
+    text = render_markdown(page)
+    assert "## Domain invariance" in text and "| seed | 1 |" in text and "![Domain probe by layer](plots/probe.png)" in text
+    assert "<img alt='Domain probe by layer' src='data:image/png;base64," in render_html(page)
+    assert invariance_section(tmp_path / "nothing") is None
 
 
 def test_runner_plans_probe_steps_only_when_enabled(tmp_path):

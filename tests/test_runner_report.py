@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crossdistill import runner
+from crossdistill import runner, statistics
 from crossdistill.config import load_config
 from crossdistill.report import forgetting_matrix, write_report
 
@@ -166,13 +166,13 @@ def _eval_dir(d: Path, task: str, correct: list[bool], value: float | None = Non
 def test_paired_deltas_from_samples(tmp_path):
     seed = _eval_dir(tmp_path / "seed", "arc-easy", [True, False, False, True])
     better = _eval_dir(tmp_path / "sft", "arc-easy", [True, True, False, True])
-    (row,) = runner.paired_deltas(seed, better, method="sft")
+    (row,) = statistics.paired_deltas(seed, better, method="sft")
     assert row["delta"] == pytest.approx(0.25) and row["n"] == 4 and row["paired"]
     assert row["ci_low"] <= 0.25 <= row["ci_high"]
     assert row["test"] == "mcnemar_exact" and row["p"] == 1.0      # one discordant item
     # a reported value that is not the mean of the samples' field: no paired delta rather than a wrong one
     odd = _eval_dir(tmp_path / "odd", "arc-easy", [True, True, False, True], value=0.6)
-    assert runner.paired_deltas(seed, odd, method="odd") == []
+    assert statistics.paired_deltas(seed, odd, method="odd") == []
 
 
 def test_eval_seed_fixes_the_eval_items_across_training_seeds(tmp_path):
@@ -265,7 +265,7 @@ def test_pool_runs_averages_items_over_seeds(tmp_path):
     T, F = True, False
     a = _seed_run(tmp_path / "s0", 0, {"seed": [T, F, F, T], "sft": [T, T, F, T]})
     b = _seed_run(tmp_path / "s1", 1, {"seed": [T, F, F, T], "sft": [F, T, T, T]})
-    pooled = runner.pool_runs([a, b], tmp_path / "pooled" / "results.json")
+    pooled = statistics.pool_runs([a, b], tmp_path / "pooled" / "results.json")
     assert json.loads((tmp_path / "pooled" / "results.json").read_text()) == json.loads(json.dumps(pooled))
     sft = next(s for s in pooled["scores"] if s["method"] == "sft")
     assert sft["value"] == pytest.approx(0.75) and sft["per_run"] == [0.75, 0.75] and sft["runs"] == 2
@@ -285,12 +285,12 @@ def test_pool_runs_refuses_runs_of_different_models(tmp_path):
     a = _seed_run(tmp_path / "s0", 0, {"seed": [True, False]})
     b = _seed_run(tmp_path / "s1", 1, {"seed": [True, False]}, model="other")
     with pytest.raises(UserError) as e:
-        runner.pool_runs([a, b])
+        statistics.pool_runs([a, b])
     assert e.value.field == "model" and str(b / "results.json") in str(e.value)
     with pytest.raises(UserError, match="at least two"):
-        runner.pool_runs([a])
+        statistics.pool_runs([a])
     with pytest.raises(UserError, match="no results.json"):
-        runner.pool_runs([a, tmp_path / "missing"])
+        statistics.pool_runs([a, tmp_path / "missing"])
 
 
 def test_forgetting_cell_coloured_only_when_holm_significant(tmp_path):
@@ -315,3 +315,56 @@ def test_forgetting_cell_coloured_only_when_holm_significant(tmp_path):
     assert by_delta["-0.100"] == "transparent" and by_delta["-0.350"].startswith("rgba(215,58,73")
     md = (Path(cfg.output_dir) / "report.md").read_text()
     assert "## Tasks" in md and "MDE" in md
+
+
+def test_full_finetune_trains_then_evaluates_and_probes_as_its_own_model(tmp_path, monkeypatch):
+    """`full_finetune: true` saves the whole model in train/<m>/adapter: the eval and probe steps load that folder
+    as the model (not as a PEFT adapter), and seed-kl compares it with the recipe's model. The real stages on the
+    tiny model, distill reading the data step's files."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_crash_resume import write_tiny_project
+
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
+    recipe = write_tiny_project(tmp_path / "p")
+    recipe.write_text(recipe.read_text().replace("cdsdft: {method: cdsdft}", "full: {method: sft, full_finetune: true}"))
+    cfg = load_config(recipe, ["distill.enabled=false", "train.max_steps=2", "domains.math.size=6",
+                               "domains.code.size=6", "probe.enabled=true", "probe.size=4", "probe.max_length=48",
+                               "eval.limit=4",
+                               f"eval.tasks=[{tmp_path / 'p' / 'mc.yaml'}, seed-kl@3]", "eval.max_new_tokens=8"])
+    summary = runner.run(cfg)
+    assert summary["eval/full"]["status"] == "run" and summary["probe/full"]["status"] == "run"
+    out = Path(cfg.output_dir)
+    folder = out / "train" / "full" / "adapter"
+    assert (folder / "config.json").exists() and not (folder / "adapter_config.json").exists()
+    res = json.loads((out / "eval" / "full" / "results.json").read_text())
+    assert res["model"] == str(folder) and res["adapter"] is None
+    kl = {s["task"]: s["value"] for s in res["scores"] if s["metric"] == "kl"}
+    seed_kl = {s["task"]: s["value"] for s in json.loads((out / "eval" / "seed" / "results.json").read_text())["scores"]
+               if s["metric"] == "kl"}
+    assert kl["seed-kl"] > 1e-6 and abs(seed_kl["seed-kl"]) < 1e-6   # the trained model is not compared with itself
+    assert json.loads((out / "probe" / "full" / "probe.json").read_text())["layers"]
+    # the distill stage read the data step's records
+    rows = [json.loads(x) for x in (out / "distill" / "distilled.jsonl").read_text().splitlines()]
+    data_ids = [json.loads(x)["id"] for d in ("math", "code")
+                for x in (out / "data" / f"train-{d}.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == data_ids
+    # per-item scores keyed by metric name: every unweighted metric gets paired deltas vs the seed
+    full_vs_seed = {(d["task"], d["metric"]) for d in json.loads((out / "results.json").read_text())["deltas"]
+                    if d["method"] == "full" and d["vs"] == "seed"}
+    assert {("tiny-mc", "acc"), ("tiny-mc", "acc_norm"), ("tiny-mc", "margin"), ("seed-kl", "kl")} <= full_vs_seed
+
+
+def test_distill_step_makes_the_data_it_reads_first(tmp_path, monkeypatch):
+    """`--only distill` on a fresh or edited recipe: the data step runs first, never a stale data/ folder read."""
+    import crossdistill.distill as D
+
+    calls = []
+    monkeypatch.setattr(runner, "run_data_step", lambda cfg: calls.append("data"))
+    monkeypatch.setattr(D, "distill", lambda cfg: calls.append("distill"))
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg, only=["distill"])
+    assert calls == ["data", "distill"]
+    runner.run(make_cfg(tmp_path, "seed=3"), only=["distill"])   # new data key: data again, then distill
+    assert calls == ["data", "distill", "data", "distill"]

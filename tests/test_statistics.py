@@ -133,3 +133,33 @@ def test_chance_flags():
               {"method": "sft", "task": "gsm8k", "metric": "exact_match", "value": 0.0, "ci_low": 0, "ci_high": 0}]
     flags = S.chance_flags(scores)
     assert set(flags) == {"mmlu", "obqa", "refusal"} and "below" in flags["obqa"]
+
+
+def test_paired_deltas_read_per_item_scores_by_metric_name(tmp_path):
+    """The eval stage records each unweighted metric's per-item scores in samples/<task>.meta.json under its name:
+    a metric no other module knows gets paired deltas; a metric without per-item scores gets none."""
+    import json
+
+    def eval_dir(name, vals):
+        d = tmp_path / name
+        (d / "samples").mkdir(parents=True)
+        v = sum(vals) / len(vals)
+        scores = [{"task": "t", "metric": "brand_new", "value": v}, {"task": "t", "metric": "weighted", "value": 0.5}]
+        (d / "results.json").write_text(json.dumps({"scores": scores}))
+        (d / "samples" / "t.jsonl").write_text("".join(json.dumps({"id": f"i{i}"}) + "\n" for i in range(len(vals))))
+        (d / "samples" / "t.meta.json").write_text(json.dumps({"scores": scores, "per_item": {
+            "brand_new": {f"i{i}": x for i, x in enumerate(vals)}}}))
+        return d
+
+    (row,) = S.paired_deltas(eval_dir("a", [0.1, 0.2, 0.3, 0.4]), eval_dir("b", [0.2, 0.4, 0.5, 0.4]), method="b")
+    assert row["metric"] == "brand_new" and row["n"] == 4 and row["delta"] == pytest.approx(0.125)
+    assert row["test"].startswith("sign_flip")
+
+
+def test_score_entry_records_per_item_scores_only_for_plain_means():
+    from crossdistill.evaluation.metrics import score_entry
+
+    assert score_entry("t", "m", [1.0, 0.0], ids=["a", "b"])["per_item"] == {"a": 1.0, "b": 0.0}
+    assert "per_item" not in score_entry("t", "m", [1.0, 0.0], ids=["a", "a"])           # an item scored twice
+    assert "per_item" not in score_entry("t", "m", [1.0, 0.0], ids=["a", "b"], weights=[1, 3])
+    assert "per_item" not in score_entry("t", "m", [1.0, 0.0])

@@ -131,11 +131,13 @@ def cmd_tasks(args) -> None:
 
 def cmd_distill(args) -> None:
     from .distill import distill, merge_shards
+    from .runner import ensure_step
 
     cfg = _load(args, args.overrides, stage=True)
     if args.merge:
         stats = merge_shards(cfg)
     else:
+        ensure_step(cfg, "data")   # distill reads the data step's files: make them (or reuse them) first
         stats = distill(cfg, shard=args.shard)
     for dom, st in stats.get("domains", {}).items():
         print(f"{dom:8} records {st['records']:5}  accepted {st['accepted']:5}  copied {st['copied']:5}  "
@@ -175,11 +177,12 @@ def cmd_eval(args) -> None:
         if not args.recipe:
             raise UserError("usage: crossdistill eval RECIPE train.method=M  (or --model M --tasks ... --out DIR)")
         from .runner import run_eval_step
+        from .statistics import SEED
 
         method, overrides = _split_method(args.overrides)
         cfg = _load(args, overrides, stage=True)
-        method = method or "seed"
-        seed_like = cfg.methods.get(method, "x") is None or method == "seed"
+        method = method or SEED
+        seed_like = _is_seed_method(cfg, method)
         tasks = args.tasks.split(",") if args.tasks else cfg.eval_tasks()
         if not seed_like:
             cfg.train_config_for(method)
@@ -191,6 +194,13 @@ def cmd_eval(args) -> None:
     for s in res["scores"]:
         print(f"{s['task']:14} {s['metric']:18} {s['value']:.4f}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]  n={s['n']}")
     print(Path(out) / "results.json")
+
+
+def _is_seed_method(cfg, method: str) -> bool:
+    """The seed model is method "seed" or any method the recipe declares as null."""
+    from .statistics import SEED
+
+    return method == SEED or (method in cfg.methods and cfg.methods[method] is None)
 
 
 def cmd_export(args) -> None:
@@ -205,15 +215,16 @@ def cmd_export(args) -> None:
 
 def cmd_probe(args) -> None:
     from .runner import run_probe_step
+    from .statistics import SEED
 
     method, overrides = _split_method(args.overrides)
     cfg = _load(args, overrides, stage=True)
-    method = method or "seed"
-    seed_like = cfg.methods.get(method, "x") is None or method == "seed"
+    method = method or SEED
+    seed_like = _is_seed_method(cfg, method)
     if not seed_like:
         cfg.train_config_for(method)
         adapter = Path(cfg.output_dir) / "train" / method / "adapter"
-        if not (adapter / "adapter_config.json").exists():
+        if not ((adapter / "adapter_config.json").exists() or (adapter / "config.json").exists()):
             raise UserError(f"no trained adapter: run `crossdistill train RECIPE train.method={method}` first",
                             file=str(adapter))
     run_probe_step(cfg, method, None if seed_like else method)
@@ -237,11 +248,11 @@ def cmd_report(args) -> None:
 
 
 def cmd_pool(args) -> None:
-    from .runner import pool_runs
+    from .statistics import SEED, pool_runs
 
     pooled = pool_runs(args.runs, args.out)
     for d in pooled["deltas"]:
-        if d["vs"] == "seed" or (d["vs"], d["method"]) in {("sft", "cdsdft"), ("sft", "sdft"), ("sdft", "cdsdft")}:
+        if d["vs"] == SEED or (d["vs"], d["method"]) in {("sft", "cdsdft"), ("sft", "sdft"), ("sdft", "cdsdft")}:
             print(f"{d['method'] + ' - ' + d['vs']:20} {d['task']:14} {d['metric']:14} {d['delta']:+.4f}  "
                   f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] seeds+items [{d['hier_ci_low']:+.3f}, "
                   f"{d['hier_ci_high']:+.3f}]  p_holm={d['p_holm']:.3g} {d['verdict']}  n={d['n']} x {d['runs']} runs")

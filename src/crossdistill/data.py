@@ -1,5 +1,8 @@
 """The data stage: each domain's training records, the eval tasks' records, and the train/eval overlap check.
 
+    run_data_stage(cfg)                                # OUTPUT_DIR/data/{train-<domain>.jsonl, sizes.json, overlap.json}
+    train = read_train_data(cfg)                       # what the distill stage reads: {"math": [Record, ...], ...}
+
     train = prepare_domain_data(cfg)                   # {"math": [Record, ...], "code": [...], ...}
     evals = load_eval_records(cfg)                     # {"gsm8k": [...], "mbpp-heldout": [...], ...}
     summary = check_overlap(train, evals)              # {"n": 13, "max_fraction": ..., "pairs": [...]}
@@ -12,18 +15,47 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .records import Record
+from .io import write_json
+from .records import Record, read_records, write_records
 from .sources import NgramIndex, dataset_info, load_source
 
 log = logging.getLogger(__name__)
 
-# Eval task names that are not built-in dataset names -> the dataset their items come from.
-EVAL_TASK_SOURCES: dict[str, str] = {"refusal": "harmbench", "ifeval": "ifbench"}
-
-
 def _warn(msg: str) -> None:
     log.warning(msg)
     print(f"warning: {msg}", file=sys.stderr)
+
+
+def train_data_path(output_dir: str | Path, domain: str) -> Path:
+    """OUTPUT_DIR/data/train-<domain>.jsonl: a domain's training records, written by the data stage."""
+    return Path(output_dir) / "data" / f"train-{domain}.jsonl"
+
+
+def run_data_stage(cfg: Any) -> None:
+    """Load every domain's training data and every eval task's items; check train/eval overlap. Writes
+    OUTPUT_DIR/data/{train-<domain>.jsonl, sizes.json, overlap.json}."""
+    out = Path(cfg.output_dir) / "data"
+    train = prepare_domain_data(cfg)
+    for name, recs in train.items():
+        write_records(train_data_path(cfg.output_dir, name), recs)
+    eval_records = load_eval_records(cfg)
+    overlap = check_overlap(train, eval_records)
+    sizes = {"train": {k: len(v) for k, v in train.items()}, "eval": {k: len(v) for k, v in eval_records.items()}}
+    write_json(out / "sizes.json", sizes)
+    write_json(out / "overlap.json", overlap)
+
+
+def read_train_data(cfg: Any, output_dir: str | Path | None = None) -> dict[str, list[Record]]:
+    """Every recipe domain's training records as the data stage wrote them under `output_dir` (default
+    `cfg.output_dir`), in recipe domain order."""
+    out: dict[str, list[Record]] = {}
+    for name in cfg.domains:
+        path = train_data_path(output_dir or cfg.output_dir, name)
+        if not path.exists():
+            raise UserError(f"no training data for domain '{name}': run the data step first "
+                            "(`crossdistill run RECIPE --only data`)", file=str(path))
+        out[name] = read_records(path)
+    return out
 
 
 def prepare_domain_data(cfg: Any) -> dict[str, list[Record]]:
@@ -88,26 +120,12 @@ def _locate_record(source: str, data_dir: str | None, record_id: str) -> tuple[s
 
 def load_eval_records(cfg: Any) -> dict[str, list[Record]]:
     """Records behind each eval task (`cfg.eval_tasks()`): the items the evaluation stage scores, i.e. the first
-    `cfg.effective_limit(cfg.eval.limit)` of a `cfg.eval_seed()` shuffle. Task names are resolved by the evaluation
-    module's task registry when it is there; otherwise a task is a built-in dataset name (or in
-    EVAL_TASK_SOURCES), and any other task is left out of the overlap check with a warning."""
-    out: dict[str, list[Record]] = {}
+    `cfg.effective_limit(cfg.eval.limit)` of a `cfg.eval_seed()` shuffle."""
+    from .evaluation.tasks import load_task_records, resolve_task
+
     limit = cfg.effective_limit(cfg.eval.limit)
-    try:
-        from .evaluation.tasks import load_task_records, resolve_task
-    except ImportError:
-        resolve_task = None
-    for task in cfg.eval_tasks():
-        if resolve_task is not None:
-            spec = resolve_task(task)
-            out[task] = load_task_records(spec, limit=limit, seed=cfg.eval_seed())[0]
-            continue
-        src = EVAL_TASK_SOURCES.get(task, task)
-        if dataset_info(src) is None:
-            _warn(f"eval task '{task}' is not a built-in dataset; it is left out of the overlap check")
-            continue
-        out[task] = load_source(src, data_dir=cfg.data_dir, limit=limit, seed=cfg.eval_seed())
-    return out
+    return {task: load_task_records(resolve_task(task), limit=limit, seed=cfg.eval_seed())[0]
+            for task in cfg.eval_tasks()}
 
 
 def check_overlap(train_by_domain: dict[str, list[Record]], eval_records_by_task: dict[str, list[Record]],

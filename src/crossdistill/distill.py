@@ -69,18 +69,12 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def _items(cfg: Config, records_by_domain: dict[str, list[Record]]) -> list[_Item]:
-    order = [d for d in cfg.domains if d in records_by_domain] + [d for d in records_by_domain if d not in cfg.domains]
+    """The records of the recipe's domains, in recipe domain order then input order."""
     items: list[_Item] = []
-    for d in order:
-        dc = cfg.domains.get(d)
-        plugin = (dc.plugin if dc is not None and dc.plugin else None) or d
+    for d in cfg.domains:
+        plugin = cfg.domains[d].plugin or d
         get_domain(plugin)  # unknown plug-in: fail before any work
-        seen: set[str] = set()
-        for r in records_by_domain[d]:
-            if r.id in seen:
-                raise UserError(f"duplicate record id '{r.id}' in domain '{d}'", field="id")
-            seen.add(r.id)
-            items.append(_Item(len(items), d, plugin, r))
+        items += [_Item(len(items) + i, d, plugin, r) for i, r in enumerate(records_by_domain.get(d, []))]
     return items
 
 
@@ -205,7 +199,7 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
             model: Any = None, tokenizer: Any = None, shard: str | None = None, progress: bool = True) -> dict:
     """Run the distill stage (see the module docstring); returns the stats written to stats.json.
 
-    `records_by_domain` (default: `data.prepare_domain_data(cfg)`), `model` + `tokenizer` (default: loaded from
+    `records_by_domain` (default: what the data stage wrote, `data.read_train_data`), `model` + `tokenizer` (default: loaded from
     `cfg.model`; a model passed in must be `cfg.model`, whose name the cache keys record) and `out_dir` (default
     `cfg.output_dir`) are for tests and callers that already hold them. `shard="i/n"` processes the records whose
     position in the input order is i mod n, into distill/shards/i-of-n/ (combine with `merge_shards`)."""
@@ -213,9 +207,9 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
     sh = parse_shard(shard)
     work = _paths(cfg, out_dir, sh)
     if records_by_domain is None:
-        from .data import prepare_domain_data
+        from .data import read_train_data
 
-        records_by_domain = prepare_domain_data(cfg)
+        records_by_domain = read_train_data(cfg, out_dir)
     items = _items(cfg, records_by_domain)
     model_name = cfg.model   # a model passed in must be this one: its name is what the cache keys record
     all_hash = stable_hash({"version": STAGE_VERSION, "model": model_name, "seed": cfg.seed,
@@ -336,8 +330,7 @@ def _sampling_args(cfg: Config, it: _Item, k: int) -> tuple:
     generator seeds every row from (that seed, the prompt text), so a record's candidate k is the same whichever
     other records share its batch."""
     dc = cfg.distill
-    dom_cfg = cfg.domains.get(it.domain)
-    budget = (dom_cfg.max_new_tokens if dom_cfg is not None else None) or dc.max_new_tokens
+    budget = cfg.domains[it.domain].max_new_tokens or dc.max_new_tokens
     stop = tuple(get_domain(it.plugin).stop)
     if dc.num_candidates == 1:
         return budget, stop, dc.temperature, cfg.seed

@@ -24,6 +24,7 @@ import yaml
 
 from .errors import UserError, suggest
 from .io import output_dir_problem, write_text
+from .statistics import SEED
 
 _RUN_ONLY_FILES = {".complete", "train_stats.json", "domain_classifier.pt", "README.md"}
 
@@ -69,7 +70,7 @@ def _scores(run: Path, method: str) -> tuple[list[dict], list[dict]]:
         own = _read_json(run / "eval" / method / "results.json") or {}
         return [dict(s, method=method) for s in own.get("scores", [])], []
     scores = [s for s in res.get("scores", []) if s.get("method") in (method, "seed") and not s.get("left_out_domain")]
-    deltas = [d for d in res.get("deltas", []) if d.get("method") == method and d.get("vs") == "seed"
+    deltas = [d for d in res.get("deltas", []) if d.get("method") == method and d.get("vs") == SEED
               and not d.get("left_out_domain")]
     return scores, deltas
 

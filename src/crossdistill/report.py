@@ -10,13 +10,12 @@ import base64
 import html
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
 from .io import atomic_open, read_complete_rows as _read_log, write_text
-from .statistics import LOWER_IS_BETTER, primary_metrics
-
-SEED = "seed"
+from .statistics import LOWER_IS_BETTER, SEED, primary_metrics
 
 
 def _load(path: Path, default=None):
@@ -166,19 +165,199 @@ def _colour(d: float, scale: float, row: dict | None = None) -> str:
     return f"rgba(46,160,67,{0.15 + 0.6 * a:.2f})" if good else f"rgba(215,58,73,{0.15 + 0.6 * a:.2f})"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> tuple[list[str], list[str]]:
-    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    h = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
-    h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows] + ["</table>"]
-    return md, h
+# --- the content model: a report is a title, an intro line and a list of sections of blocks ------------------------
+
+@dataclass
+class Text:
+    """A paragraph; `html`: its HTML form when it carries markup (else the escaped text)."""
+    text: str
+    html: str | None = None
 
 
-def _tasks_section(results: dict, prim: dict[str, str]) -> tuple[list[str], list[str]]:
+@dataclass
+class Items:
+    """A bulleted list."""
+    items: list[str]
+
+
+@dataclass
+class Heading:
+    """A sub-heading inside a section."""
+    text: str
+    level: int = 3
+
+
+@dataclass
+class Table:
+    """head + rows of cell texts. HTML only: `bold_first` sets each row's first cell in bold, `styles` gives a cell's
+    background colour (None: none), `cls` the table's class."""
+    head: list[str]
+    rows: list[list[str]]
+    bold_first: bool = False
+    styles: list[list[str | None]] | None = None
+    cls: str | None = None
+
+
+@dataclass
+class Image:
+    """A plot: written to plots/<file>, linked from Markdown, embedded in HTML."""
+    caption: str
+    file: str
+    data: bytes
+
+
+Block = Text | Items | Heading | Table | Image
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    intro: Text
+    sections: list[Section]
+
+
+# --- the two renderers ------------------------------------------------------------------------------------------
+
+def _md_block(b: Block) -> list[str]:
+    if isinstance(b, Text):
+        return [b.text]
+    if isinstance(b, Items):
+        return [f"- {x}" for x in b.items]
+    if isinstance(b, Heading):
+        return ["#" * b.level + " " + b.text]
+    if isinstance(b, Table):
+        return (["| " + " | ".join(b.head) + " |", "|" + "---|" * len(b.head)]
+                + ["| " + " | ".join(r) + " |" for r in b.rows])
+    return [f"![{b.caption}](plots/{b.file})"]
+
+
+def render_markdown(report: Report) -> str:
+    lines = [f"# {report.title}", "", report.intro.text]
+    for sec in report.sections:
+        lines += ["", f"## {sec.title}"]
+        for b in sec.blocks:
+            lines += [""] + _md_block(b)
+    return "\n".join(lines) + "\n"
+
+
+def _html_block(b: Block) -> str:
+    esc = html.escape
+    if isinstance(b, Text):
+        return f"<p>{b.html if b.html is not None else esc(b.text)}</p>"
+    if isinstance(b, Items):
+        return "<ul>" + "".join(f"<li>{esc(x)}</li>" for x in b.items) + "</ul>"
+    if isinstance(b, Heading):
+        return f"<h{b.level}>{esc(b.text)}</h{b.level}>"
+    if isinstance(b, Table):
+        cls = f" class='{b.cls}'" if b.cls else ""
+        out = [f"<table{cls}><tr>" + "".join(f"<th>{esc(c)}</th>" for c in b.head) + "</tr>"]
+        for i, r in enumerate(b.rows):
+            cells = []
+            for j, c in enumerate(r):
+                style = b.styles[i][j] if b.styles else None
+                text = f"<b>{esc(c)}</b>" if b.bold_first and j == 0 else esc(c)
+                cells.append(f"<td style='background:{style}'>{text}</td>" if style else f"<td>{text}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        return "\n".join(out + ["</table>"])
+    return f"<img alt='{esc(b.caption)}' src='data:image/png;base64,{base64.b64encode(b.data).decode()}'>"
+
+
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+          "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
+          "text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%}")
+
+
+def render_html(report: Report) -> str:
+    """A self-contained page: the plots embedded as base64 PNG."""
+    h = [f"<h1>{html.escape(report.title)}</h1>", _html_block(report.intro)]
+    for sec in report.sections:
+        h.append(f"<h2>{html.escape(sec.title)}</h2>")
+        h += [_html_block(b) for b in sec.blocks]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>"
+            f"<style>{_STYLE}</style></head><body>" + "\n".join(h) + "</body></html>\n")
+
+
+# --- the sections ----------------------------------------------------------------------------------------------
+
+def _setup_section(results: dict, sizes: dict, overlap: dict, dstats: dict) -> Section:
+    """Model, training and eval sizes, the train/eval overlap check, distillation acceptance per domain."""
+    from .models import model_note
+
+    items = []
+    note = model_note(str(results.get("model")))
+    if note:
+        items.append(f"Model: {note}")
+    if sizes:
+        items += [f"Training records per domain: {', '.join(f'{k} {v}' for k, v in sizes.get('train', {}).items())}",
+                  f"Eval items per task: {', '.join(f'{k} {v}' for k, v in sizes.get('eval', {}).items())}"]
+    if overlap:
+        worst = overlap.get("max_fraction", 0.0)
+        verdict = "clean" if worst == 0 else f"max contaminated fraction {worst:.3f}"
+        items.append(f"Train/eval overlap ({overlap.get('n', 13)}-gram check): {verdict}")
+    blocks: list[Block] = [Items(items)] if items else []
+    per_domain = dstats.get("domains", {}) if isinstance(dstats, dict) else {}
+    if per_domain:
+        rows = []
+        for dom, st in per_domain.items():
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(st.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3])
+            row = [dom, st.get("records"), st.get("accepted"), st.get("copied"), st.get("accepted_not_copied"),
+                   _fmt(st.get("acceptance_rate"), 2), reasons or "—", _fmt(st.get("tokens_per_s"), 1),
+                   st.get("candidates", "—"),
+                   ", ".join(f"{k} {v}" for k, v in list(st.get("candidate_reasons", {}).items())[:4]) or "—"]
+            rows.append([str(c) for c in row])
+        blocks += [Heading("Distillation"),
+                   Table(["domain", "records", "accepted", "copied", "self-distilled", "acceptance",
+                          "top rejection reasons", "tok/s", "candidates", "candidate rejections"], rows)]
+    return Section("Setup", blocks)
+
+
+def _scores_section(scores: list[dict]) -> Section:
+    methods, cols, cell = score_table(scores)
+    if not cols:
+        return Section("Scores (95% bootstrap CI)", [Text("No scores yet.")])
+    rows = []
+    for m in methods:
+        cells = []
+        for col in cols:
+            s = cell.get((m, col))
+            cells.append("—" if s is None else
+                         f"{s['value']:.3f} [{_fmt(s.get('ci_low'), 2)}, {_fmt(s.get('ci_high'), 2)}] n={s.get('n')}")
+        rows.append([m] + cells)
+    return Section("Scores (95% bootstrap CI)",
+                   [Table(["method"] + [f"{t} {m}" for t, m in cols], rows, bold_first=True)])
+
+
+def _forgetting_section(fm_methods: list[str], fm_tasks: list[str], delta: dict, paired: dict) -> Section:
+    title = "Forgetting matrix (score − seed, primary metric)"
+    if not fm_methods:
+        return Section(title, [Text("Needs the seed and at least one trained method.")])
+    scale = max([abs(v) for v in delta.values()] + [1e-9])
+    rows, styles = [], []
+    for m in fm_methods:
+        vals = [delta.get((m, t)) for t in fm_tasks]
+        rows.append([m] + [_delta_text(v, paired.get((m, t))) for v, t in zip(vals, fm_tasks)])
+        styles.append([None] + [None if v is None else _colour(v, scale, paired.get((m, t)))
+                                for v, t in zip(vals, fm_tasks)])
+    note = ("In brackets: the paired bootstrap 95% CI of the difference (same items for both); p: the "
+            "Holm-adjusted p of the paired test (exact McNemar for 0/1 items, sign-flip permutation otherwise) "
+            "within its family; * (and a coloured cell) marks a difference significant after Holm. Lower is "
+            f"better for {', '.join(sorted(LOWER_IS_BETTER))}. Every trained method is compared with the seed "
+            "model (no adapter).")
+    return Section(title, [Table(["method"] + fm_tasks, rows, bold_first=True, styles=styles, cls="fm"), Text(note)])
+
+
+def _tasks_section(results: dict, prim: dict[str, str]) -> Section | None:
     """Per task: its primary metric, n, the minimum detectable effect at that n, and whether the seed is at chance."""
     seed_rows = {s["task"]: s for s in results.get("scores", [])
                  if s["method"] == SEED and not s.get("left_out_domain") and s["metric"] == prim.get(s["task"])}
     if not seed_rows:
-        return [], []
+        return None
     chance = results.get("at_chance", {}) or {}
     in_domain = set(results.get("in_domain_tasks") or [])
     rows = []
@@ -188,11 +367,11 @@ def _tasks_section(results: dict, prim: dict[str, str]) -> tuple[list[str], list
     note = ("MDE: the smallest difference to the seed a paired test detects with 80% power at α = 0.05 on this many "
             "items, 2.80·sd·√2/√n from the seed's per-item scores (normal approximation; uncorrelated items — "
             "pairing lowers it). A task at chance for the seed is left out of the forgetting verdicts.")
-    md, h = _table(["task", "metric", "n", "MDE (80% power)", "role", "seed at chance"], rows)
-    return ["", "## Tasks", ""] + md + ["", note], ["<h2>Tasks</h2>"] + h + [f"<p>{html.escape(note)}</p>"]
+    return Section("Tasks", [Table(["task", "metric", "n", "MDE (80% power)", "role", "seed at chance"], rows),
+                             Text(note)])
 
 
-def _comparisons_section(results: dict, prim: dict[str, str]) -> tuple[list[str], list[str]]:
+def _comparisons_section(results: dict, prim: dict[str, str]) -> Section | None:
     """Trained method vs trained method, primary metrics: the paired test, raw and Holm-adjusted p, verdict."""
     rows = []
     for d in results.get("deltas", []):
@@ -203,7 +382,7 @@ def _comparisons_section(results: dict, prim: dict[str, str]) -> tuple[list[str]
                      d.get("test", "—"), _fmt(d.get("p"), 4), _fmt(d.get("p_holm"), 4), _fmt(d.get("mde"), 4),
                      d.get("family", "—"), d.get("verdict", "—")])
     if not rows:
-        return [], []
+        return None
     setup = results.get("method_setup") or {}
     if setup:
         def what(m):
@@ -219,10 +398,41 @@ def _comparisons_section(results: dict, prim: dict[str, str]) -> tuple[list[str]
     note = (base + "method − vs on the same items. Holm–Bonferroni adjusts within each family (in-domain gain, forgetting, "
             "ablations = every comparison of two trained methods, lodo); verdicts use the adjusted p only; "
             "'not detectable at n': the difference is below the MDE of the paired test.")
-    md, h = _table(["method", "vs", "task", "metric", "delta [95% CI]", "n", "test", "p", "p (Holm)", "MDE",
-                    "family", "verdict"], rows)
-    return (["", "## Trained methods compared", ""] + md + ["", note],
-            ["<h2>Trained methods compared</h2>"] + h + [f"<p>{html.escape(note)}</p>"])
+    return Section("Trained methods compared",
+                   [Table(["method", "vs", "task", "metric", "delta [95% CI]", "n", "test", "p", "p (Holm)", "MDE",
+                           "family", "verdict"], rows), Text(note)])
+
+
+def _lodo_section(scores: list[dict], paired_lodo: dict) -> Section | None:
+    lodo = [s for s in scores if s.get("left_out_domain")]
+    if not lodo:
+        return None
+    full = {(s["method"], s["task"], s["metric"]): s["value"] for s in scores if not s.get("left_out_domain")}
+    rows = []
+    for s in lodo:
+        key = (s["method"], s["task"], s["metric"])
+        w, base = full.get(key), full.get((SEED, s["task"], s["metric"]))
+        lk = (s["method"], s["left_out_domain"], s["task"], s["metric"])
+        rows.append([s["method"], s["left_out_domain"], s["task"], s["metric"], _fmt(base), _fmt(w), _fmt(s["value"]),
+                     "—" if w is None else _delta_text(s["value"] - w, paired_lodo.get((False, *lk))),
+                     "—" if base is None else _delta_text(s["value"] - base, paired_lodo.get((True, *lk)))])
+    note = ("Each method trained again on every domain but one, scored on that domain's tasks. *without − with*: "
+            "what leaving the domain out costs; *without − seed*: what training on the other domains alone did "
+            "to it (transfer when above 0, forgetting when below).")
+    return Section("Leave-one-domain-out", [
+        Text(note), Table(["method", "left-out domain", "task", "metric", "seed", "with domain", "without domain",
+                           "without − with [paired CI]", "without − seed [paired CI]"], rows)])
+
+
+def _timing_section(dstats: dict, train_stats: dict[str, dict], timing: dict[str, dict]) -> Section | None:
+    if not (timing or train_stats):
+        return None
+    items = []
+    if dstats.get("wall_s") is not None:
+        items.append(f"distill: {dstats['wall_s']:.0f}")
+    items += [f"train/{m}: {st['wall_s']:.0f}" for m, st in train_stats.items() if st.get("wall_s") is not None]
+    items += [f"eval/{m}: " + ", ".join(f"{k} {v:.0f}" for k, v in t.items()) for m, t in timing.items() if t]
+    return Section("Wall time (s)", [Items(items)])
 
 
 # --- domain invariance (probe/<method>/probe.json, written by probe.py) -------------------------------------------
@@ -253,46 +463,39 @@ def plot_probe(probes: dict[str, dict]) -> bytes | None:
     return data
 
 
-def invariance_section(out: Path, plots_dir: Path) -> tuple[list[str], list[str]]:
-    """(markdown lines, html lines) of the domain-invariance table and plot; empty without probe results."""
+def invariance_section(out: Path) -> Section | None:
+    """The domain-invariance table and plot; None without probe results."""
     probes = {}
     for d in sorted((out / "probe").glob("*")) if (out / "probe").exists() else []:
         p = _load(d / "probe.json")
         if p and p.get("layers"):
             probes[d.name] = p
     if not probes:
-        return [], []
+        return None
     if SEED in probes:   # the seed first
         probes = {SEED: probes[SEED], **{m: p for m, p in probes.items() if m != SEED}}
     first = next(iter(probes.values()))
     pairs = list(first["layers"][0]["mmd"])
-    head = ["method", "layer", "probe acc [95% CI]", "mean MMD²"] + [f"MMD² {p}" for p in pairs]
     note = (f"Linear domain probe: {first['folds']}-fold logistic regression on pooled response features of "
             f"held-out records ({', '.join(f'{d} {n}' for d, n in first['n_per_domain'].items())}); chance "
             f"{first['chance']:.3f}; lower accuracy and MMD² = more domain-invariant features. CI: {first['ci']}.")
-    md = ["", "## Domain invariance", "", note, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    h = ["<h2>Domain invariance</h2>", f"<p>{html.escape(note)}</p><table><tr>"
-         + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
+    rows = []
     for m, p in probes.items():
         row = next((r for r in p["layers"] if r["layer"] == p["chosen_layer"]), None)
         if row is None:
             continue
-        cells = [m, str(row["layer"]), f"{row['acc']:.3f} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
-                 f"{row['mmd_mean']:.4f}"] + [_fmt(row["mmd"].get(k), 4) for k in pairs]
-        md.append("| " + " | ".join(cells) + " |")
-        h.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    h.append("</table>")
+        rows.append([m, str(row["layer"]), f"{row['acc']:.3f} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]",
+                     f"{row['mmd_mean']:.4f}"] + [_fmt(row["mmd"].get(k), 4) for k in pairs])
+    blocks: list[Block] = [Text(note), Table(["method", "layer", "probe acc [95% CI]", "mean MMD²"]
+                                             + [f"MMD² {p}" for p in pairs], rows)]
     img = plot_probe(probes)
     if img:
-        with atomic_open(plots_dir / "probe.png", "wb") as f:
-            f.write(img)
-        md += ["", "![Domain probe by layer](plots/probe.png)"]
-        h.append(f"<img alt='Domain probe by layer' src='data:image/png;base64,{base64.b64encode(img).decode()}'>")
-    return md, h
+        blocks.append(Image("Domain probe by layer", "probe.png", img))
+    return Section("Domain invariance", blocks)
 
 
-def write_report(output_dir: str) -> dict[str, str]:
-    out = Path(output_dir)
+def build_report(out: Path) -> Report:
+    """The report of the run in `out`, as content: read once, rendered by `render_markdown` and `render_html`."""
     results = _load(out / "results.json")
     if results is None:
         raise UserError("no results.json here: run `crossdistill run RECIPE` first", file=str(out / "results.json"))
@@ -309,175 +512,38 @@ def write_report(output_dir: str) -> dict[str, str]:
     for d in sorted((out / "eval").glob("*")) if (out / "eval").exists() else []:
         timing[d.name] = (_load(d / "results.json", {}) or {}).get("timing", {})
 
-    methods, cols, cell = score_table(scores)
     fm_methods, fm_tasks, delta = forgetting_matrix(scores)
     prim = primary_metrics(scores)
     paired = {(d["method"], d["task"]): d for d in results.get("deltas", [])
               if not d.get("left_out_domain") and d.get("vs") == SEED and d["metric"] == prim.get(d["task"])}
     paired_lodo = {(d["vs"] == SEED, d["method"], d["left_out_domain"], d["task"], d["metric"]): d
                    for d in results.get("deltas", []) if d.get("left_out_domain")}
+    plots = []
+    for name, caption, data in (("deltas", "Deltas vs seed", plot_deltas(fm_methods, fm_tasks, delta, paired)),
+                                ("training", "Training curves per loss term", plot_training(logs))):
+        if data:
+            plots.append(Section(caption, [Image(caption, f"{name}.png", data)]))
+    sections = [_setup_section(results, sizes, overlap, dstats), _scores_section(scores),
+                _forgetting_section(fm_methods, fm_tasks, delta, paired), _tasks_section(results, prim),
+                _comparisons_section(results, prim), *plots, _lodo_section(scores, paired_lodo),
+                invariance_section(out), _timing_section(dstats, train_stats, timing)]
+    recipe = results.get("recipe")
+    intro = Text(f"Recipe: `{recipe}` · seed {results.get('seed')}",
+                 html=f"Recipe: <code>{html.escape(str(recipe))}</code> · seed {results.get('seed')}")
+    return Report(f"crossdistill report — {results.get('model', '?')}", intro, [s for s in sections if s])
+
+
+def write_report(output_dir: str) -> dict[str, str]:
+    """OUTPUT_DIR/report.md, report.html and plots/*.png from the run's files."""
+    out = Path(output_dir)
+    report = build_report(out)
     plots_dir = out / "plots"
     plots_dir.mkdir(exist_ok=True)
-    images = {}
-    for name, data in (("deltas", plot_deltas(fm_methods, fm_tasks, delta, paired)), ("training", plot_training(logs))):
-        if data:
-            with atomic_open(plots_dir / f"{name}.png", "wb") as f:   # never a half-written image
-                f.write(data)
-            images[name] = data
-
-    md: list[str] = []
-    h: list[str] = []
-    title = f"crossdistill report — {results.get('model', '?')}"
-    md += [f"# {title}", "", f"Recipe: `{results.get('recipe')}` · seed {results.get('seed')}", ""]
-    h += [f"<h1>{html.escape(title)}</h1>",
-          f"<p>Recipe: <code>{html.escape(str(results.get('recipe')))}</code> · seed {results.get('seed')}</p>"]
-
-    # Setup: sizes, overlap, distillation acceptance
-    md += ["## Setup", ""]
-    h += ["<h2>Setup</h2>"]
-    from .models import model_note
-
-    note = model_note(str(results.get("model")))
-    if note:
-        md += [f"- Model: {note}"]
-        h += [f"<p>Model: {html.escape(note)}</p>"]
-    if sizes:
-        tr = ", ".join(f"{k} {v}" for k, v in sizes.get("train", {}).items())
-        ev = ", ".join(f"{k} {v}" for k, v in sizes.get("eval", {}).items())
-        md += [f"- Training records per domain: {tr}", f"- Eval items per task: {ev}"]
-        h += [f"<ul><li>Training records per domain: {html.escape(tr)}</li><li>Eval items per task: {html.escape(ev)}</li></ul>"]
-    if overlap:
-        worst = overlap.get("max_fraction", 0.0)
-        verdict = "clean" if worst == 0 else f"max contaminated fraction {worst:.3f}"
-        md += [f"- Train/eval overlap ({overlap.get('n', 13)}-gram check): {verdict}"]
-        h += [f"<p>Train/eval overlap ({overlap.get('n', 13)}-gram check): <b>{html.escape(verdict)}</b></p>"]
-    per_domain = dstats.get("domains", {}) if isinstance(dstats, dict) else {}
-    if per_domain:
-        head = ["domain", "records", "accepted", "copied", "self-distilled", "acceptance", "top rejection reasons", "tok/s",
-                "candidates", "candidate rejections"]
-        md += ["", "### Distillation", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        h += ["<h3>Distillation</h3><table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
-        for dom, st in per_domain.items():
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(st.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3])
-            row = [dom, st.get("records"), st.get("accepted"), st.get("copied"), st.get("accepted_not_copied"),
-                   _fmt(st.get("acceptance_rate"), 2), reasons or "—", _fmt(st.get("tokens_per_s"), 1),
-                   st.get("candidates", "—"),
-                   ", ".join(f"{k} {v}" for k, v in list(st.get("candidate_reasons", {}).items())[:4]) or "—"]
-            md.append("| " + " | ".join(str(c) for c in row) + " |")
-            h.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
-        h.append("</table>")
-    md.append("")
-
-    # Scores
-    md += ["## Scores (95% bootstrap CI)", ""]
-    h += ["<h2>Scores (95% bootstrap CI)</h2>"]
-    if cols:
-        head = ["method"] + [f"{t} {m}" for t, m in cols]
-        md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        h += ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
-        for m in methods:
-            cells = []
-            for col in cols:
-                s = cell.get((m, col))
-                cells.append("—" if s is None else f"{s['value']:.3f} [{_fmt(s.get('ci_low'), 2)}, {_fmt(s.get('ci_high'), 2)}] n={s.get('n')}")
-            md.append("| " + " | ".join([m] + cells) + " |")
-            h.append("<tr><td><b>" + html.escape(m) + "</b></td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-        h.append("</table>")
-    else:
-        md.append("No scores yet.")
-        h.append("<p>No scores yet.</p>")
-
-    # Forgetting matrix
-    md += ["", "## Forgetting matrix (score − seed, primary metric)", ""]
-    h += ["<h2>Forgetting matrix (score − seed, primary metric)</h2>"]
-    if fm_methods:
-        scale = max([abs(v) for v in delta.values()] + [1e-9])
-        md += ["| method | " + " | ".join(fm_tasks) + " |", "|" + "---|" * (len(fm_tasks) + 1)]
-        h += ["<table class='fm'><tr><th>method</th>" + "".join(f"<th>{html.escape(t)}</th>" for t in fm_tasks) + "</tr>"]
-        for m in fm_methods:
-            vals = [delta.get((m, t)) for t in fm_tasks]
-            texts = [_delta_text(v, paired.get((m, t))) for v, t in zip(vals, fm_tasks)]
-            md.append(f"| {m} | " + " | ".join(texts) + " |")
-            h.append(f"<tr><td><b>{html.escape(m)}</b></td>" + "".join(
-                "<td>—</td>" if v is None else
-                f"<td style='background:{_colour(v, scale, paired.get((m, t)))}'>{html.escape(txt)}</td>"
-                for v, txt, t in zip(vals, texts, fm_tasks)) + "</tr>")
-        h.append("</table>")
-        note = ("In brackets: the paired bootstrap 95% CI of the difference (same items for both); p: the "
-                "Holm-adjusted p of the paired test (exact McNemar for 0/1 items, sign-flip permutation otherwise) "
-                "within its family; * (and a coloured cell) marks a difference significant after Holm. Lower is "
-                f"better for {', '.join(sorted(LOWER_IS_BETTER))}. Every trained method is compared with the seed "
-                "model (no adapter).")
-        md += ["", note]
-        h.append(f"<p>{note}</p>")
-    else:
-        md.append("Needs the seed and at least one trained method.")
-        h.append("<p>Needs the seed and at least one trained method.</p>")
-
-    tm, th = _tasks_section(results, prim)
-    md += tm
-    h += th
-    cm, ch = _comparisons_section(results, prim)
-    md += cm
-    h += ch
-
-    # Plots
-    for name, caption in (("deltas", "Deltas vs seed"), ("training", "Training curves per loss term")):
-        if name in images:
-            md += ["", f"## {caption}", "", f"![{caption}](plots/{name}.png)"]
-            b64 = base64.b64encode(images[name]).decode()
-            h += [f"<h2>{caption}</h2>", f"<img alt='{caption}' src='data:image/png;base64,{b64}'>"]
-
-    # LODO
-    lodo = [s for s in scores if s.get("left_out_domain")]
-    if lodo:
-        full = {(s["method"], s["task"], s["metric"]): s["value"] for s in scores if not s.get("left_out_domain")}
-        head = ["method", "left-out domain", "task", "metric", "seed", "with domain", "without domain",
-                "without − with [paired CI]", "without − seed [paired CI]"]
-        md += ["", "## Leave-one-domain-out", "",
-               "Each method trained again on every domain but one, scored on that domain's tasks. *without − with*: "
-               "what leaving the domain out costs; *without − seed*: what training on the other domains alone did "
-               "to it (transfer when above 0, forgetting when below).", "",
-               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        h += ["<h2>Leave-one-domain-out</h2><table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"]
-        for s in lodo:
-            key = (s["method"], s["task"], s["metric"])
-            w, base = full.get(key), full.get((SEED, s["task"], s["metric"]))
-            lk = (s["method"], s["left_out_domain"], s["task"], s["metric"])
-            row = [s["method"], s["left_out_domain"], s["task"], s["metric"], _fmt(base), _fmt(w), _fmt(s["value"]),
-                   "—" if w is None else _delta_text(s["value"] - w, paired_lodo.get((False, *lk))),
-                   "—" if base is None else _delta_text(s["value"] - base, paired_lodo.get((True, *lk)))]
-            md.append("| " + " | ".join(row) + " |")
-            h.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-        h.append("</table>")
-
-    inv_md, inv_h = invariance_section(out, plots_dir)
-    md += inv_md
-    h += inv_h
-
-    # Timing
-    if timing or train_stats:
-        md += ["", "## Wall time (s)", ""]
-        h += ["<h2>Wall time (s)</h2><ul>"]
-        if dstats.get("wall_s") is not None:
-            md.append(f"- distill: {dstats['wall_s']:.0f}")
-            h.append(f"<li>distill: {dstats['wall_s']:.0f}</li>")
-        for m, st in train_stats.items():
-            if st.get("wall_s") is not None:
-                md.append(f"- train/{m}: {st['wall_s']:.0f}")
-                h.append(f"<li>train/{html.escape(m)}: {st['wall_s']:.0f}</li>")
-        for m, t in timing.items():
-            if t:
-                s = ", ".join(f"{k} {v:.0f}" for k, v in t.items())
-                md.append(f"- eval/{m}: {s}")
-                h.append(f"<li>eval/{html.escape(m)}: {html.escape(s)}</li>")
-        h.append("</ul>")
-
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}img{max-width:100%}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>" + "\n".join(h) + "</body></html>\n")
-    write_text(out / "report.md", "\n".join(md) + "\n")
-    write_text(out / "report.html", page)
+    for sec in report.sections:
+        for b in sec.blocks:
+            if isinstance(b, Image):
+                with atomic_open(plots_dir / b.file, "wb") as f:   # never a half-written image
+                    f.write(b.data)
+    write_text(out / "report.md", render_markdown(report))
+    write_text(out / "report.html", render_html(report))
     return {"md": str(out / "report.md"), "html": str(out / "report.html")}

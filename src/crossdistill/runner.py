@@ -22,10 +22,7 @@ from tqdm.auto import tqdm
 from .config import Config, stable_hash, train_key
 from .errors import UserError
 from .io import write_json, write_text
-from .statistics import (ITEM_FIELD as _ITEM_FIELD, _checked_items, _item_scores, adjust, chance_flags,  # noqa: F401
-                         paired_deltas, pool_runs, primary_metrics)
-
-SEED_METHOD = "seed"
+from .statistics import SEED, adjust, chance_flags, paired_deltas, primary_metrics
 
 
 @dataclass
@@ -132,11 +129,26 @@ def probe_steps(cfg: Config, train_data_key: str, train_keys: dict[str, str], ou
     return steps
 
 
+def trained_weights(cfg: Config, method: str) -> tuple[str, str | None]:
+    """(model, adapter) of a trained method: the recipe's model + the LoRA adapter in train/<method>/adapter, or for
+    a full fine-tune (that folder holds the whole model) the folder itself as the model and no adapter."""
+    folder = Path(cfg.output_dir) / "train" / method / "adapter"
+    if not (folder / "adapter_config.json").exists() and (folder / "config.json").exists():
+        return str(folder), None
+    return cfg.model, str(folder)
+
+
 def run_probe_step(cfg: Config, method: str, adapter_of: str | None) -> None:
     from .probe import run_probe
 
     out = Path(cfg.output_dir)
-    adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
+    model, adapter = trained_weights(cfg, adapter_of) if adapter_of else (cfg.model, None)
+    if model != cfg.model:   # a full fine-tune: its own weights
+        from .models import load_model
+
+        weights, tok = load_model(model, dtype=cfg.eval.dtype)
+        run_probe(cfg, method, None, out / "probe" / method, model=weights, tokenizer=tok)
+        return
     run_probe(cfg, method, adapter, out / "probe" / method)
 
 
@@ -153,24 +165,15 @@ def lodo_config(cfg: Config, method: str, left_out: str) -> Config:
 # --- the steps ----------------------------------------------------------------------------------
 
 def run_data_step(cfg: Config) -> None:
-    """Load every domain's training data and every eval task's items; check train/eval overlap."""
-    from . import data
-    from .records import write_records
+    from .data import run_data_stage
 
-    out = Path(cfg.output_dir) / "data"
-    train = data.prepare_domain_data(cfg)
-    for name, recs in train.items():
-        write_records(out / f"train-{name}.jsonl", recs)
-    eval_records = data.load_eval_records(cfg)
-    overlap = data.check_overlap(train, eval_records)
-    sizes = {"train": {k: len(v) for k, v in train.items()}, "eval": {k: len(v) for k, v in eval_records.items()}}
-    write_json(out / "sizes.json", sizes)
-    write_json(out / "overlap.json", overlap)
+    run_data_stage(cfg)
 
 
 def run_distill_step(cfg: Config) -> None:
     from .distill import distill
 
+    ensure_step(cfg, "data")   # it reads data/train-*.jsonl: never another config's (e.g. with `--only distill`)
     distill(cfg)
 
 
@@ -185,9 +188,11 @@ def run_eval_step(cfg: Config, method: str, adapter_of: str | None, tasks: list[
     from .evaluation import evaluate
 
     out = Path(cfg.output_dir)
-    adapter = str(out / "train" / adapter_of / "adapter") if adapter_of else None
-    evaluate(cfg.model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed(), vllm_cfg=cfg.vllm)
+    model, adapter = trained_weights(cfg, adapter_of) if adapter_of else (cfg.model, None)
+    # a full fine-tune is its own model; seed-kl then compares it with the recipe's model (no adapter to disable)
+    evaluate(model, tasks, adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
+             out_dir=str(out / "eval" / method), eval_cfg=cfg.eval, seed=cfg.eval_seed(), vllm_cfg=cfg.vllm,
+             seed_model=cfg.model if model != cfg.model else None)
 
 
 # --- running the plan ---------------------------------------------------------------------------
@@ -233,23 +238,7 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
             continue
         status = step.status()
         bar.set_postfix_str(f"{step.name} ({status})")
-        if status != "cached":
-            if status == "run" and step.out.exists() and not step.keeps_outputs:
-                shutil.rmtree(step.out)  # outputs of another config: never resume from them
-            fresh = not step.out.exists()
-            step.out.mkdir(parents=True, exist_ok=True)
-            write_text(step.out / ".key", step.key)
-            t0 = time.time()
-            try:
-                step.action()
-            except UserError:
-                _roll_back(out, step.out if fresh else None, created)
-                raise
-            write_text(step.out / ".done", step.key)
-            summary[step.name] = {"status": status, "seconds": round(time.time() - t0, 1)}
-            tqdm.write(f"done {step.name} in {time.time() - t0:.1f}s")
-        else:
-            summary[step.name] = {"status": "cached"}
+        summary[step.name] = _execute(step, out, created) if status != "cached" else {"status": "cached"}
         if not resolved_written:   # once a step stands: a run that fails on bad input leaves no trace
             write_text(out / "recipe.resolved.yaml", cfg.to_yaml())
             resolved_written = True
@@ -259,6 +248,39 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
     write_report(cfg.output_dir)
     write_json(out / "plan_summary.json", summary)
     return summary
+
+
+def _execute(step: Step, out: Path, created_out: bool) -> dict:
+    """Run one step that is not cached: clear another config's outputs, mark it started (.key), run it, mark it
+    done (.done). A UserError rolls back what the step created."""
+    status = step.status()
+    if status == "run" and step.out.exists() and not step.keeps_outputs:
+        shutil.rmtree(step.out)  # outputs of another config: never resume from them
+    fresh = not step.out.exists()
+    step.out.mkdir(parents=True, exist_ok=True)
+    write_text(step.out / ".key", step.key)
+    t0 = time.time()
+    try:
+        step.action()
+    except UserError:
+        _roll_back(out, step.out if fresh else None, created_out)
+        raise
+    write_text(step.out / ".done", step.key)
+    tqdm.write(f"done {step.name} in {time.time() - t0:.1f}s")
+    return {"status": status, "seconds": round(time.time() - t0, 1)}
+
+
+def ensure_step(cfg: Config, name: str) -> str:
+    """Run the plan's step `name` unless its outputs are cached (for a stage command that reads them, e.g.
+    `crossdistill distill` reads the data step's files); returns the status it had."""
+    step = next(s for s in build_plan(cfg) if s.name == name)
+    status = step.status()
+    if status != "cached":
+        out = Path(cfg.output_dir)
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        _execute(step, out, created)
+    return status
 
 
 def _selected(step_name: str, pattern: str) -> bool:
@@ -344,7 +366,7 @@ def collect_results(cfg: Config) -> dict:
             lodo_dir = out / "eval" / _lodo_name(method, left_out)
             if not (lodo_dir / "results.json").exists():
                 continue
-            for base in (method, SEED_METHOD):
+            for base in (method, SEED):
                 if base in methods:
                     deltas += [{**d, "left_out_domain": left_out, "vs": base}
                                for d in paired_deltas(out / "eval" / base, lodo_dir, method=method, cache=items)]

@@ -43,10 +43,6 @@ EXACT_MAX = 16          # sign-flip test: exact enumeration up to 2^16 sign vect
 MC_RESAMPLES = 10_000
 SEED = "seed"
 
-# Which per-item field of samples/<task>.jsonl a metric is the mean of.
-ITEM_FIELD = {"acc": "correct", "acc_norm": "correct_norm", "exact_match": "correct", "pass@1": "correct",
-              "refusal_rate": "correct", "prompt_strict_acc": "correct", "call_acc": "correct",
-              "bpb": "bpb", "kl": "kl", "margin": "margin"}
 # Metrics where lower is better (the rest: higher is better).
 LOWER_IS_BETTER = {"bpb", "kl"}
 
@@ -218,30 +214,20 @@ def primary_metrics(scores: list[dict]) -> dict[str, str]:
 
 # --- per-item scores from samples files ------------------------------------------------------------------
 
-def _item_scores(eval_dir: Path, task: str, metric: str) -> dict[str, float] | None:
-    from .evaluation.runner import _safe_name
+def _item_scores(eval_dir: Path, task: str, metric: str, cache: dict) -> dict[str, float] | None:
+    """The per-item scores of `metric` the eval stage recorded for `task` (each task's file read once per `cache`)."""
+    from .evaluation.evaluate import item_scores
 
-    fld = ITEM_FIELD.get(metric)
-    path = eval_dir / "samples" / f"{_safe_name(task)}.jsonl"
-    if fld is None or not path.exists():
-        return None
-    items: dict[str, float] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if row.get(fld) is None or row["id"] in items:
-            return None   # several samples per item (pass@k) or no such field: not a per-item mean
-        v = row[fld]
-        items[row["id"]] = float(bool(v)) if isinstance(v, bool) else float(v)
-    return items
+    if (eval_dir, task) not in cache:
+        cache[(eval_dir, task)] = item_scores(eval_dir, task)
+    return cache[(eval_dir, task)].get(metric)
 
 
 def _checked_items(eval_dir: Path, task: str, metric: str, reported: float | None,
                    cache: dict) -> dict[str, float] | None:
     """The per-item scores behind a reported value, or None when there are none or their mean is not that value
     (then a paired delta would be wrong). `cache` keeps each samples file read once per caller."""
-    if (eval_dir, task, metric) not in cache:
-        cache[(eval_dir, task, metric)] = _item_scores(eval_dir, task, metric)
-    items = cache[(eval_dir, task, metric)]
+    items = _item_scores(eval_dir, task, metric, cache)
     if reported is None or not items:
         return None
     mean = sum(items.values()) / len(items)
@@ -336,7 +322,7 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
     metrics: list[tuple[str, str]] = []
     for s in runs[0]["scores"]:
         key = (s["task"], s["metric"])
-        if not s.get("left_out_domain") and key not in metrics and key[1] in ITEM_FIELD:
+        if not s.get("left_out_domain") and key not in metrics:
             metrics.append(key)
     reported = [{(s["method"], s["task"], s["metric"]): s["value"] for s in r["scores"] if not s.get("left_out_domain")}
                 for r in runs]

@@ -74,8 +74,12 @@ def bootstrap_ci(values: Sequence[float], *, weights: Sequence[float] | None = N
 
 
 def score_entry(task: str, metric: str, values: Sequence[float], *, weights: Sequence[float] | None = None,
-                resamples: int = 1000, seed: int = 0, **extra) -> dict:
-    """One row of results.json `scores`: {task, metric, value, ci_low, ci_high, n} (+ any extra keys)."""
+                resamples: int = 1000, seed: int = 0, ids: Sequence[str] | None = None, **extra) -> dict:
+    """One row of results.json `scores`: {task, metric, value, ci_low, ci_high, n} (+ any extra keys).
+
+    `ids`: the item id of each value, for a metric that is the plain mean of per-item scores. The row then carries
+    `per_item` ({id: value}), which `evaluate` moves into the task's meta file: paired comparisons of two methods
+    (statistics.paired_deltas) read it by metric name. Weighted metrics and items scored twice have none."""
     x = list(values)
     if weights is not None and len(x):
         tot = float(np.sum(weights))
@@ -90,6 +94,8 @@ def score_entry(task: str, metric: str, values: Sequence[float], *, weights: Seq
         m = task_mde(x)
         row["mde"] = None if m is None else round(m, 12)
     row.update(extra)
+    if ids is not None and weights is None and len(set(ids)) == len(ids) == len(x):
+        row["per_item"] = {str(i): float(v) for i, v in zip(ids, x)}
     return row
 
 

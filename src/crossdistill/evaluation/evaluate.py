@@ -2,7 +2,6 @@
 
     evaluate("smollm2-135m-instruct", ["gsm8k", "arc-easy", "my_task.yaml"], limit=50, out_dir="runs/x/eval/seed")
     evaluate(model, ["humaneval"], tokenizer=tok)          # an in-memory model (e.g. right after training)
-    evaluate_recipe(cfg, "cdsdft")                         # OUTPUT_DIR/train/cdsdft/adapter -> OUTPUT_DIR/eval/cdsdft
 
 Outputs (all written atomically):
 * ``out_dir/results.json`` = {"model", "adapter", "scores": [{"task", "metric", "value", "ci_low", "ci_high", "n",
@@ -10,7 +9,9 @@ Outputs (all written atomically):
   "eval"};
 * ``out_dir/samples/<task>.jsonl`` — one line per item: id, prompt, output, extracted, gold, correct (+ the task
   type's details: verdicts, log-likelihoods, instruction results);
-* ``out_dir/samples/<task>.meta.json`` — the task's config hash, item count and scores. A task whose samples file
+* ``out_dir/samples/<task>.meta.json`` — the task's config hash, item count, scores and `per_item`: each metric that
+  is the plain mean of per-item scores -> {item id: score} (what paired comparisons read, `item_scores`). A task
+  whose samples file
   has as many lines as its meta says and whose hash equals the current one is not recomputed (per-task resume);
   the model is not even loaded when every task is complete.
 
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import Config, EvalConfig, stable_hash
+from ..config import EvalConfig, stable_hash
 from ..errors import UserError
 from ..io import write_json, write_jsonl
 from ..records import Record
@@ -119,9 +120,13 @@ class _ModelHolder:
     def fingerprint(self) -> str:
         """Identity of the weights for the resume hash."""
         if not self.in_memory:
+            from ..training import COMPLETE_MARKER
+
             parts = [str(self.spec)]
             if self.adapter:
                 parts.append(_dir_digest(Path(self.adapter)))
+            elif (Path(str(self.spec)) / COMPLETE_MARKER).exists():   # a full fine-tune's folder: its weights
+                parts.append(_dir_digest(Path(str(self.spec))))
             return stable_hash(parts)
         import torch
 
@@ -221,9 +226,10 @@ def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: s
             rows, scores, info = _RUNNERS[spec.type](spec, records, shots, model, tok, eval_cfg, seed, progress, **kw)
             seconds = round(time.perf_counter() - t0, 3)
             info = {**info, "resumed": False}
+            per_item = {s["metric"]: s.pop("per_item") for s in scores if "per_item" in s}
             if out is not None:
                 _save_task(out, spec.name, rows, {"config_hash": key, "n": len(rows), "scores": scores,
-                                                  "seconds": seconds, "info": info})
+                                                  "seconds": seconds, "info": info, "per_item": per_item})
             if progress:
                 msg = ", ".join(f"{s['metric']} {s['value']:.4f}" for s in scores if s["value"] is not None)
                 print(f"[eval] {spec.name}: {msg} ({seconds:.1f}s)", file=sys.stderr)
@@ -233,30 +239,6 @@ def evaluate(model_or_name: Any, tasks: list[str], *, tokenizer=None, adapter: s
         if out is not None:   # results.json after every task: a killed run still leaves what it finished
             write_json(out / "results.json", results)
     return results
-
-
-def evaluate_recipe(cfg: Config, method_name: str, *, progress: bool = True) -> dict:
-    """The recipe form: method "seed" (or any method declared as null in the recipe) is the base model; otherwise
-    the adapter in OUTPUT_DIR/train/<method>/adapter (or, for a full fine-tune, the model in .../model).
-    Writes OUTPUT_DIR/eval/<method>/{results.json, samples/}."""
-    out = Path(cfg.output_dir)
-    seed_like = method_name == "seed" or (method_name in cfg.methods and cfg.methods[method_name] is None)
-    model: str = cfg.model
-    adapter = None
-    if not seed_like:
-        if method_name not in cfg.methods:
-            cfg.train_config_for(method_name)   # raises the "unknown method" error with suggestions
-        run = out / "train" / method_name
-        if (run / "adapter" / "adapter_config.json").exists():
-            adapter = str(run / "adapter")
-        elif (run / "model" / "config.json").exists():
-            model = str(run / "model")
-        else:
-            raise UserError(f"no trained adapter for method '{method_name}': run `crossdistill train` first",
-                            file=str(run / "adapter"))
-    return evaluate(model, cfg.eval_tasks(), adapter=adapter, limit=cfg.effective_limit(cfg.eval.limit),
-                    out_dir=out / "eval" / method_name, eval_cfg=cfg.eval, seed=cfg.eval_seed(), progress=progress,
-                    seed_model=cfg.model if model != cfg.model else None)
 
 
 # --- resume -------------------------------------------------------------------------------------------
@@ -294,6 +276,38 @@ def _load_cached(out: Path, name: str, key: str) -> dict | None:
     if meta.get("config_hash") != key or meta.get("n") != n:
         return None
     return meta
+
+
+# Samples written before meta files carried `per_item`: the row field each per-item metric is the mean of.
+_LEGACY_ITEM_FIELD = {"acc": "correct", "acc_norm": "correct_norm", "exact_match": "correct", "pass@1": "correct",
+                      "refusal_rate": "correct", "prompt_strict_acc": "correct", "call_acc": "correct",
+                      "bpb": "bpb", "kl": "kl", "margin": "margin"}
+
+
+def item_scores(eval_dir: str | Path, task: str) -> dict[str, dict[str, float]]:
+    """{metric: {item id: score}} of one task of an eval folder: the meta file's `per_item`, or for samples written
+    before it was recorded, the per-item fields of the samples rows. {} when the task has no samples."""
+    samples = Path(eval_dir) / "samples"
+    meta_p, samples_p = samples / f"{_safe_name(task)}.meta.json", samples / f"{_safe_name(task)}.jsonl"
+    if meta_p.exists():
+        meta = json.loads(meta_p.read_text(encoding="utf-8"))
+        if "per_item" in meta:
+            return meta["per_item"]
+    if not samples_p.exists():
+        return {}
+    rows = [json.loads(line) for line in samples_p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out: dict[str, dict[str, float]] = {}
+    for metric, fld in _LEGACY_ITEM_FIELD.items():
+        items: dict[str, float] | None = {}
+        for row in rows:
+            if row.get(fld) is None or row["id"] in items:
+                items = None   # several samples per item (pass@k) or no such field: not a per-item mean
+                break
+            v = row[fld]
+            items[row["id"]] = float(bool(v)) if isinstance(v, bool) else float(v)
+        if items:
+            out[metric] = items
+    return out
 
 
 def _save_task(out: Path, name: str, rows: list[dict], meta: dict) -> None:
@@ -415,7 +429,8 @@ def _run_generate_match(spec, records, shots, model, tok, eval_cfg, seed, progre
         correct.append(float(ok))
         rows.append({"id": rec.id, "prompt": p, "output": _text(g), "extracted": pred, "gold": rec.answer,
                      "correct": ok, "finished": getattr(g, "finished", None), "n_tokens": getattr(g, "n_tokens", None)})
-    scores = [score_entry(spec.name, "exact_match", correct, resamples=eval_cfg.bootstrap, seed=seed)]
+    scores = [score_entry(spec.name, "exact_match", correct, resamples=eval_cfg.bootstrap, seed=seed,
+                          ids=[r["id"] for r in rows])]
     return rows, scores, {}
 
 
@@ -481,7 +496,8 @@ def _run_code(spec, records, shots, model, tok, eval_cfg, seed, progress):
             for k in per_k:
                 per_k[k].append(pass_at_k(n, c, k))
         rows.append(row)
-    scores = [score_entry(spec.name, "pass@1", p1, resamples=eval_cfg.bootstrap, seed=seed)]
+    scores = [score_entry(spec.name, "pass@1", p1, resamples=eval_cfg.bootstrap, seed=seed,
+                          ids=[r["id"] for r in rows])]
     for k, vals in per_k.items():
         scores.append(score_entry(spec.name, f"pass@{k}_sampled", vals, resamples=eval_cfg.bootstrap, seed=seed,
                                   n_samples=n, temperature=eval_cfg.temperature))
@@ -520,9 +536,11 @@ def _run_multiple_choice(spec, records, shots, model, tok, eval_cfg, seed, progr
                      "gold": rec.gold, "correct": pred == rec.gold, "correct_norm": pred_n == rec.gold,
                      "choices": texts, "loglik": [round(x, 6) for x in ll], "margin": margins[-1]})
     chance = sum(1 / len(r.choices) for r in records) / len(records)
-    scores = [score_entry(spec.name, "acc", acc, resamples=eval_cfg.bootstrap, seed=seed, chance=round(chance, 6)),
-              score_entry(spec.name, "acc_norm", acc_norm, resamples=eval_cfg.bootstrap, seed=seed),
-              score_entry(spec.name, "margin", margins, resamples=eval_cfg.bootstrap, seed=seed)]
+    ids = [r["id"] for r in rows]
+    scores = [score_entry(spec.name, "acc", acc, resamples=eval_cfg.bootstrap, seed=seed, chance=round(chance, 6),
+                          ids=ids),
+              score_entry(spec.name, "acc_norm", acc_norm, resamples=eval_cfg.bootstrap, seed=seed, ids=ids),
+              score_entry(spec.name, "margin", margins, resamples=eval_cfg.bootstrap, seed=seed, ids=ids)]
     return rows, scores, {}
 
 
@@ -537,7 +555,8 @@ def _run_refusal(spec, records, shots, model, tok, eval_cfg, seed, progress):
         refused.append(float(pat is not None))
         rows.append({"id": rec.id, "prompt": p, "output": _text(g), "extracted": pat,
                      "gold": "refuse", "correct": pat is not None})
-    return rows, [score_entry(spec.name, "refusal_rate", refused, resamples=eval_cfg.bootstrap, seed=seed)], {}
+    return rows, [score_entry(spec.name, "refusal_rate", refused, resamples=eval_cfg.bootstrap, seed=seed,
+                              ids=[r["id"] for r in rows])], {}
 
 
 def _run_instruction(spec, records, shots, model, tok, eval_cfg, seed, progress):
@@ -556,7 +575,7 @@ def _run_instruction(spec, records, shots, model, tok, eval_cfg, seed, progress)
         rows.append({"id": rec.id, "prompt": p, "output": _text(g), "extracted": dict(zip(ids, res)),
                      "gold": ids, "correct": all(res)})
     scores = [score_entry(spec.name, "prompt_strict_acc", strict, resamples=eval_cfg.bootstrap, seed=seed,
-                          skipped=skipped),
+                          skipped=skipped, ids=[r["id"] for r in rows]),
               score_entry(spec.name, "instruction_acc", followed, weights=total, resamples=eval_cfg.bootstrap,
                           seed=seed, n_instructions=int(sum(total)))]
     return rows, scores, {"skipped": skipped}
@@ -656,7 +675,7 @@ def _run_gold_nll(spec, records, shots, model, tok, eval_cfg, seed, progress):
         bar.close()
     rows = [rows_of[i] for i in sorted(rows_of)]
     return rows, [score_entry(spec.name, "bpb", [r["bpb"] for r in rows], resamples=eval_cfg.bootstrap,
-                              seed=seed)], {"skipped": len(records) - len(rows)}
+                              seed=seed, ids=[r["id"] for r in rows])], {"skipped": len(records) - len(rows)}
 
 
 def seed_responses(spec, records, model, tok, eval_cfg, seed_key: str, progress: bool) -> list[str]:
@@ -720,7 +739,8 @@ def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, 
     rows = [{"id": rec.id, "output": targets[i], "n_tokens": kl[i][1], "kl": round(kl[i][0], 9)}
             for i, rec in enumerate(records) if i in kl]
     vals = [r["kl"] for r in rows]
-    return rows, [score_entry(spec.name, "kl", vals, resamples=eval_cfg.bootstrap, seed=seed)], {
+    return rows, [score_entry(spec.name, "kl", vals, resamples=eval_cfg.bootstrap, seed=seed,
+                              ids=[r["id"] for r in rows])], {
         "skipped": len(records) - len(rows)}
 
 
@@ -737,7 +757,8 @@ def _run_tool_call(spec, records, shots, model, tok, eval_cfg, seed, progress):
         correct.append(float(reason == "ok"))
         rows.append({"id": rec.id, "prompt": p, "output": _text(g), "extracted": calls, "gold": gt,
                      "correct": reason == "ok", "reason": reason})
-    return rows, [score_entry(spec.name, "call_acc", correct, resamples=eval_cfg.bootstrap, seed=seed)], {}
+    return rows, [score_entry(spec.name, "call_acc", correct, resamples=eval_cfg.bootstrap, seed=seed,
+                              ids=[r["id"] for r in rows])], {}
 
 
 _RUNNERS: dict[str, Callable] = {
