@@ -415,6 +415,23 @@ def test_best_of_n_keeps_the_first_verified_non_copy_and_counts_every_candidate(
     assert {(c[2], c[3]) for c in fake.calls} >= {(40, ("```",)), (12, ())}
 
 
+def test_a_domain_can_have_its_own_candidate_count(tmp_path, monkeypatch, tiny_tok):
+    fake = CandidateFake()
+    monkeypatch.setattr(generation, "generate_iter", fake.generate_iter, raising=False)
+    cfg = make_cfg(tmp_path, num_candidates=4, temperature=0.7)
+    cfg.domains["tools"].num_candidates = 1     # greedy only for tools; the others keep best-of-4
+    stats = distill(cfg, records_by_domain=make_records(), model=object(), tokenizer=tiny_tok, progress=False)
+    by_id = {r["id"]: r for r in rows_of(tmp_path)}
+    assert len(by_id["t1"]["candidates"]) == 1 and len(by_id["t0"]["candidates"]) == 1
+    assert by_id["x1"]["candidate"] == 2                                   # text still samples
+    assert stats["domains"]["tools"]["candidates"] == 2
+    # the per-domain setting is part of the stage's inputs: changing it does not reuse the finished stats
+    all_hash = stats["all_inputs_hash"]
+    cfg.domains["tools"].num_candidates = 2
+    stats2 = distill(cfg, records_by_domain=make_records(), model=object(), tokenizer=tiny_tok, progress=False)
+    assert stats2["all_inputs_hash"] != all_hash and stats2["domains"]["tools"]["candidates"] == 4
+
+
 def test_sampled_candidates_need_a_temperature():
     from crossdistill.errors import UserError
 

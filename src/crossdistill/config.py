@@ -42,11 +42,13 @@ class DomainConfig:
     weight: float = 1.0              # w_d in the objective (before the domain_weighting scheme)
     plugin: str | None = None        # domain plug-in (math|code|text|tools); defaults to the domain's name
     max_new_tokens: int | None = None  # distill token budget for this domain (default: distill.max_new_tokens)
+    num_candidates: int | None = None  # distill candidates for this domain (default: distill.num_candidates)
 
     def __post_init__(self):
         _check(self.size is None or self.size >= 0, "must be >= 0", "size")
         _check(self.weight >= 0, "must be >= 0", "weight")
         _check(self.max_new_tokens is None or self.max_new_tokens > 0, "must be > 0", "max_new_tokens")
+        _check(self.num_candidates is None or self.num_candidates > 0, "must be > 0", "num_candidates")
 
 
 @dataclass

@@ -5,8 +5,8 @@
 
 For every training record of every recipe domain, the domain plug-in renders its rewrite prompt (the task plus the
 reference response, in the model's chat template, with the domain's assistant prefill). Candidates come in rounds:
-round 0 is the greedy rewrite of every record; round k = 1..n-1 (`distill.num_candidates` = n) samples candidate k
-at `distill.temperature` for the records that have no verified non-copy yet, seeded from (recipe seed, k) and the
+round 0 is the greedy rewrite of every record; round k = 1..n-1 (`distill.num_candidates` = n, or the domain's
+own `domains.<d>.num_candidates`) samples candidate k at `distill.temperature` for the records that have no verified non-copy yet, seeded from (recipe seed, k) and the
 prompt text, so a record's candidates do not depend on which records share its batch. Each round is one
 length-sorted batched generation per (token budget, stop strings): the budget is `domains.<d>.max_new_tokens` (else
 `distill.max_new_tokens`), the stops are the domain's natural end (`Domain.stop`). Every candidate (prefill +
@@ -212,9 +212,14 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
         records_by_domain = read_train_data(cfg, out_dir)
     items = _items(cfg, records_by_domain)
     model_name = cfg.model   # a model passed in must be this one: its name is what the cache keys record
-    all_hash = stable_hash({"version": STAGE_VERSION, "model": model_name, "seed": cfg.seed,
-                            "distill": dataclasses.asdict(cfg.distill),
-                            "records": [[it.domain, it.plugin, it.record.to_dict()] for it in items]})
+    key = {"version": STAGE_VERSION, "model": model_name, "seed": cfg.seed, "distill": dataclasses.asdict(cfg.distill),
+           "records": [[it.domain, it.plugin, it.record.to_dict()] for it in items]}
+    # a domain's own budget / candidate count (only when set, so recipes without them keep their keys)
+    per_domain = {d: {"max_new_tokens": c.max_new_tokens, "num_candidates": c.num_candidates}
+                  for d, c in cfg.domains.items() if c.max_new_tokens is not None or c.num_candidates is not None}
+    if per_domain:
+        key["domains"] = per_domain
+    all_hash = stable_hash(key)
     inputs_hash = _inputs_hash(all_hash, sh)
     mine = [it for it in items if sh is None or it.index % sh[1] == sh[0]]
     cached = _cached(work, inputs_hash, len(mine))
@@ -262,8 +267,10 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
     verify_s: dict[str, float] = {}
     n_generated = 0
     try:
-        for k in range(dc.num_candidates):
-            todo = [it for it in mine if not any(r.accepted and not r.copied for _, r in cands[it.index])]
+        n_of = {d: cfg.domains[d].num_candidates or dc.num_candidates for d in {it.domain for it in mine}}
+        for k in range(max(n_of.values(), default=1)):
+            todo = [it for it in mine if k < n_of[it.domain]
+                    and not any(r.accepted and not r.copied for _, r in cands[it.index])]
             if not todo:
                 break
             keys = {it.index: _candidate_key(cfg, it, prompts[it.index], k) for it in todo}
