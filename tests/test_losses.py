@@ -393,3 +393,18 @@ def test_dann_discriminator_trains_on_queue_and_batch():
                             torch.cat([torch.zeros(66), torch.ones(64)]).long())
     (g_plain,) = torch.autograd.grad(plain, b2)
     assert torch.allclose(g_rev, -0.5 * g_plain, atol=1e-6)
+
+
+def test_queue_state_dict_round_trips_for_a_resumed_run():
+    q = L.FeatureQueue(3, size=4, run_key="run-a")
+    q.push(torch.arange(12.0).reshape(6, 2), torch.tensor([0, 0, 1, 0, 0, 0]), run_key="run-a")
+    state = q.state_dict()
+    assert [None if r is None else r.shape[0] for r in state["rows"]] == [4, 1, None]   # FIFO kept the last 4
+    r = L.FeatureQueue(3, size=4)
+    r.load_state_dict(state, device="cpu")
+    assert r.run_key == "run-a" and len(r) == 5 and r.get(2) is None
+    assert torch.equal(r.get(0), q.get(0)) and torch.equal(r.get(1), q.get(1))
+    r.push(torch.ones(1, 2), torch.tensor([1]), run_key="run-a")           # the same run continues: rows kept
+    assert r.get(1).shape[0] == 2
+    with pytest.raises(ValueError, match="domains"):
+        L.FeatureQueue(2, size=4).load_state_dict(state)

@@ -498,8 +498,8 @@ def dann_loss(features: torch.Tensor, domain_ids: torch.Tensor, classifier: nn.M
 class FeatureQueue:
     """Per-domain FIFO of recent pooled features (detached, fp32, on one device), owned by one run.
 
-    `reset(run_key)` empties it (a new run, or a resume: features of a previous run or of older weights are
-    never reused). `push` stores the newest rows of each domain, dropping the oldest beyond `size`; a push from
+    `reset(run_key)` empties it (a new run: features of another run are never reused; a resumed run restores the
+    queue its checkpoint saved, `state_dict` / `load_state_dict`, so it trains as if never interrupted). `push` stores the newest rows of each domain, dropping the oldest beyond `size`; a push from
     another device, or with another feature width, first empties the queue, so it never mixes devices or holds a
     stale run's features. Whatever the input dtype, rows are stored as fp32."""
 
@@ -549,6 +549,19 @@ class FeatureQueue:
     def state(self) -> dict:
         return {"run_key": self.run_key, "sizes": [0 if q is None else int(q.shape[0]) for q in self._q],
                 "dtype": "float32", "device": None if self.device is None else str(self.device)}
+
+    def state_dict(self) -> dict:
+        """The queued rows (CPU, fp32) for a checkpoint: a resumed run continues with the queue it had."""
+        return {"run_key": self.run_key, "size": self.size,
+                "rows": [None if q is None else q.detach().cpu() for q in self._q]}
+
+    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
+        """Restore `state_dict()` of the same run (same domains), its rows moved to `device`."""
+        rows = state["rows"]
+        if len(rows) != self.n_domains:
+            raise ValueError(f"queue state has {len(rows)} domains, this queue {self.n_domains}")
+        self.run_key = state.get("run_key", self.run_key)
+        self._q = [None if q is None else q.float()[-self.size:].to(device or q.device).clone() for q in rows]
 
 
 def median_sq_dist(x: torch.Tensor) -> torch.Tensor:

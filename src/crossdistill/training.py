@@ -79,6 +79,7 @@ logger = logging.getLogger("crossdistill.train")
 
 CLASSIFIER_ATTR = "cd_domain_classifier"
 CLASSIFIER_FILE = "domain_classifier.pt"
+QUEUE_FILE = "inv_queue.pt"                 # the invariance feature queue, in each checkpoint (resume)
 COMPLETE_MARKER = ".complete"
 
 
@@ -799,8 +800,9 @@ class CrossDistillTrainer(Trainer):
 
     # -- invariance: queues, the chosen layer, the held-out probe batch ------------------------------------------------
     def _init_invariance(self, probe_examples: list[dict] | None) -> None:
-        """A fresh per-domain feature queue for this run (never carried over from another trainer or a resumed
-        run's past) and the fixed held-out probe batch whose between-domain MMD is logged every K steps."""
+        """A fresh per-domain feature queue for this run (never carried over from another trainer; a resume restores
+        the queue its checkpoint saved) and the fixed held-out probe batch whose between-domain MMD is logged every
+        K steps."""
         a: CrossDistillConfig = self.args
         self._inv_run_key = f"{a.output_dir}:{id(self)}:{time.time_ns()}"
         self.inv_queue = L.FeatureQueue(len(self.domain_names), a.inv_queue_size, run_key=self._inv_run_key)
@@ -895,10 +897,13 @@ class CrossDistillTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
         clf = self._classifier()
+        out = output_dir or self.args.output_dir
         if clf is not None and self.args.should_save:
-            out = output_dir or self.args.output_dir
             os.makedirs(out, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in clf.state_dict().items()}, os.path.join(out, CLASSIFIER_FILE))
+        if _internal_call and self.use_inv and self.args.should_save:   # checkpoints only, not the final adapter
+            os.makedirs(out, exist_ok=True)
+            torch.save(self.inv_queue.state_dict(), os.path.join(out, QUEUE_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -906,6 +911,11 @@ class CrossDistillTrainer(Trainer):
         f = os.path.join(resume_from_checkpoint, CLASSIFIER_FILE)
         if clf is not None and os.path.exists(f):
             clf.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
+        q = os.path.join(resume_from_checkpoint, QUEUE_FILE)
+        if self.use_inv and os.path.exists(q):
+            state = torch.load(q, map_location="cpu", weights_only=True)
+            state["run_key"] = self._inv_run_key    # this run's queue now, continued
+            self.inv_queue.load_state_dict(state, device=self.args.device)
 
 
 class _JsonlLogCallback(TrainerCallback):
