@@ -40,7 +40,7 @@ class DomainConfig:
     size: int | None = None          # cap on training records (first N after a seeded shuffle)
     eval: list[str] = field(default_factory=list)  # eval tasks that measure this domain (used by LODO)
     weight: float = 1.0              # w_d in the objective (before the domain_weighting scheme)
-    plugin: str | None = None        # domain plug-in (math|code|text|tools); defaults to the domain's name
+    plugin: str | None = None        # a registered domain plug-in (domains/registry.py); defaults to the domain's name
     max_new_tokens: int | None = None  # distill token budget for this domain (default: distill.max_new_tokens)
     num_candidates: int | None = None  # distill candidates for this domain (default: distill.num_candidates)
 

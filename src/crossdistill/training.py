@@ -806,19 +806,37 @@ class CrossDistillTrainer(Trainer):
         a: CrossDistillConfig = self.args
         self._inv_run_key = f"{a.output_dir}:{id(self)}:{time.time_ns()}"
         self.inv_queue = L.FeatureQueue(len(self.domain_names), a.inv_queue_size, run_key=self._inv_run_key)
+        self._inv_pending: list[tuple[torch.Tensor, torch.Tensor]] = []   # this step's rows, queued at its end
+        self.add_callback(_FlushFeatureQueue(self))
         self.probe_examples = list(probe_examples or [])
         self._inv_probe_logged = -1
 
     def _invariance(self, causal: nn.Module, layer_out: torch.Tensor, sel: torch.Tensor, dom: torch.Tensor,
                     beta_t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(term added to the loss, L_inv value) for one micro-batch: pool the chosen layer over the positions
-        that predict response tokens, compare with the other domains' queues, then push the batch (detached)."""
+        that predict response tokens and compare with the other domains' queues. The rows (detached) join the queue
+        at the end of the optimizer step (`flush_feature_queue`), so every micro-batch of a step sees the same queue."""
         a: CrossDistillConfig = self.args
         feats = L.masked_mean_pool(layer_out[:, :-1].float(), sel)
         clf = getattr(causal, CLASSIFIER_ATTR, None) if a.invariance == "dann" else None
         inv = L.invariance_term(a.invariance, feats, dom, self.inv_queue, clf, lambda_=beta_t)
-        self.inv_queue.push(feats, dom, run_key=self._inv_run_key)
+        self._inv_pending.append((feats.detach(), dom.detach()))
         return (inv if a.invariance == "dann" else beta_t * inv), inv
+
+    def flush_feature_queue(self) -> None:
+        """Push this optimizer step's pooled rows into the queue: every rank's, in rank order (all ranks then hold
+        the same queue, and data-parallel training queues exactly what gradient accumulation over the same batches
+        does in one process)."""
+        pending, self._inv_pending = self._inv_pending, []
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            mine = [(f.cpu(), d.cpu()) for f, d in pending]
+            per_rank: list = [None] * dist.get_world_size()
+            dist.all_gather_object(per_rank, mine)
+            pending = [(f.to(self.args.device), d) for rows in per_rank for f, d in rows]
+        for f, d in pending:
+            self.inv_queue.push(f, d, run_key=self._inv_run_key)
 
     @torch.no_grad()
     def _probe_mmd(self) -> float | None:
@@ -916,6 +934,16 @@ class CrossDistillTrainer(Trainer):
             state = torch.load(q, map_location="cpu", weights_only=True)
             state["run_key"] = self._inv_run_key    # this run's queue now, continued
             self.inv_queue.load_state_dict(state, device=self.args.device)
+
+
+class _FlushFeatureQueue(TrainerCallback):
+    """At the end of every optimizer step (before logging and checkpointing), the step's features join the queue."""
+
+    def __init__(self, trainer: "CrossDistillTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.flush_feature_queue()
 
 
 class _JsonlLogCallback(TrainerCallback):
