@@ -273,13 +273,24 @@ def _execute(step: Step, out: Path, created_out: bool) -> dict:
 def ensure_step(cfg: Config, name: str) -> str:
     """Run the plan's step `name` unless its outputs are cached (for a stage command that reads them, e.g.
     `crossdistill distill` reads the data step's files); returns the status it had."""
+    import fcntl
+
     step = next(s for s in build_plan(cfg) if s.name == name)
     status = step.status()
     if status != "cached":
         out = Path(cfg.output_dir)
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        _execute(step, out, created)
+        # distill shards started together on a fresh folder: one runs the step, the others wait (a lock on the
+        # output folder itself, so no lock file is left behind) and then reuse it
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            status = step.status()
+            if status != "cached":
+                _execute(step, out, created)
+        finally:
+            os.close(fd)
     return status
 
 
