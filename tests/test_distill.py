@@ -432,6 +432,24 @@ def test_a_domain_can_have_its_own_candidate_count(tmp_path, monkeypatch, tiny_t
     assert stats2["all_inputs_hash"] != all_hash and stats2["domains"]["tools"]["candidates"] == 4
 
 
+def test_a_domains_own_n_above_one_samples_after_the_greedy_candidate(tmp_path, monkeypatch, tiny_tok):
+    from crossdistill.errors import UserError
+
+    fake = CandidateFake()
+    monkeypatch.setattr(generation, "generate_iter", fake.generate_iter, raising=False)
+    cfg = make_cfg(tmp_path, num_candidates=1, temperature=0.7)
+    cfg.domains["tools"].num_candidates = 3          # global n = 1: only tools gets best-of-3
+    distill(cfg, records_by_domain=make_records(), model=object(), tokenizer=tiny_tok, progress=False)
+    by_id = {r["id"]: r for r in rows_of(tmp_path)}
+    assert len(by_id["t1"]["candidates"]) == 3 and len(by_id["m0"]["candidates"]) == 1
+    tools = [c for c in fake.calls if c[3] == ("\n\n", "\nUser:")]
+    assert tools[0][0] == 0.0                        # tools: greedy first, then two samples with their own seeds
+    assert len({c[1] for c in tools[1:]}) == 2 and all(c[0] == 0.7 and c[1] != cfg.seed for c in tools[1:])
+    with pytest.raises(UserError, match="temperature"):
+        Config(model="tiny-random-llama", domains={"tools": DomainConfig(num_candidates=2)},
+               distill=DistillConfig(temperature=0.0))
+
+
 def test_sampled_candidates_need_a_temperature():
     from crossdistill.errors import UserError
 

@@ -413,6 +413,10 @@ class Config:
             if plugin not in known:
                 raise UserError(f"unknown domain plug-in '{plugin}'{suggest(plugin, known)}; known: {', '.join(known)}",
                                 file=self.recipe_path, field=f"domains.{name}")
+            if (d.num_candidates or 1) > 1 and self.distill.temperature <= 0:
+                raise UserError("distill.temperature must be > 0 when a domain has num_candidates > 1 (the candidates "
+                                "after the greedy one are sampled)", file=self.recipe_path,
+                                field=f"domains.{name}.num_candidates")
         for name, overrides in self.methods.items():
             if overrides is not None:
                 self.train_config_for(name)  # validates the overrides now, not at training time

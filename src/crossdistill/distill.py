@@ -332,14 +332,15 @@ def _by_domain(items: list[_Item]) -> dict[str, list[_Item]]:
 def _sampling_args(cfg: Config, it: _Item, k: int) -> tuple:
     """(max_new_tokens, stop strings, temperature, seed) of candidate k of a record.
 
-    With one candidate it is sampled as `distill.temperature` says (0 = greedy); with more, candidate 0 is greedy
-    and candidate k >= 1 is sampled at `distill.temperature` with a seed derived from (recipe seed, k). The
+    When neither `distill.num_candidates` nor the domain's own n is above 1, the one candidate is sampled as
+    `distill.temperature` says (0 = greedy); otherwise candidate 0 is greedy and candidate k >= 1 is sampled at
+    `distill.temperature` with a seed derived from (recipe seed, k). The
     generator seeds every row from (that seed, the prompt text), so a record's candidate k is the same whichever
     other records share its batch."""
     dc = cfg.distill
     budget = cfg.domains[it.domain].max_new_tokens or dc.max_new_tokens
     stop = tuple(get_domain(it.plugin).stop)
-    if dc.num_candidates == 1:
+    if max(dc.num_candidates, cfg.domains[it.domain].num_candidates or 1) == 1:
         return budget, stop, dc.temperature, cfg.seed
     if k == 0:
         return budget, stop, 0.0, cfg.seed
