@@ -615,7 +615,13 @@ def _aliases_in(doc: dict, recipe: str | None, lines: dict[str, int]) -> None:
 def train_key(tc: TrainConfig) -> dict:
     """The `train` settings that decide the trained model (cache keys): not where it logs, and trainer_args only
     when given (so adding the knob left earlier runs' keys unchanged)."""
-    d = dataclasses.asdict(tc)
+    return model_settings(dataclasses.asdict(tc))
+
+
+def model_settings(train: dict) -> dict:
+    """A `train` section (as a dict) less what does not change the trained model: `train_key`, and the training
+    stage's check that checkpoints it resumes from were made with the same settings."""
+    d = dict(train)
     d.pop("report_to", None)
     if not d.get("trainer_args"):
         d.pop("trainer_args", None)

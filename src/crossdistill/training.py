@@ -71,7 +71,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from . import arch as A
 from . import losses as L
-from .config import Config, LossTerms, TrainConfig, loss_terms, stable_hash
+from .config import Config, LossTerms, TrainConfig, loss_terms, model_settings, stable_hash
 from .errors import UserError
 from .io import iter_jsonl, read_complete_rows, write_json, write_jsonl, write_text
 
@@ -1311,9 +1311,8 @@ def _check_resumable(out: Path, new: dict) -> None:
             (d.get("train") or {}).pop(k, None)
         d.pop("distilled_path", None)
         d.pop("model_path", None)
-        (d.get("train") or {}).pop("report_to", None)       # where it logs does not change the model
-        if not (d.get("train") or {}).get("trainer_args"):
-            (d.get("train") or {}).pop("trainer_args", None)
+        if isinstance(d.get("train"), dict):
+            d["train"] = model_settings(d["train"])
         return d
 
     if core(old) != core(new):
