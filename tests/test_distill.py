@@ -231,7 +231,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, fake, tiny
     with pytest.raises(KeyboardInterrupt):
         distill(cfg, records_by_domain=recs, model=object(), tokenizer=tiny_tok, progress=False)
     partial = read_complete_rows(out / "distill" / "generations.jsonl.partial")
-    assert len(partial) == 5     # with chunks too: math+text (one budget, no stops) are 4 + 1 rows, then code fails
+    # every generated row is on disk: with generate_iter each one, with chunks each finished chunk of 4
+    assert len(partial) == (5 if fake.mode == "iter" else 4)
     assert not (out / "distill" / "distilled.jsonl").exists()
 
     gen = fake()
@@ -359,13 +360,17 @@ class CandidateFake:
     apart by the call's seed, are good only from the second sampled one on; it records every call's settings."""
 
     def __init__(self):
-        self.calls: list[tuple] = []
+        self.calls: list[tuple] = []   # one per distinct setting within a run
+        self.runs = 0                  # generation runs (the stage makes one per candidate round)
 
     def generate_iter(self, model, tokenizer, prompts, cfg, *, progress=None, backend="hf"):
-        self.calls.append((cfg.temperature, cfg.seed, cfg.max_new_tokens, tuple(cfg.stop), len(prompts)))
+        self.runs += 1
+        for idx, c in generation._config_groups(list(prompts), cfg):
+            self.calls.append((c.temperature, c.seed, c.max_new_tokens, tuple(c.stop), len(idx)))
+        cfgs = generation._row_configs(list(prompts), cfg)
         seeds = list(dict.fromkeys(c[1] for c in self.calls if c[0] > 0))   # in the order the rounds came
-        k = seeds.index(cfg.seed) + 1 if cfg.temperature > 0 else 0
         for i, p in enumerate(prompts):
+            k = seeds.index(cfgs[i].seed) + 1 if cfgs[i].temperature > 0 else 0
             text = good_rewrite(p)
             if "Tom has 3 bags" in p and k >= 1:
                 text = "Three bags of 3 apples make 3 * 3 = 9 apples in all.\n#### 9"
@@ -413,6 +418,7 @@ def test_best_of_n_keeps_the_first_verified_non_copy_and_counts_every_candidate(
     assert greedy and all(c[1] == cfg.seed for c in greedy)
     assert len({c[1] for c in fake.calls if c[0] > 0}) == 3
     assert {(c[2], c[3]) for c in fake.calls} >= {(40, ("```",)), (12, ())}
+    assert fake.runs == 4   # one generation run per round, every domain's rows together
 
 
 def test_a_domain_can_have_its_own_candidate_count(tmp_path, monkeypatch, tiny_tok):

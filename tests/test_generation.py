@@ -248,6 +248,27 @@ def test_outputs_in_input_order_and_iter_yields_each_once(model_with_eos, tok, p
     assert [seen[i] for i in range(len(prompts))] == batched
 
 
+def test_one_run_serves_rows_with_their_own_budgets_stops_and_seeds(model_with_eos, tok, prompts):
+    """A mixed run (greedy and sampled rows, different budgets, stops and seeds) gives each row what a run with only
+    its own setting gives: the distill stage decodes a round of every domain together."""
+    model, _ = model_with_eos
+    ps = (prompts * 2)[:6]
+    greedy = SamplingConfig(max_new_tokens=7, batch_size=4)
+    hot = SamplingConfig(max_new_tokens=11, temperature=0.9, seed=5, batch_size=4, stop=["e"])
+    hot2 = SamplingConfig(max_new_tokens=5, temperature=0.6, top_k=20, seed=9, batch_size=4)
+    cfgs = [greedy, hot, hot2, greedy, hot, hot2]
+    mixed = generate(model, tok, ps, cfgs)
+    for c in (greedy, hot, hot2):
+        idx = [i for i, x in enumerate(cfgs) if x is c]
+        alone = generate(model, tok, [ps[i] for i in idx], c)
+        assert [mixed[i] for i in idx] == alone
+        assert all(mixed[i].n_tokens <= c.max_new_tokens for i in idx)
+    assert any(mixed[i].n_tokens == 11 or mixed[i].finished for i in (1, 4))
+    assert [g for _, g in sorted(generate_iter(model, tok, ps, cfgs))] == mixed
+    with pytest.raises(ValueError, match="one per prompt"):
+        generate(model, tok, ps, cfgs[:2])
+
+
 def test_duplicate_prompts_and_single_prompt(model_with_eos, tok, prompts):
     model, _ = model_with_eos
     cfg = SamplingConfig(max_new_tokens=10, batch_size=4)

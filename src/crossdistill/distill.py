@@ -8,8 +8,8 @@ reference response, in the model's chat template, with the domain's assistant pr
 round 0 is the greedy rewrite of every record; round k = 1..n-1 (`distill.num_candidates` = n, or the domain's
 own `domains.<d>.num_candidates`) samples candidate k at `distill.temperature` for the records that have no verified non-copy yet, seeded from (recipe seed, k) and the
 prompt text, so a record's candidates do not depend on which records share its batch. Each round is one
-length-sorted batched generation per (token budget, stop strings): the budget is `domains.<d>.max_new_tokens` (else
-`distill.max_new_tokens`), the stops are the domain's natural end (`Domain.stop`). Every candidate (prefill +
+continuously batched generation over all domains, each row with its own token budget and stop strings: the budget is
+`domains.<d>.max_new_tokens` (else `distill.max_new_tokens`), the stops are the domain's natural end (`Domain.stop`). Every candidate (prefill +
 generation) is verified by its domain; a record keeps its first verified non-copy, else its first verified copy,
 else the original response with the greedy candidate's rejection reason. One output row per input record, in
 recipe domain order then input order.
@@ -291,13 +291,11 @@ def distill(cfg: Config, out_dir: str | None = None, *, records_by_domain: dict[
                     from .models import load_model
 
                     model, _tok = load_model(cfg.model, dtype=dc.dtype)
-            groups: dict[tuple, list[_Item]] = {}
-            for it in pending:   # one generation call per (budget, stop strings)
-                groups.setdefault(_sampling_args(cfg, it, k), []).append(it)
-            for args, its in groups.items():
-                gen_s += _generate(model, tokenizer, its, prompts, keys, _sampling(cfg, args), dc.backend, log,
+            if pending:   # one generation run for the round: every domain's rows, each with its own settings
+                samplings = {it.index: _sampling(cfg, _sampling_args(cfg, it, k)) for it in pending}
+                gen_s += _generate(model, tokenizer, pending, prompts, keys, samplings, dc.backend, log,
                                    done, new_tokens, progress, k)
-                n_generated += len(its)
+                n_generated += len(pending)
             for dname, its in _by_domain(todo).items():
                 t0 = time.perf_counter()
                 dom = get_domain(its[0].plugin)
@@ -393,10 +391,12 @@ def _choose(it: _Item, cands: list[tuple[str, Any]], done: dict[str, dict], pref
     return row
 
 
-def _generate(model, tokenizer, pending: list[_Item], prompts: dict[int, str], keys: dict[int, str], sampling,
-              backend: str, log: JsonlAppender, done: dict[str, dict], new_tokens: dict[int, int],
-              progress: bool, candidate: int = 0) -> float:
-    """Generate the pending rewrites longest prompt first, appending each to the log as it completes."""
+def _generate(model, tokenizer, pending: list[_Item], prompts: dict[int, str], keys: dict[int, str],
+              samplings: dict[int, Any], backend: str, log: JsonlAppender, done: dict[str, dict],
+              new_tokens: dict[int, int], progress: bool, candidate: int = 0) -> float:
+    """Generate the pending rewrites longest prompt first, each with its own sampling settings (budget, stops,
+    temperature, seed: one continuously batched run however many domains take part), appending each to the log as it
+    completes."""
     from . import generation
 
     lengths = {it.index: len(tokenizer(prompts[it.index], add_special_tokens=False)["input_ids"]) for it in pending}
@@ -413,13 +413,15 @@ def _generate(model, tokenizer, pending: list[_Item], prompts: dict[int, str], k
         new_tokens[it.index] = new_tokens.get(it.index, 0) + int(g.n_tokens)
 
     texts = [prompts[it.index] for it in order]
+    cfgs = [samplings[it.index] for it in order]
     if hasattr(generation, "generate_iter"):
-        for j, g in generation.generate_iter(model, tokenizer, texts, sampling, progress=label, backend=backend):
+        for j, g in generation.generate_iter(model, tokenizer, texts, cfgs, progress=label, backend=backend):
             record(order[j], g)
     else:
-        step = max(1, sampling.batch_size * CHUNK_BATCHES)
+        step = max(1, cfgs[0].batch_size * CHUNK_BATCHES)
         for s in range(0, len(order), step):
-            gens = generation.generate(model, tokenizer, texts[s:s + step], sampling, progress=label, backend=backend)
+            gens = generation.generate(model, tokenizer, texts[s:s + step], cfgs[s:s + step], progress=label,
+                                       backend=backend)
             for it, g in zip(order[s:s + step], gens, strict=True):
                 record(it, g)
     return time.perf_counter() - t0

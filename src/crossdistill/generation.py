@@ -138,22 +138,29 @@ def generate(
     model,
     tokenizer,
     prompts: Sequence[str],
-    cfg: SamplingConfig | None = None,
+    cfg: SamplingConfig | Sequence[SamplingConfig] | None = None,
     *,
     progress: str | None = None,
     backend: str = "hf",
 ) -> list[Generation]:
     """Generate one completion per prompt; outputs are in input order.
 
-    ``prompts`` are already-rendered texts (see :func:`render_chat`). ``progress`` names a tqdm bar (tokens/s in the
+    ``prompts`` are already-rendered texts (see :func:`render_chat`). ``cfg`` is one SamplingConfig for every prompt,
+    or a list with one per prompt (token budget, stop strings, temperature and seed may differ by row; the engine
+    decodes them in one continuously batched run, the other paths run one call per distinct setting; ``batch_size``
+    is the first config's). ``progress`` names a tqdm bar (tokens/s in the
     postfix). ``backend="vllm"`` (or a ``vllm_backend.VllmModel`` as ``model``) hands the work to the model's vLLM
     engine (``model`` must then be a path or hub name, or that handle).
     """
-    cfg = cfg or SamplingConfig()
     prompts = list(prompts)
     if backend == "vllm" or _is_vllm_model(model):
-        return _generate_vllm(model, tokenizer, prompts, cfg, progress=progress)
-    out: list[Generation | None] = [None] * len(prompts)
+        out: list[Generation | None] = [None] * len(prompts)
+        for idx, c in _config_groups(prompts, cfg):
+            for i, g in zip(idx, _generate_vllm(model, tokenizer, [prompts[i] for i in idx], c, progress=progress),
+                            strict=True):
+                out[i] = g
+        return out  # type: ignore[return-value]
+    out = [None] * len(prompts)
     for i, g in generate_iter(model, tokenizer, prompts, cfg, progress=progress, backend=backend):
         out[i] = g
     assert all(g is not None for g in out)
@@ -164,7 +171,7 @@ def generate_iter(
     model,
     tokenizer,
     prompts: Sequence[str],
-    cfg: SamplingConfig | None = None,
+    cfg: SamplingConfig | Sequence[SamplingConfig] | None = None,
     *,
     progress: str | None = None,
     backend: str = "hf",
@@ -173,10 +180,12 @@ def generate_iter(
 
     Lets a caller append each result to disk as soon as it exists and resume later with the prompts still missing.
     """
-    cfg = cfg or SamplingConfig()
     prompts = list(prompts)
+    cfgs = _row_configs(prompts, cfg)
     if backend == "vllm" or _is_vllm_model(model):
-        yield from enumerate(_generate_vllm(model, tokenizer, prompts, cfg, progress=progress))
+        for idx, c in _config_groups(prompts, cfg):
+            gens = _generate_vllm(model, tokenizer, [prompts[i] for i in idx], c, progress=progress)
+            yield from zip(idx, gens, strict=True)
         return
     if backend != "hf":
         raise ValueError(f"unknown generation backend {backend!r} (expected 'hf' or 'vllm')")
@@ -184,9 +193,16 @@ def generate_iter(
         model = _load_hf_model(model)
     if not prompts:
         return
-    if cfg.max_new_tokens <= 0:
-        for i in range(len(prompts)):
+    live = [i for i, c in enumerate(cfgs) if c.max_new_tokens > 0]
+    for i in range(len(prompts)):
+        if cfgs[i].max_new_tokens <= 0:
             yield i, Generation("", 0, False)
+    if not live:
+        return
+    if len(live) < len(prompts):   # the rows with a budget, in their own run
+        for j, g in generate_iter(model, tokenizer, [prompts[i] for i in live], [cfgs[i] for i in live],
+                                  progress=progress, backend=backend):
+            yield live[j], g
         return
 
     was_training = bool(getattr(model, "training", False))
@@ -196,7 +212,7 @@ def generate_iter(
         engine = None
         if _engine_route(model) == "engine":
             try:
-                engine = _Engine(model, tokenizer, prompts, cfg)
+                engine = _Engine(model, tokenizer, prompts, cfgs)
             except _PagedUnsupported:   # the paged decode path cannot serve this model's attention
                 engine = None
         last_stats.clear()
@@ -210,9 +226,10 @@ def generate_iter(
                 bar.tick(engine.tokens_generated)
         else:
             last_stats.update(route="library", paged=0)
-            for i, g in _generate_static_hf(model, tokenizer, prompts, cfg):
-                bar.update(g.n_tokens)
-                yield i, g
+            for idx, c in _config_groups(prompts, cfgs):
+                for j, g in _generate_static_hf(model, tokenizer, [prompts[i] for i in idx], c):
+                    bar.update(g.n_tokens)
+                    yield idx[j], g
     finally:
         bar.close()
         if was_training:
@@ -355,6 +372,30 @@ def _tokenize(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
             ids = [int(fallback)]
         out.append(list(ids))
     return out
+
+
+def _row_configs(prompts: list[str], cfg) -> list[SamplingConfig]:
+    """One SamplingConfig per prompt (a single config applies to all)."""
+    if cfg is None or isinstance(cfg, SamplingConfig):
+        return [cfg or SamplingConfig()] * len(prompts)
+    cfgs = list(cfg)
+    if len(cfgs) != len(prompts):
+        raise ValueError(f"{len(cfgs)} sampling configs for {len(prompts)} prompts (give one, or one per prompt)")
+    return cfgs
+
+
+def _config_groups(prompts: list[str], cfg) -> list[tuple[list[int], SamplingConfig]]:
+    """(prompt indices, config) per distinct config, in order of first use: the paths that take one config per
+    call run one call per group."""
+    groups: dict[str, tuple[list[int], SamplingConfig]] = {}
+    for i, c in enumerate(_row_configs(prompts, cfg)):
+        groups.setdefault(repr(c), ([], c))[0].append(i)
+    return list(groups.values())
+
+
+def _sampling_key(cfg: SamplingConfig) -> tuple:
+    """The settings that decide how a row's next token is picked from its logits."""
+    return (True,) if cfg.greedy else (False, float(cfg.temperature), cfg.top_p, cfg.top_k)
 
 
 def _row_seed(seed: int, prompt: str, occurrence: int) -> int:
@@ -892,18 +933,24 @@ class _Engine:
     # tokens (rows x padded length) per prefill forward
     prefill_tokens = 4096
 
-    def __init__(self, model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig):
+    def __init__(self, model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig | Sequence[SamplingConfig]):
         from transformers.cache_utils import DynamicCache
 
         self._DynamicCache = DynamicCache
         self.model = model
         self.tok = tokenizer
-        self.cfg = cfg
+        prompts = list(prompts)
+        self.cfgs = _row_configs(prompts, cfg)   # one per prompt: budget, stops, sampling and seed may differ
+        self.cfg = self.cfgs[0] if self.cfgs else SamplingConfig()
         self.device = _model_device(model)
-        self.batch_size = max(1, int(cfg.batch_size))
+        self.batch_size = max(1, int(self.cfg.batch_size))
         self.n_layers = int(_text_config(model).num_hidden_layers)
         self.pad_id = _pad_id(model, tokenizer)
-        self.fin = _Finisher(tokenizer, cfg, _eos_ids(model, tokenizer))
+        eos = _eos_ids(model, tokenizer)
+        fins: dict[str, _Finisher] = {}
+        self.fins = [fins.setdefault(repr(c), _Finisher(tokenizer, c, eos)) for c in self.cfgs]
+        self.pick_keys = [_sampling_key(c) for c in self.cfgs]
+        self.one_picker = len(set(self.pick_keys)) <= 1
         self.logits_to_keep_ok = True
         self.cache_kwarg = _cache_kwarg(model)
         # paged KV + the GEMM-based decode attention (see _PagedStore, _decode_attention)
@@ -915,15 +962,18 @@ class _Engine:
         )
 
         self.ids = _tokenize(tokenizer, prompts)
+        # a sampled row's generator is seeded from (its seed, its prompt, the how-manieth such row it is), so a row
+        # draws the same tokens whatever else shares the run
         self.generators: list[torch.Generator | None] = [None] * len(prompts)
-        if not cfg.greedy:
-            seen: dict[str, int] = {}
-            for i, p in enumerate(prompts):
-                k = seen.get(p, 0)
-                seen[p] = k + 1
-                g = torch.Generator(device="cpu")
-                g.manual_seed(_row_seed(int(cfg.seed), p, k))
-                self.generators[i] = g
+        seen: dict[tuple[str, str], int] = {}
+        for i, (p, c) in enumerate(zip(prompts, self.cfgs, strict=True)):
+            if c.greedy:
+                continue
+            k = seen.get((repr(c), p), 0)
+            seen[(repr(c), p)] = k + 1
+            g = torch.Generator(device="cpu")
+            g.manual_seed(_row_seed(int(c.seed), p, k))
+            self.generators[i] = g
 
         # longest first: waves of similar lengths, and the long ones do not end up alone at the tail
         self.pending = sorted(range(len(prompts)), key=lambda i: len(self.ids[i]))  # pop() = longest
@@ -1102,8 +1152,7 @@ class _Engine:
         self.pos = torch.cat(poss) if poss else torch.zeros(0, dtype=torch.long, device=self.device)
         if new_rows:
             # first generated token of each new row comes from its prefill logits
-            gens = None if self.cfg.greedy else [r.generator for r in new_rows]
-            new_tok = _pick_tokens(torch.cat(first_logits, dim=0), self.cfg, gens)
+            new_tok = self._pick(torch.cat(first_logits, dim=0), new_rows)
             toks.append(new_tok)
         self.next_tok = torch.cat(toks) if toks else torch.zeros(0, dtype=torch.long, device=self.device)
         if new_rows:
@@ -1112,13 +1161,31 @@ class _Engine:
                 self._append(base + j, t)
 
     # ---------------------------------------------------------------- per-token bookkeeping
+    def _pick(self, logits: torch.Tensor, rows: list[_RowState | None]) -> torch.Tensor:
+        """Next token of each row (finished rows still in the batch take a greedy one that is never used), by the
+        row's own sampling settings: one pick over the batch when all rows share them, else one per setting."""
+        if self.one_picker:
+            cfg = self.cfg
+            gens = None if cfg.greedy else [r.generator if r is not None else None for r in rows]
+            return _pick_tokens(logits, cfg, gens)
+        keys = [self.pick_keys[r.index] if r is not None else (True,) for r in rows]
+        out = torch.empty(len(rows), dtype=torch.long, device=logits.device)
+        for key in dict.fromkeys(keys):
+            sel = [j for j, k in enumerate(keys) if k == key]
+            cfg = next((self.cfgs[rows[j].index] for j in sel if rows[j] is not None), SamplingConfig())
+            gens = None if cfg.greedy else [rows[j].generator if rows[j] is not None else None for j in sel]
+            st = torch.tensor(sel, dtype=torch.long, device=logits.device)
+            out[st] = _pick_tokens(logits.index_select(0, st), cfg, gens)
+        return out
+
     def _append(self, r: int, t: int) -> None:
         row = self.rows[r]
         row.tokens.append(t)
         self.tokens_generated += 1
-        status = self.fin.check(row)
+        fin = self.fins[row.index]
+        status = fin.check(row)
         if status is not None:
-            self._finished.append((row.index, self.fin.result(row, status)))
+            self._finished.append((row.index, fin.result(row, status)))
             self.rows[r] = None
             self.n_done += 1
 
@@ -1151,8 +1218,7 @@ class _Engine:
         mask = self.store.begin_step()
         logits = self._forward(self.next_tok[:, None], mask, self.pos[:, None], self.store.cache)
         self.pos = self.pos + 1
-        gens = None if self.cfg.greedy else [row.generator if row is not None else None for row in self.rows]
-        nxt = _pick_tokens(logits, self.cfg, gens)
+        nxt = self._pick(logits, self.rows)
         self.next_tok = nxt
         for r, t in enumerate(nxt.tolist()):
             if self.rows[r] is not None:
