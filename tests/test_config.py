@@ -14,7 +14,7 @@ def write(tmp_path, text, name="r.yaml"):
 def test_demo_recipe_loads_and_lists_tasks():
     cfg = load_config(default_recipe())
     assert set(cfg.domains) == {"math", "code", "text", "tools"}
-    assert {"seed", "sft", "sdft", "cdsdft"} <= set(cfg.methods)
+    assert {"seed", "sft", "cdsdft", "cdsdft-onpolicy"} <= set(cfg.methods)   # plain sdft: recipes/ only
     assert len(cfg.eval_tasks()) >= 5
 
 
