@@ -226,6 +226,40 @@ def test_half_precision_model_is_scored_in_fp32_and_restored():
     assert all(after[n].dtype == torch.bfloat16 and torch.equal(after[n], before[n]) for n in before)
 
 
+def test_a_lora_adapter_is_scored_folded_into_fp32_weights_and_restored():
+    """fp32 scoring folds the adapter into float32 copies of the base weights: the same scores as the adapter run
+    beside them (to fp32 rounding), and the bf16 base, the LoRA weights and the merge flags come back bit-exact."""
+    from peft import LoraConfig, get_peft_model
+
+    from crossdistill.evaluation import loglik
+    from crossdistill.models import build_tiny_model
+
+    model, tok = build_tiny_model()
+    model = model.to(torch.bfloat16)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    torch.manual_seed(0)
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    before = {n: p.clone() for n, p in peft.state_dict().items()}
+    layers = loglik._unmerged_lora_linears(peft)
+    assert len(layers) == 3 * 2   # two layers in the tiny model
+    folded = score_choices(peft, tok, MC_QUESTIONS[:2], batch_size=3)
+    with loglik._precision_ctx(peft, "auto", fold=False):   # the adapter beside the weights
+        with loglik.folded_lora(peft):
+            assert all(m.merged for m in layers)
+        assert not any(m.merged for m in layers)
+        beside = score_choices(peft, tok, MC_QUESTIONS[:2], batch_size=3, precision="model")
+    with peft.disable_adapter():
+        seed = score_choices(peft, tok, MC_QUESTIONS[:2], batch_size=3)
+    for a, b, c in zip(folded, beside, seed):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert max(abs(x - y) for a, c in zip(folded, seed) for x, y in zip(a, c)) > 1e-2   # the adapter matters
+    after = peft.state_dict()
+    assert all(after[n].dtype == before[n].dtype and torch.equal(after[n], before[n]) for n in before)
+    assert not any(m.merged for m in layers)
+
+
 def test_encode_pair_follows_lm_eval():
     from crossdistill.models import build_tiny_tokenizer
 

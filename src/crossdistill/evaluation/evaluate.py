@@ -708,7 +708,7 @@ def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, 
     import torch
 
     from ..training import _adapter_disabled
-    from .loglik import _precision_ctx
+    from .loglik import _precision_ctx, folded_lora
 
     seed_ctx = (lambda: contextlib.nullcontext()) if seed_model is not None else (lambda: _adapter_disabled(model))
     seed_m = seed_model if seed_model is not None else model
@@ -720,12 +720,18 @@ def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, 
     bar = _bar(sum(s is not None for s in seqs), f"{spec.name} kl", progress)
     # Batch by batch: the model's logits, then the seed's on the same batch (same shapes: no batch-shape noise).
     order = [i for i, s in enumerate(seqs) if s is not None]   # 16 sequences at a time: bounded memory
-    with _precision_ctx(model, "auto"), (_precision_ctx(seed_model, "auto") if seed_model is not None
-                                         else contextlib.nullcontext()):
+    if seed_model is None and not hasattr(model, "peft_config"):
+        # the model is its own seed (no adapter to disable): KL(seed || seed) is exactly 0, no forward needed
+        kl = {i: (0.0, len(seqs[i][0]) - seqs[i][1]) for i in order}
+        order = []
+    # the adapter is folded only while the model's own logits run: the seed's are the same weights, adapter disabled
+    with _precision_ctx(model, "auto", fold=False), (_precision_ctx(seed_model, "auto") if seed_model is not None
+                                                     else contextlib.nullcontext()):
         for b in range(0, len(order), 16):
             part = set(order[b:b + 16])
             chunk = [seqs[i] if i in part else None for i in range(len(seqs))]
-            mine = {i: lg for i, lg in _response_logits(model, chunk, bs)}
+            with folded_lora(model):
+                mine = {i: lg for i, lg in _response_logits(model, chunk, bs)}
             with seed_ctx():
                 for i, lg_s in _response_logits(seed_m, chunk, bs):
                     lp_s = torch.log_softmax(lg_s, dim=-1)
