@@ -6,7 +6,8 @@
 For each MODEL=RECIPE pair (default: the default model on the demo's domain data, and Qwen2.5-Coder-0.5B on the
 CPU pilot's, recipes/experiment-qwen-cpu.yaml with data_dir=/work/shared/data when it exists), the recipe's domains
 are capped at `--per-domain` records each (the first N of the recipe's seeded shuffle, so a subset of what the
-recipe distills), the model is loaded once, and the real distill stage runs twice into one output folder:
+recipe distills; a recipe's per-domain `num_candidates` is dropped, so every domain gets each run's n), the model
+is loaded once, and the real distill stage runs twice into one output folder:
 
 1. greedy-only: `distill.num_candidates=1, temperature=0` (the stage's previous behaviour, with the per-domain
    budgets and stops of the recipe);
@@ -66,6 +67,7 @@ def bench_one(model_name: str, recipe: str, args) -> dict:
         cfg.domains = {d: c for d, c in cfg.domains.items() if d in keep}
     for d in cfg.domains.values():
         d.size = min(d.size or args.per_domain, args.per_domain)
+        d.num_candidates = None   # every domain gets each run's n (the recipe's per-domain n would cap the ceiling)
     records = prepare_domain_data(cfg)
     model, tok = load_model(cfg.model, dtype=cfg.distill.dtype)
     runs: dict[str, dict] = {}

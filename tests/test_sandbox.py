@@ -368,6 +368,37 @@ def test_run_many_preserves_order():
     assert run_many([]) == []
 
 
+def test_run_many_reruns_an_error_the_machine_may_have_caused(monkeypatch):
+    """A verdict the program may not have caused (here: the first run of two jobs reports a kill by signal, as a fork
+    or memory limit hit by a busy machine would) is run once more alone; the second verdict stands. An error the
+    program causes (it does not compile) is not rerun, and stays an error."""
+    import crossdistill.sandbox as sb
+
+    real_dispatch, real_run = sb._dispatch, sb.run_tests
+    seen, reruns = set(), []
+
+    def flaky(slot, code, tests, setup, lim):
+        v = real_dispatch(slot, code, tests, setup, lim)
+        if code not in seen and "return a" in code:   # the two programs that compile
+            seen.add(code)
+            return sb.Verdict("error", False, "[sandbox] error: killed by signal SIGKILL", "", 0.0, len(tests), 0)
+        return v
+
+    def counted(code, *a, **k):
+        reruns.append(code)
+        return real_run(code, *a, **k)
+
+    monkeypatch.setattr(sb, "PRESTART", True)
+    monkeypatch.setattr(sb, "_dispatch", flaky)
+    monkeypatch.setattr(sb, "run_tests", counted)
+    jobs = [{"code": ADD, "tests": ADD_TESTS}, {"code": "def add(a, b):\n    return a - b\n", "tests": ADD_TESTS},
+            {"code": "def add(a, b) return", "tests": ADD_TESTS}]
+    verdicts = run_many(jobs, limits=FAST, workers=2)
+    assert [v.status for v in verdicts] == ["pass", "fail", "error"]
+    assert sorted(reruns) == sorted(j["code"] for j in jobs[:2])       # the two killed ones, once each
+    assert "compile" in verdicts[2].stderr_tail
+
+
 def test_run_many_progress_bar(capsys):
     verdicts = run_many([{"code": ADD, "tests": ADD_TESTS}] * 3, limits=FAST, progress="verify")
     assert all(v.passed for v in verdicts)

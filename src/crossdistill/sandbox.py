@@ -1497,7 +1497,23 @@ def run_many(jobs: list[dict], limits: SandboxLimits | None = None, workers: int
     finally:
         if bar is not None:
             bar.close()
+    # An "error" the program may not have caused (killed by a signal, gone without a report, a sandbox fault) runs
+    # once more, alone and in a fresh interpreter, and the second verdict stands: a program that does it itself
+    # does it again, a machine under load (a fork or memory limit hit by the neighbours) does not get to change a
+    # verdict, and so what distill writes.
+    for i, v in enumerate(results):
+        if v is not None and v.status == "error" and any(m in v.stderr_tail for m in _TRANSIENT_ERRORS):
+            j = jobs[i]
+            try:
+                results[i] = run_tests(j["code"], j.get("tests", []), j.get("setup", "") or "", lim)
+            except Exception as e:  # noqa: BLE001
+                results[i] = Verdict("error", False, f"[sandbox] internal error: {e!r}", "", 0.0,
+                                     len(j.get("tests", [])), 0)
     return [r for r in results]  # type: ignore[misc]
+
+
+# run_many's verdicts that may come from the machine rather than the program (rerun once)
+_TRANSIENT_ERRORS = ("[sandbox] error: killed by signal", "without a report", "[sandbox] internal error")
 
 
 def _selftest() -> dict[str, Any]:  # pragma: no cover - handy from the shell
