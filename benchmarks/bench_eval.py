@@ -1,12 +1,18 @@
 """Multiple-choice scoring speed: prefix-shared batched scorer (ours) vs one full forward per choice (baseline).
 
     python benchmarks/bench_eval.py [--model smollm2-135m-instruct] [--task arc-easy] [--items 100] [--dtype auto]
+        [--adapter-rank 16]
 
 A third, lm-eval-style scorer (all context+continuation rows in right-padded batches, no sharing) is timed too
 and reported as extra keys. All scorers run on the same items (the first N of the task's seeded shuffle, lm-eval's context format), in the same
 process, after a short warm-up of each. Prints per-scorer items/s, accuracy of each (they must agree), the largest
 log-likelihood difference, and a last line of JSON:
 {"model", "items", "ours_items_s", "baseline_items_s", "ratio", ...}.
+
+With `--adapter-rank R` the model carries a LoRA adapter (rank R, all linear layers, seeded non-zero B, as after
+training) and a fourth scorer runs ours with the adapter beside the base weights (PEFT's forward) instead of folded
+into fp32 copies of them (`loglik.folded_lora`, what the eval does): keys "adapter_beside_items_s",
+"fold_ratio" (beside time / folded time) and "fold_max_loglik_diff".
 """
 from __future__ import annotations
 
@@ -74,6 +80,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=10, help="questions per interleaved timing chunk")
     ap.add_argument("--precision", default="auto", help="scoring precision: auto (fp32 on CPU) | fp32 | model")
+    ap.add_argument("--adapter-rank", type=int, default=0, help="score with a LoRA of this rank: folded vs beside")
     args = ap.parse_args()
 
     import torch
@@ -83,6 +90,15 @@ def main() -> None:
     from crossdistill.models import load_model
 
     model, tok = load_model(args.model, dtype=args.dtype)
+    if args.adapter_rank:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=args.adapter_rank, lora_alpha=2 * args.adapter_rank,
+                                                 target_modules="all-linear")).eval()
+        g = torch.Generator().manual_seed(args.seed)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.data.copy_(torch.randn(p.shape, generator=g) * 0.02)
     spec = T.resolve_task(args.task)
     if spec.type != "multiple_choice":
         sys.exit(f"{args.task} is not a multiple-choice task")
@@ -99,6 +115,12 @@ def main() -> None:
         "batched": lambda qs: _with_precision(model, args.precision,
                                               lambda: score_batched_no_sharing(model, tok, qs, args.batch_size)),
     }
+    if args.adapter_rank:
+        def beside(qs):
+            with _precision_ctx(model, args.precision, fold=False):
+                return score_choices(model, tok, qs, batch_size=args.batch_size, precision="model")
+
+        scorers["adapter_beside"] = beside
     warm = questions[: min(4, len(questions))]
     for fn in scorers.values():
         fn(warm)
@@ -109,7 +131,7 @@ def main() -> None:
     names = list(scorers)
     for c, start in enumerate(range(0, len(questions), args.chunk)):
         chunk = questions[start:start + args.chunk]
-        for k in names[c % 3:] + names[:c % 3]:
+        for k in names[c % len(names):] + names[:c % len(names)]:
             t0 = time.perf_counter()
             res[k].extend(scorers[k](chunk))
             secs[k] += time.perf_counter() - t0
@@ -125,6 +147,12 @@ def main() -> None:
 
     acc_ours, acc_base, acc_batched = acc(ours), acc(base), acc(batched)
     max_diff = max(abs(a - b) for u, v in zip(ours, base) for a, b in zip(u, v))
+    fold_diff = max(abs(a - b) for u, v in zip(ours, res["adapter_beside"]) for a, b in zip(u, v)) \
+        if args.adapter_rank else 0.0
+    if args.adapter_rank:
+        print(f"adapter r{args.adapter_rank} beside the weights: {secs['adapter_beside']:.2f}s vs folded "
+              f"{t_ours:.2f}s: {secs['adapter_beside'] / t_ours:.2f}x; max |loglik diff| {fold_diff:.2e}",
+              file=sys.stderr)
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     print(f"{args.task}: {len(records)} items, {n_choices} choices, model {args.model} (loaded {dtype}, "
           f"scored in {score_dtype}), "
@@ -142,7 +170,11 @@ def main() -> None:
                       "acc_baseline": acc_base, "same_acc": acc_ours == acc_base,
                       "max_loglik_diff": float(f"{max_diff:.3e}"),
                       "batched_no_sharing_items_s": round(len(records) / t_batched, 3),
-                      "ratio_vs_batched_no_sharing": round(t_batched / t_ours, 3), "acc_batched_no_sharing": acc_batched}))
+                      "ratio_vs_batched_no_sharing": round(t_batched / t_ours, 3), "acc_batched_no_sharing": acc_batched,
+                      **({"adapter_rank": args.adapter_rank,
+                          "adapter_beside_items_s": round(len(records) / secs["adapter_beside"], 3),
+                          "fold_ratio": round(secs["adapter_beside"] / t_ours, 3),
+                          "fold_max_loglik_diff": float(f"{fold_diff:.3e}")} if args.adapter_rank else {})}))
 
 
 if __name__ == "__main__":
