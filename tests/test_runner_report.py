@@ -368,3 +368,26 @@ def test_distill_step_makes_the_data_it_reads_first(tmp_path, monkeypatch):
     assert calls == ["data", "distill"]
     runner.run(make_cfg(tmp_path, "seed=3"), only=["distill"])   # new data key: data again, then distill
     assert calls == ["data", "distill", "data", "distill"]
+
+
+def test_gain_retention_rows_and_report_section(tmp_path):
+    """`retention: {reference: sft}`: the in-domain task gets a row per other trained method, Holm-adjusted, and the
+    report a "Gain retention" section; without a reference there are no rows. A reference that is not a trained
+    method is an error naming the field."""
+    from crossdistill.errors import UserError
+    from crossdistill.report import write_report
+
+    cfg = make_cfg(tmp_path, "retention.reference=sft")
+    ev = Path(cfg.output_dir) / "eval"
+    _eval_dir(ev / "seed", "gsm8k", [False] * 40)
+    _eval_dir(ev / "sft", "gsm8k", [True] * 20 + [False] * 20)          # gains 0.5
+    _eval_dir(ev / "cdsdft", "gsm8k", [True] * 20 + [False] * 20)       # keeps all of it
+    res = runner.collect_results(cfg)
+    (row,) = res["retention"]
+    assert row["method"] == "cdsdft" and row["reference"] == "sft" and row["task"] == "gsm8k"
+    assert row["retained"] == pytest.approx(1.0) and row["verdict"] == "keeps >= 90%"
+    write_report(cfg.output_dir)
+    assert "## Gain retention" in (Path(cfg.output_dir) / "report.md").read_text()
+    assert runner.collect_results(make_cfg(tmp_path))["retention"] == []
+    with pytest.raises(UserError, match="retention.reference"):
+        make_cfg(tmp_path, "retention.reference=seed")

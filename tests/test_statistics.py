@@ -163,3 +163,57 @@ def test_score_entry_records_per_item_scores_only_for_plain_means():
     assert "per_item" not in score_entry("t", "m", [1.0, 0.0], ids=["a", "a"])           # an item scored twice
     assert "per_item" not in score_entry("t", "m", [1.0, 0.0], ids=["a", "b"], weights=[1, 3])
     assert "per_item" not in score_entry("t", "m", [1.0, 0.0])
+
+
+# --- gain retention (issue 17, question 1) ------------------------------------------------------------------
+
+def test_one_sided_sign_flip_by_hand():
+    # d = [1, 1, 1]: of the 8 sign vectors, 1 has a sum >= 3 and 2 have |sum| >= 3
+    assert S.sign_flip_test([1, 1, 1], alternative="greater") == (pytest.approx(1 / 8), True)
+    assert S.sign_flip_test([1, 1, 1]) == (pytest.approx(2 / 8), True)
+    assert S.sign_flip_test([-1, -1, -1], alternative="greater")[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        S.sign_flip_test([1], alternative="less")
+
+
+def test_retention_on_fixed_items():
+    n = 12
+    seed, ref = [0.0] * n, [1.0] * n
+    keeps = S.retention(seed, ref, [0.95] * n, share=0.9, lower_is_better=False)
+    # every item: 0.95 - 0.9 * 1 = +0.05 > 0 -> one-sided exact p = 1 / 2^12
+    assert keeps["retained"] == pytest.approx(0.95) and keeps["p"] == pytest.approx(1 / 2 ** n)
+    assert keeps["retained_ci_low"] == pytest.approx(0.95) and keeps["margin"] == pytest.approx(0.05)
+    half = S.retention(seed, ref, [0.5] * n, share=0.9, lower_is_better=False)
+    assert half["retained"] == pytest.approx(0.5) and half["p"] == pytest.approx(1.0)
+    # lower is better (bits per byte): the seed at 1.0, the reference gains 0.5, the method 0.45 = exactly 90%
+    bpb = S.retention([1.0] * n, [0.5] * n, [0.55] * n, share=0.9, lower_is_better=True)
+    assert bpb["gain_reference"] == pytest.approx(0.5) and bpb["retained"] == pytest.approx(0.9)
+    assert bpb["p"] == 1.0          # d = 0 on every item: no evidence of keeping more than 90%
+    # the reference did not gain: nothing to keep, no ratio
+    assert S.retention(seed, [-0.1] * n, [0.2] * n, share=0.9, lower_is_better=False)["retained"] is None
+
+
+def test_retention_rows_read_eval_folders_and_adjust(tmp_path):
+    import json
+
+    def eval_dir(name, vals):
+        d = tmp_path / name
+        (d / "samples").mkdir(parents=True)
+        scores = [{"task": "t", "metric": "bpb", "value": sum(vals) / len(vals)}]
+        (d / "results.json").write_text(json.dumps({"scores": scores}))
+        (d / "samples" / "t.meta.json").write_text(json.dumps({"scores": scores, "per_item": {
+            "bpb": {f"i{i}": x for i, x in enumerate(vals)}}}))
+
+    rng = np.random.default_rng(0)
+    base = 1 + rng.normal(0, 0.05, 40)
+    eval_dir("seed", list(base))
+    eval_dir("sft", list(base - 0.20 + rng.normal(0, 0.01, 40)))
+    eval_dir("good", list(base - 0.19 + rng.normal(0, 0.01, 40)))     # keeps 95%
+    eval_dir("poor", list(base - 0.05 + rng.normal(0, 0.01, 40)))     # keeps 25%
+    rows = S.retention_rows(tmp_path, reference="sft", methods=["good", "poor", "missing"], tasks=["t", "u"],
+                            primary={"t": "bpb"}, share=0.9)
+    by = {r["method"]: r for r in rows}
+    assert set(by) == {"good", "poor"} and all(r["family"] == "retention" for r in rows)
+    assert by["good"]["verdict"] == "keeps >= 90%" and by["good"]["p_holm"] <= 2 * by["good"]["p"]
+    assert by["poor"]["verdict"] == "not shown" and by["poor"]["retained"] == pytest.approx(0.25, abs=0.05)
+    assert by["good"]["retained_ci_low"] < 0.95 < by["good"]["retained_ci_high"]

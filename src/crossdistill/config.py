@@ -380,6 +380,19 @@ class ProbeConfig:
         _check(self.max_length is None or self.max_length >= 16, "must be >= 16 (or null)", "probe.max_length")
 
 
+@dataclass
+class RetentionConfig:
+    """Gain retention (results.json `retention`, report "Gain retention"): on each in-domain task, does every other
+    trained method keep at least `share` of `reference`'s gain over the seed? (`statistics.retention`: one-sided
+    sign-flip test of g_method − share·g_reference per item, Holm over the rows.) Off while `reference` is null."""
+
+    reference: str | None = None   # a trained method of the recipe, e.g. the rank-matched sft
+    share: float = 0.9
+
+    def __post_init__(self):
+        _check(0 < self.share <= 1, "must be in (0, 1]", "retention.share")
+
+
 def _default_methods() -> dict[str, dict | None]:
     return {"seed": None, "sft": {"method": "sft"}, "sdft": {"method": "sdft"}, "cdsdft": {"method": "cdsdft"}}
 
@@ -398,6 +411,7 @@ class Config:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     # Named methods the runner compares: name -> overrides of `train` (None for the untouched seed model).
     methods: dict[str, dict | None] = field(default_factory=_default_methods)
     # Leave-one-domain-out: also train methods without each domain that has eval tasks. true: every trained
@@ -420,6 +434,11 @@ class Config:
         for name, overrides in self.methods.items():
             if overrides is not None:
                 self.train_config_for(name)  # validates the overrides now, not at training time
+        ref = self.retention.reference
+        if ref is not None and self.methods.get(ref) is None:
+            trained = [m for m, o in self.methods.items() if o is not None]
+            raise UserError(f"'{ref}' is not a trained method of this recipe{suggest(str(ref), trained)}; trained: "
+                            f"{', '.join(trained)}", file=self.recipe_path, field="retention.reference")
         if isinstance(self.lodo, list):
             for name in self.lodo:
                 if self.methods.get(name) is None:   # not in the recipe, or the untrained seed model

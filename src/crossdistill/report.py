@@ -403,6 +403,29 @@ def _comparisons_section(results: dict, prim: dict[str, str]) -> Section | None:
                            "family", "verdict"], rows), Text(note)])
 
 
+def _retention_section(results: dict) -> Section | None:
+    """Does each method keep a share of the reference method's in-domain gain (recipe `retention`)?"""
+    rows = []
+    for r in results.get("retention", []):
+        kept = "—" if r.get("retained") is None else (
+            f"{r['retained']:.2f}" + ("" if r.get("retained_ci_low") is None else
+                                       f" [{r['retained_ci_low']:.2f}, {r['retained_ci_high']:.2f}]"))
+        rows.append([r["method"], r["reference"], r["task"], r["metric"], _fmt(r.get("gain_method"), 4),
+                     _fmt(r.get("gain_reference"), 4), kept, str(r.get("n")), _fmt(r.get("p"), 4),
+                     _fmt(r.get("p_holm"), 4), r.get("verdict", "—")])
+    if not rows:
+        return None
+    share = results["retention"][0]["share"]
+    note = (f"Gains are over the seed, signed so that an improvement is positive (lower bits per byte is a gain). "
+            f"retained = mean gain of the method / mean gain of the reference, with a bootstrap 95% CI over items. "
+            f"p: one-sided sign-flip test that the method keeps at least {share:.0%} of the reference's gain "
+            f"(per item: gain − {share:g} × reference gain > 0), Holm over these rows; 'not shown' is not evidence "
+            f"that it keeps less.")
+    return Section("Gain retention",
+                   [Table(["method", "reference", "task", "metric", "gain", "reference gain", "retained [95% CI]",
+                           "n", "p", "p (Holm)", "verdict"], rows), Text(note)])
+
+
 def _lodo_section(scores: list[dict], paired_lodo: dict) -> Section | None:
     lodo = [s for s in scores if s.get("left_out_domain")]
     if not lodo:
@@ -525,7 +548,8 @@ def build_report(out: Path) -> Report:
             plots.append(Section(caption, [Image(caption, f"{name}.png", data)]))
     sections = [_setup_section(results, sizes, overlap, dstats), _scores_section(scores),
                 _forgetting_section(fm_methods, fm_tasks, delta, paired), _tasks_section(results, prim),
-                _comparisons_section(results, prim), *plots, _lodo_section(scores, paired_lodo),
+                _comparisons_section(results, prim), _retention_section(results), *plots,
+                _lodo_section(scores, paired_lodo),
                 invariance_section(out), _timing_section(dstats, train_stats, timing)]
     recipe = results.get("recipe")
     intro = Text(f"Recipe: `{recipe}` · seed {results.get('seed')}",

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .config import Config, stable_hash, train_key
 from .errors import UserError
 from .io import write_json, write_text
-from .statistics import SEED, adjust, chance_flags, paired_deltas, primary_metrics
+from .statistics import SEED, adjust, chance_flags, paired_deltas, primary_metrics, retention_rows
 
 
 @dataclass
@@ -384,6 +384,12 @@ def collect_results(cfg: Config) -> dict:
     in_domain = [_task_name(t) for d in cfg.domains.values() for t in d.eval]
     at_chance = chance_flags(scores)
     adjust(deltas, in_domain=set(in_domain), primary=primary_metrics(scores), at_chance=at_chance)
+    # Gain retention (recipe `retention`): every other trained method against the reference on the in-domain tasks
+    ref = cfg.retention.reference
+    retention = retention_rows(out / "eval", reference=ref, methods=[m for m in methods if m not in (SEED, ref)],
+                               tasks=list(dict.fromkeys(in_domain)), primary=primary_metrics(scores),
+                               share=cfg.retention.share, cache=items) \
+        if ref is not None and SEED in methods and ref in methods else []
     results = {
         "model": cfg.model,
         "recipe": cfg.recipe_path,
@@ -396,6 +402,7 @@ def collect_results(cfg: Config) -> dict:
         "method_setup": _method_setup(cfg, methods),
         "at_chance": at_chance,
         "deltas": deltas,
+        "retention": retention,
     }
     write_json(out / "results.json", results)
     return results

@@ -64,18 +64,22 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def sign_flip_test(d: Sequence[float], *, exact_max: int = EXACT_MAX, resamples: int = MC_RESAMPLES,
-                   seed: int = 0) -> tuple[float, bool]:
-    """Two-sided paired permutation (sign-flip) test of mean(d) = 0. Returns (p, exact)."""
+                   seed: int = 0, alternative: str = "two-sided") -> tuple[float, bool]:
+    """Paired permutation (sign-flip) test of mean(d) = 0, two-sided, or one-sided against mean(d) > 0
+    (`alternative="greater"`). Returns (p, exact)."""
+    if alternative not in ("two-sided", "greater"):
+        raise ValueError(f"alternative must be two-sided or greater (got {alternative!r})")
     x = np.asarray(d, dtype=np.float64)
     x = x[x != 0]
     m = len(x)
     if m == 0:
         return 1.0, True
-    t = abs(x.sum())
+    stat = np.abs if alternative == "two-sided" else (lambda v: v)
+    t = float(stat(x.sum()))
     tol = 1e-12 * max(1.0, float(np.abs(x).sum()))
     if m <= exact_max:
         signs = ((np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1) * 2 - 1
-        stats = np.abs(signs @ x)
+        stats = stat(signs @ x)
         return float(np.mean(stats >= t - tol)), True
     rng = np.random.default_rng(seed)
     hits = 0
@@ -84,7 +88,7 @@ def sign_flip_test(d: Sequence[float], *, exact_max: int = EXACT_MAX, resamples:
     while done < resamples:
         k = min(chunk, resamples - done)
         signs = rng.integers(0, 2, size=(k, m)) * 2 - 1
-        hits += int(np.sum(np.abs(signs @ x) >= t - tol))
+        hits += int(np.sum(stat(signs @ x) >= t - tol))
         done += k
     return (1 + hits) / (1 + resamples), False
 
@@ -247,6 +251,76 @@ def compare(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> dict:
     m = mde(sd, len(diff))
     return {"delta": d, "ci_low": lo, "ci_high": hi, "n": len(diff), "paired": True, "test": test,
             "p": round(p, 12), "mde": None if m is None else round(m, 12)}
+
+
+def retention(seed: Sequence[float], reference: Sequence[float], method: Sequence[float], *, share: float,
+              lower_is_better: bool, resamples: int = 2000, seed_rng: int = 0) -> dict:
+    """Does `method` keep at least `share` of `reference`'s gain over the seed? Per item (the same items for all
+    three), the gains g = ±(model − seed), signed so that an improvement is positive. The statistic is
+    d = g_method − share · g_reference; H0: mean(d) <= 0 (it keeps less), H1: mean(d) > 0, by a one-sided sign-flip
+    permutation test. Also the retained fraction mean(g_method) / mean(g_reference) with a percentile bootstrap
+    95% CI over items (None when the reference gained nothing on average: there is no gain to keep)."""
+    sign = -1.0 if lower_is_better else 1.0
+    s, r, m = (np.asarray(v, dtype=np.float64) for v in (seed, reference, method))
+    g_r, g_m = sign * (r - s), sign * (m - s)
+    d = g_m - share * g_r
+    p, _ = sign_flip_test(d, alternative="greater", seed=seed_rng)
+    n = len(d)
+    ratio = lo = hi = None
+    if n and g_r.mean() > 0:
+        ratio = float(g_m.mean() / g_r.mean())
+        rng = np.random.default_rng(seed_rng)
+        idx = rng.integers(0, n, size=(resamples, n))
+        den = g_r[idx].mean(1)
+        ok = den > 0
+        if ok.any():
+            rs = g_m[idx].mean(1)[ok] / den[ok]
+            lo, hi = (float(v) for v in np.percentile(rs, [2.5, 97.5]))
+    return {"n": n, "share": share, "gain_method": float(g_m.mean()) if n else None,
+            "gain_reference": float(g_r.mean()) if n else None, "retained": ratio, "retained_ci_low": lo,
+            "retained_ci_high": hi, "margin": float(d.mean()) if n else None, "test": "sign_flip_greater",
+            "p": round(p, 12)}
+
+
+def retention_rows(eval_root: Path, *, reference: str, methods: Sequence[str], tasks: Sequence[str],
+                   primary: dict[str, str], share: float, cache: dict | None = None) -> list[dict]:
+    """`retention` of every method against `reference` on each task's primary metric (the items all three scored,
+    read from eval_root/<method>/samples), Holm-adjusted together (family "retention"); verdict "keeps >= X%" when
+    p_holm < 0.05, "reference did not gain" when there was no gain to keep, else "not shown"."""
+    cache = {} if cache is None else cache
+
+    def items_of(m: str, task: str, metric: str) -> dict[str, float] | None:
+        res = eval_root / m / "results.json"
+        if not res.exists():
+            return None
+        val = next((x["value"] for x in json.loads(res.read_text())["scores"]
+                    if x["task"] == task and x["metric"] == metric), None)
+        return _checked_items(eval_root / m, task, metric, val, cache)
+
+    rows = []
+    for task in tasks:
+        metric = primary.get(task)
+        base, ref = (items_of(SEED, task, metric), items_of(reference, task, metric)) if metric else (None, None)
+        if base is None or ref is None:
+            continue
+        for m in methods:
+            mine = items_of(m, task, metric)
+            ids = [i for i in base if i in ref and i in (mine or {})]
+            if not ids:
+                continue
+            rows.append({"method": m, "reference": reference, "task": task, "metric": metric,
+                         **retention([base[i] for i in ids], [ref[i] for i in ids], [mine[i] for i in ids],
+                                     share=share, lower_is_better=metric in LOWER_IS_BETTER)})
+    for r, ph in zip(rows, holm([r["p"] for r in rows])):
+        r["family"] = "retention"
+        r["p_holm"] = None if ph is None else round(ph, 12)
+        if r["retained"] is None:
+            r["verdict"] = "reference did not gain"
+        elif r["p_holm"] is not None and r["p_holm"] < ALPHA:
+            r["verdict"] = f"keeps >= {share:.0%}"
+        else:
+            r["verdict"] = "not shown"
+    return rows
 
 
 def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict | None = None) -> list[dict]:
