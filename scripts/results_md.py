@@ -118,7 +118,7 @@ def model_section(res_path: Path) -> list[str]:
     md += claim_tables(res, prim, CLAIMS)
     lodo = {}
     for d in res.get("deltas", []):
-        if d.get("left_out_domain") and d["metric"] == prim.get(d["task"]):
+        if d.get("left_out_domain") and d["metric"] == prim.get(d["task"]) and d["vs"] in ("seed", d["method"]):
             lodo.setdefault((d["method"], d["left_out_domain"], d["task"]), {})["seed" if d["vs"] == "seed" else "all"] = d
     md += ["", "### Leave-one-domain-out", ""]
     if lodo:

@@ -224,6 +224,26 @@ def test_lodo_deltas_against_full_method_and_seed(tmp_path):
     assert res["lodo_domains"] == ["math"]
 
 
+def test_lodo_runs_of_two_methods_are_compared_on_the_left_out_domain(tmp_path):
+    """Issue 17's question 3: trained without math, does cdsdft do better on math's tasks than sft? A row with
+    method cdsdft, vs sft, left_out_domain math, in the lodo family."""
+    cfg = make_cfg(tmp_path, "lodo=[sft, cdsdft]")
+    ev = Path(cfg.output_dir) / "eval"
+    for name, vals in (("seed", [True, False, True, False]), ("sft", [True, True, True, False]),
+                       ("cdsdft", [True, True, True, True]), ("sft__lodo-math", [False, False, True, False]),
+                       ("cdsdft__lodo-math", [True, False, True, True])):
+        _eval_dir(ev / name, "gsm8k", vals)
+    res = runner.collect_results(cfg)
+    (row,) = [d for d in res["deltas"] if d.get("left_out_domain") == "math" and d["method"] == "cdsdft"
+              and d["vs"] == "sft"]
+    assert row["delta"] == pytest.approx(0.5) and row["family"] == "lodo" and row["n"] == 4
+    from crossdistill.report import write_report
+
+    write_report(cfg.output_dir)
+    md = (Path(cfg.output_dir) / "report.md").read_text()
+    assert "Two methods both trained without the domain" in md and "| cdsdft | sft | math | gsm8k |" in md
+
+
 def test_a_new_eval_task_keeps_the_finished_ones(tmp_path, fake_stages):
     """An eval step's folder survives a key change (each task's samples carry their own hash); a train step's not."""
     cfg = make_cfg(tmp_path)

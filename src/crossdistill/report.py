@@ -426,7 +426,7 @@ def _retention_section(results: dict) -> Section | None:
                            "n", "p", "p (Holm)", "verdict"], rows), Text(note)])
 
 
-def _lodo_section(scores: list[dict], paired_lodo: dict) -> Section | None:
+def _lodo_section(scores: list[dict], paired_lodo: dict, cross: list[dict] | None = None) -> Section | None:
     lodo = [s for s in scores if s.get("left_out_domain")]
     if not lodo:
         return None
@@ -442,9 +442,17 @@ def _lodo_section(scores: list[dict], paired_lodo: dict) -> Section | None:
     note = ("Each method trained again on every domain but one, scored on that domain's tasks. *without − with*: "
             "what leaving the domain out costs; *without − seed*: what training on the other domains alone did "
             "to it (transfer when above 0, forgetting when below).")
-    return Section("Leave-one-domain-out", [
-        Text(note), Table(["method", "left-out domain", "task", "metric", "seed", "with domain", "without domain",
-                           "without − with [paired CI]", "without − seed [paired CI]"], rows)])
+    blocks = [Text(note), Table(["method", "left-out domain", "task", "metric", "seed", "with domain",
+                                 "without domain", "without − with [paired CI]", "without − seed [paired CI]"], rows)]
+    if cross:
+        blocks += [Text("Two methods both trained without the domain, on its tasks (method − vs; Holm within the "
+                        "lodo family):"),
+                   Table(["method", "vs", "left-out domain", "task", "metric", "delta [95% CI]", "n", "p (Holm)",
+                          "verdict"],
+                         [[d["method"], d["vs"], d["left_out_domain"], d["task"], d["metric"],
+                           f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]", str(d.get("n")),
+                           _fmt(d.get("p_holm"), 4), d.get("verdict", "—")] for d in cross])]
+    return Section("Leave-one-domain-out", blocks)
 
 
 def _timing_section(dstats: dict, train_stats: dict[str, dict], timing: dict[str, dict]) -> Section | None:
@@ -540,7 +548,9 @@ def build_report(out: Path) -> Report:
     paired = {(d["method"], d["task"]): d for d in results.get("deltas", [])
               if not d.get("left_out_domain") and d.get("vs") == SEED and d["metric"] == prim.get(d["task"])}
     paired_lodo = {(d["vs"] == SEED, d["method"], d["left_out_domain"], d["task"], d["metric"]): d
-                   for d in results.get("deltas", []) if d.get("left_out_domain")}
+                   for d in results.get("deltas", []) if d.get("left_out_domain") and d["vs"] in (SEED, d["method"])}
+    cross_lodo = [d for d in results.get("deltas", []) if d.get("left_out_domain")
+                  and d["vs"] not in (SEED, d["method"]) and d["metric"] == prim.get(d["task"])]
     plots = []
     for name, caption, data in (("deltas", "Deltas vs seed", plot_deltas(fm_methods, fm_tasks, delta, paired)),
                                 ("training", "Training curves per loss term", plot_training(logs))):
@@ -549,7 +559,7 @@ def build_report(out: Path) -> Report:
     sections = [_setup_section(results, sizes, overlap, dstats), _scores_section(scores),
                 _forgetting_section(fm_methods, fm_tasks, delta, paired), _tasks_section(results, prim),
                 _comparisons_section(results, prim), _retention_section(results), *plots,
-                _lodo_section(scores, paired_lodo),
+                _lodo_section(scores, paired_lodo, cross_lodo),
                 invariance_section(out), _timing_section(dstats, train_stats, timing)]
     recipe = results.get("recipe")
     intro = Text(f"Recipe: `{recipe}` · seed {results.get('seed')}",

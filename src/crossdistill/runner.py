@@ -381,6 +381,16 @@ def collect_results(cfg: Config) -> dict:
                 if base in methods:
                     deltas += [{**d, "left_out_domain": left_out, "vs": base}
                                for d in paired_deltas(out / "eval" / base, lodo_dir, method=method, cache=items)]
+    # Two methods both trained without the same domain, on that domain's tasks (vs = the earlier method: its LODO run)
+    lodo_ms = cfg.lodo_methods()
+    for left_out in cfg.domains:
+        for i, base in enumerate(lodo_ms):
+            base_dir = out / "eval" / _lodo_name(base, left_out)
+            for method in lodo_ms[i + 1:]:
+                other_dir = out / "eval" / _lodo_name(method, left_out)
+                if (base_dir / "results.json").exists() and (other_dir / "results.json").exists():
+                    deltas += [{**d, "left_out_domain": left_out, "vs": base}
+                               for d in paired_deltas(base_dir, other_dir, method=method, cache=items)]
     in_domain = [_task_name(t) for d in cfg.domains.values() for t in d.eval]
     at_chance = chance_flags(scores)
     adjust(deltas, in_domain=set(in_domain), primary=primary_metrics(scores), at_chance=at_chance)
