@@ -96,6 +96,101 @@ def claim_tables(res: dict, prim: dict[str, str], claims: list, per_run: bool = 
     return md
 
 
+# Issue 17's six questions: which rows of a results.json answer each (the pairs are (earlier, later) method names;
+# a pair stored the other way round is read negated).
+Q_FORGETTING_PAIRS = [("sft", "cdsdft"), ("sdft", "cdsdft"), ("sft", "cdsdft-onpolicy"),
+                      ("sdft-onpolicy", "cdsdft-onpolicy")]
+Q_CHAIN = ["sdft", "+domain-ce", "+balanced", "+kl", "cdsdft"]
+Q_TARGET_PAIRS = [("sdft", "sdft-onpolicy"), ("cdsdft", "cdsdft-onpolicy"), ("trl-sdft", "sdft-onpolicy")]
+FLIP = {"better": "worse", "worse": "better"}
+
+
+def _find(res: dict, prim: dict[str, str], earlier: str, later: str, task: str, left_out: str | None = None):
+    """The delta row later − earlier on `task`'s primary metric (negated when stored as earlier − later)."""
+    for d in res.get("deltas", []):
+        if d.get("left_out_domain") != left_out or d["task"] != task or d["metric"] != prim.get(task):
+            continue
+        if (d["vs"], d["method"]) == (earlier, later):
+            return d
+        if (d["vs"], d["method"]) == (later, earlier):
+            return {**d, "method": later, "vs": earlier, "delta": -d["delta"], "ci_low": -d["ci_high"],
+                    "ci_high": -d["ci_low"], "verdict": FLIP.get(d.get("verdict"), d.get("verdict"))}
+    return None
+
+
+def _says(d: dict) -> str:
+    """One delta row in words: the adjusted verdict with effect and CI, or 'not detectable at n (MDE ...)'."""
+    eff = f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+    v = verdict(d)
+    if v in ("better", "worse"):
+        return f"**{v}**: {eff}, n = {d['n']}, p_Holm {_p(d)}"
+    if v == "not detectable at n":
+        mde = "—" if d.get("mde") is None else f"{d['mde']:.4f}"
+        return f"not detectable at n = {d['n']} (MDE {mde}; {eff})"
+    return f"{v}: {eff}, n = {d['n']}, p_Holm {_p(d)}"
+
+
+def _pair_lines(res, prim, pairs, tasks, left_out=None) -> list[str]:
+    out = []
+    for earlier, later in pairs:
+        for t in tasks:
+            d = _find(res, prim, earlier, later, t, left_out)
+            if d is not None:
+                out.append(f"  - {later} − {earlier}, {t} ({d['metric']}): {_says(d)}")
+    return out
+
+
+def questions_section(res: dict) -> list[str]:
+    """Issue 17's questions answered from the stored rows of one results.json (or a pooled one); nothing when the
+    run has none of the methods they are about."""
+    methods = set(res.get("methods", []))
+    # only runs of the current runner: it records the in-domain tasks and tests every row (the CPU pilot did not)
+    if not methods & {"cdsdft", "cdsdft-onpolicy"} or "in_domain_tasks" not in res \
+            or not any(d.get("p_holm") is not None for d in res.get("deltas", [])):
+        return []
+    prim = primary([s for s in res["scores"] if not s.get("left_out_domain")])
+    in_domain = set(res.get("in_domain_tasks", []))
+    at_chance = set(res.get("at_chance", {}))
+    general = [t for t in prim if t not in in_domain and t not in at_chance]
+    tasks = list(prim)
+    none = "  - not in this run"
+    md = ["### The questions of the experiment (generated from the stored Holm-adjusted rows)", "",
+          "Each line: later − earlier method on the task's primary metric, with the paired 95% CI; a verdict only "
+          "from the Holm-adjusted test, else \"not detectable at n\" with the minimum detectable effect.", ""]
+    md.append("1. **In-domain: does CD-SDFT keep ≥ 90% of rank-matched SFT's gain?** (results.json `retention`)")
+    lines = []
+    for r in res.get("retention", []):
+        if r["method"] not in ("cdsdft", "cdsdft-onpolicy"):
+            continue
+        kept = "—" if r.get("retained") is None else f"{r['retained']:.2f}" + (
+            "" if r.get("retained_ci_low") is None else f" [{r['retained_ci_low']:.2f}, {r['retained_ci_high']:.2f}]")
+        ph = "—" if r.get("p_holm") is None else f"{r['p_holm']:.2g}"
+        lines.append(f"  - {r['method']} vs {r['reference']}, {r['task']} ({r['metric']}): retained {kept} of a "
+                     f"reference gain of {r['gain_reference']:+.4f}, n = {r['n']}, one-sided p_Holm {ph}: "
+                     f"**{r['verdict']}**")
+    md += lines or [none]
+    md.append("2. **Forgetting: does CD-SDFT drift less from the seed than SFT and than SDFT?** (tasks outside the "
+              "trained domains where the seed is above chance: " + (", ".join(general) or "none") + ")")
+    md += _pair_lines(res, prim, Q_FORGETTING_PAIRS, general) or [none]
+    md.append("3. **Leave-one-domain-out: trained without domain D, does CD-SDFT do better on D's tasks than SFT?**")
+    lines = []
+    for d in res.get("deltas", []):
+        if d.get("left_out_domain") and d["metric"] == prim.get(d["task"]) \
+                and {d["vs"], d["method"]} in ({"sft", "cdsdft"}, {"sft", "cdsdft-onpolicy"}):
+            r = _find(res, prim, "sft", d["method"] if d["vs"] == "sft" else d["vs"], d["task"], d["left_out_domain"])
+            lines.append(f"  - without {d['left_out_domain']}: {r['method']} − sft, {d['task']} ({d['metric']}): "
+                         f"{_says(r)}")
+    md += lines or [none]
+    md.append("4. **Invariance: do the probe accuracies fall under CD-SDFT, and does that go with less forgetting?** "
+              "The probe's per-method accuracies and MMD are in each run's report (section \"Domain invariance\"); "
+              "results.json does not carry paired probe tests yet, so no verdict is generated here.")
+    md.append("5. **Which ingredient carries the effect?** (each step of the chain against the one before)")
+    md += _pair_lines(res, prim, list(zip(Q_CHAIN, Q_CHAIN[1:])), tasks) or [none]
+    md.append("6. **On-policy vs rewrite targets, and crossdistill's on-policy arm vs TRL's SDFTTrainer**")
+    md += _pair_lines(res, prim, Q_TARGET_PAIRS, tasks) or [none]
+    return md + [""]
+
+
 def model_section(res_path: Path) -> list[str]:
     res = json.loads(res_path.read_text())
     scores = [s for s in res["scores"] if not s.get("left_out_domain")]
@@ -115,6 +210,8 @@ def model_section(res_path: Path) -> list[str]:
             s = cell.get((m, t))
             row.append("—" if s is None else f"{s['value']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']}")
         md.append(f"| {m} | " + " | ".join(row) + " |")
+    q = questions_section(res)
+    md += [""] + q if q else []
     md += claim_tables(res, prim, CLAIMS)
     lodo = {}
     for d in res.get("deltas", []):

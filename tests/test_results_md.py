@@ -36,3 +36,39 @@ def test_verdicts_are_the_adjusted_ones(tmp_path):
     assert row.endswith("| not detectable at n |") and "| 0.25 |" in row and "mcnemar_exact" in row
     old = next(line for line in md.splitlines() if line.startswith("| sdft − sft | arc-easy"))
     assert old.endswith("| untested |")            # its CI excludes 0, but no test was stored
+
+
+def test_the_experiments_questions_come_from_the_adjusted_rows():
+    """Issue 17: each question's lines quote the stored verdicts, effects and CIs; a row below its MDE reads "not
+    detectable at n"; a pair stored the other way round is negated; at-chance and in-domain tasks stay out of the
+    forgetting question."""
+    mod = _load()
+
+    def row(method, vs, task, metric, delta, verdict, p_holm, mde=0.001, left=None):
+        r = {"method": method, "vs": vs, "task": task, "metric": metric, "delta": delta, "ci_low": delta - 0.001,
+             "ci_high": delta + 0.001, "n": 294, "test": "sign_flip_mc", "p": p_holm / 2, "p_holm": p_holm,
+             "mde": mde, "verdict": verdict}
+        return {**r, "left_out_domain": left} if left else r
+
+    methods = ["seed", "sft", "sdft", "cdsdft", "+kl"]
+    scores = [{"method": m, "task": t, "metric": k, "value": 0.5, "ci_low": 0, "ci_high": 1, "n": 294}
+              for m in methods for t, k in (("seed-kl", "kl"), ("wiki-nll", "bpb"), ("gsm8k", "exact_match"),
+                                            ("mmlu", "acc"))]
+    res = {"methods": methods, "scores": scores, "in_domain_tasks": ["gsm8k"], "at_chance": {"mmlu": "seed at chance"},
+           "deltas": [row("cdsdft", "sft", "seed-kl", "kl", -0.004, "better", 0.003),
+                      row("cdsdft", "sft", "wiki-nll", "bpb", 0.0002, "not detectable at n", 0.6, mde=0.003),
+                      row("cdsdft", "sft", "mmlu", "acc", -0.1, "worse", 0.001),
+                      row("+kl", "cdsdft", "gsm8k", "exact_match", -0.05, "worse", 0.01),   # stored the other way
+                      row("cdsdft", "sft", "gsm8k", "exact_match", 0.02, "n.s. (Holm)", 0.2, left="math")],
+           "retention": [{"method": "cdsdft", "reference": "sft", "task": "gsm8k", "metric": "exact_match", "n": 200,
+                          "share": 0.9, "gain_method": 0.04, "gain_reference": 0.05, "retained": 0.8,
+                          "retained_ci_low": 0.5, "retained_ci_high": 1.1, "p": 0.3, "p_holm": 0.6,
+                          "verdict": "not shown"}]}
+    md = "\n".join(mod.questions_section(res))
+    assert "cdsdft − sft, seed-kl (kl): **better**: -0.0040 [-0.0050, -0.0030], n = 294, p_Holm 0.003" in md
+    assert "cdsdft − sft, wiki-nll (bpb): not detectable at n = 294 (MDE 0.0030;" in md
+    assert "mmlu" not in md.split("3. **")[0].split("2. **")[1]          # at chance: not a forgetting claim
+    assert "cdsdft vs sft, gsm8k (exact_match): retained 0.80 [0.50, 1.10]" in md and "**not shown**" in md
+    assert "without math: cdsdft − sft, gsm8k (exact_match): n.s. (Holm)" in md
+    assert "cdsdft − +kl, gsm8k (exact_match): **better**: +0.0500 [+0.0490, +0.0510]" in md
+    assert mod.questions_section({"methods": ["seed", "sft"], "scores": scores}) == []
