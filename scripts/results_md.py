@@ -165,8 +165,10 @@ def questions_section(res: dict) -> list[str]:
         kept = "—" if r.get("retained") is None else f"{r['retained']:.2f}" + (
             "" if r.get("retained_ci_low") is None else f" [{r['retained_ci_low']:.2f}, {r['retained_ci_high']:.2f}]")
         ph = "—" if r.get("p_holm") is None else f"{r['p_holm']:.2g}"
+        hier = "" if r.get("hier_ci_low") is None else \
+            f", seeds+items CI [{r['hier_ci_low']:.2f}, {r['hier_ci_high']:.2f}] over {r.get('runs')} seeds"
         lines.append(f"  - {r['method']} vs {r['reference']}, {r['task']} ({r['metric']}): retained {kept} of a "
-                     f"reference gain of {r['gain_reference']:+.4f}, n = {r['n']}, one-sided p_Holm {ph}: "
+                     f"reference gain of {r['gain_reference']:+.4f}{hier}, n = {r['n']}, one-sided p_Holm {ph}: "
                      f"**{r['verdict']}**")
     md += lines or [none]
     md.append("2. **Forgetting: does CD-SDFT drift less from the seed than SFT and than SDFT?** (tasks outside the "
@@ -302,7 +304,8 @@ def pooled_section(path: Path, runs: list[Path]) -> list[str]:
             row.append("—" if x is None else f"{x['value']:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}] "
                        f"({' / '.join(f'{v:.3f}' for v in x['per_run'])})")
         md.append(f"| {m} | " + " | ".join(row) + " |")
-    return md + claim_tables(res, prim, POOLED_CLAIMS, per_run=True) + [""]
+    q = questions_section(res)
+    return md + ([""] + q if q else []) + claim_tables(res, prim, POOLED_CLAIMS, per_run=True) + [""]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -299,6 +299,28 @@ def test_pool_runs_averages_items_over_seeds(tmp_path):
     assert pooled["seeds"] == [0, 1]
 
 
+def test_pool_runs_pools_gain_retention(tmp_path):
+    """Runs that asked for retention against sft: the pooled rows test the per-item means over the seeds and carry
+    a seeds+items CI of the retained fraction; runs that did not ask get none."""
+    T, F = True, False
+    runs = []
+    for k, cd in enumerate(([T] * 30 + [F] * 10, [T] * 29 + [F] * 11)):
+        d = _seed_run(tmp_path / f"s{k}", k, {"seed": [F] * 40, "sft": [T] * 30 + [F] * 10, "cdsdft": cd})
+        res = json.loads((d / "results.json").read_text())
+        res.update(in_domain_tasks=["gsm8k"], retention=[{"method": "cdsdft", "reference": "sft", "share": 0.9,
+                                                          "task": "gsm8k"}])
+        (d / "results.json").write_text(json.dumps(res))
+        runs.append(d)
+    pooled = statistics.pool_runs(runs)
+    (r,) = pooled["retention"]
+    assert (r["method"], r["reference"], r["runs"]) == ("cdsdft", "sft", 2)
+    assert r["retained"] == pytest.approx(59 / 60) and r["hier_ci_low"] <= 59 / 60 <= r["hier_ci_high"]
+    assert r["family"] == "retention" and r["verdict"] in ("keeps >= 90%", "not shown")
+    a = _seed_run(tmp_path / "t0", 0, {"seed": [T, F], "sft": [T, T]})
+    b = _seed_run(tmp_path / "t1", 1, {"seed": [T, F], "sft": [T, T]})
+    assert statistics.pool_runs([a, b])["retention"] == []
+
+
 def test_pool_runs_refuses_runs_of_different_models(tmp_path):
     from crossdistill.errors import UserError
 

@@ -311,16 +311,43 @@ def retention_rows(eval_root: Path, *, reference: str, methods: Sequence[str], t
             rows.append({"method": m, "reference": reference, "task": task, "metric": metric,
                          **retention([base[i] for i in ids], [ref[i] for i in ids], [mine[i] for i in ids],
                                      share=share, lower_is_better=metric in LOWER_IS_BETTER)})
+    return _adjust_retention(rows, share)
+
+
+def _adjust_retention(rows: list[dict], share: float) -> list[dict]:
+    """Holm over the retention rows, then each verdict: "keeps >= X%" when p_holm < 0.05 (pooled rows: and the
+    seeds+items CI of the retained fraction lies above the share), "reference did not gain", else "not shown"."""
     for r, ph in zip(rows, holm([r["p"] for r in rows])):
         r["family"] = "retention"
         r["p_holm"] = None if ph is None else round(ph, 12)
+        hier_ok = r.get("hier_ci_low") is None or r["hier_ci_low"] > share
         if r["retained"] is None:
             r["verdict"] = "reference did not gain"
-        elif r["p_holm"] is not None and r["p_holm"] < ALPHA:
+        elif r["p_holm"] is not None and r["p_holm"] < ALPHA and hier_ok:
             r["verdict"] = f"keeps >= {share:.0%}"
         else:
             r["verdict"] = "not shown"
     return rows
+
+
+def hierarchical_retention_ci(seed: np.ndarray, reference: np.ndarray, method: np.ndarray, *, lower_is_better: bool,
+                              resamples: int = 2000, rng_seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile 95% CI of the retained fraction over (runs × items) matrices: each resample draws runs with
+    replacement, then items (the same for every drawn run); resamples where the reference gained nothing drop out."""
+    sign = -1.0 if lower_is_better else 1.0
+    g_r, g_m = sign * (reference - seed), sign * (method - seed)
+    r, n = g_r.shape
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for _ in range(resamples):
+        rows, cols = rng.integers(0, r, size=r), rng.integers(0, n, size=n)
+        den = g_r[rows][:, cols].mean()
+        if den > 0:
+            out.append(g_m[rows][:, cols].mean() / den)
+    if not out:
+        return None, None
+    lo, hi = np.percentile(out, [2.5, 97.5])
+    return round(float(lo), 12), round(float(hi), 12)
 
 
 def paired_deltas(base_dir: Path, other_dir: Path, *, method: str, cache: dict | None = None) -> list[dict]:
@@ -442,7 +469,37 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
     adjust(deltas, in_domain=in_domain, primary=primary_metrics(runs[0]["scores"]), at_chance=at_chance)
     pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
               "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)),
-              "in_domain_tasks": sorted(in_domain), "at_chance": at_chance, "scores": scores, "deltas": deltas}
+              "in_domain_tasks": sorted(in_domain), "at_chance": at_chance, "scores": scores, "deltas": deltas,
+              "retention": _pooled_retention(runs, items, methods, in_domain)}
     if out is not None:
         write_json(Path(out), pooled)
     return pooled
+
+
+def _pooled_retention(runs: list[dict], items: dict, methods: list[str], in_domain: set[str]) -> list[dict]:
+    """Gain retention over the pooled seeds, when every run asked it of the same reference and share: the test on
+    the per-item means over the runs, the seeds+items CI of the retained fraction (`hierarchical_retention_ci`)."""
+    asked = [{(x["reference"], x["share"]) for x in r.get("retention") or []} for r in runs]
+    if not all(len(a) == 1 for a in asked) or len(set.union(*asked)) != 1:
+        return []
+    reference, share = next(iter(asked[0]))
+    prim = primary_metrics(runs[0]["scores"])
+    rows = []
+    for m in methods:
+        if m in (SEED, reference):
+            continue
+        for task in sorted(in_domain):
+            metric = prim.get(task)
+            trip = [items.get((x, task, metric)) for x in (SEED, reference, m)]
+            if metric is None or not all(trip):
+                continue
+            ids = [i for i in trip[0][0] if all(i in r for per_run in trip for r in per_run)]
+            if not ids:
+                continue
+            mats = [np.array([[r[i] for i in ids] for r in per_run]) for per_run in trip]
+            low = metric in LOWER_IS_BETTER
+            row = {"method": m, "reference": reference, "task": task, "metric": metric, "runs": len(runs),
+                   **retention(*(mat.mean(0) for mat in mats), share=share, lower_is_better=low)}
+            row["hier_ci_low"], row["hier_ci_high"] = hierarchical_retention_ci(*mats, lower_is_better=low)
+            rows.append(row)
+    return _adjust_retention(rows, share)
