@@ -184,8 +184,20 @@ def questions_section(res: dict) -> list[str]:
                          f"{_says(r)}")
     md += lines or [none]
     md.append("4. **Invariance: do the probe accuracies fall under CD-SDFT, and does that go with less forgetting?** "
-              "The probe's per-method accuracies and MMD are in each run's report (section \"Domain invariance\"); "
-              "results.json does not carry paired probe tests yet, so no verdict is generated here.")
+              "(probe accuracy at the invariance layer, paired by probe record, exact McNemar, Holm over the pairs)")
+    lines = []
+    for d in res.get("probe_deltas", []):
+        if d["method"] in ("cdsdft", "cdsdft-onpolicy") and d["vs"] in ("seed", "sft", "sdft", "sdft-onpolicy"):
+            v = d.get("verdict", "—")
+            eff = f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+            lines.append(f"  - {d['method']} − {d['vs']}, probe accuracy: " + (
+                f"not detectable at n = {d['n']} (MDE {d['mde']:.4f}; {eff})" if v == "not detectable at n"
+                else f"**{v}**: {eff}, n = {d['n']}, p_Holm {_p(d)}"))
+    link = res.get("probe_vs_forgetting") or {}
+    if link.get("rho") is not None:
+        lines.append(f"  - across {link['n']} trained methods, Spearman rho(probe accuracy, {link['forgetting_task']})"
+                     f" = {link['rho']:+.3f}, permutation p = {link['p']:.3g}")
+    md += lines or [none]
     md.append("5. **Which ingredient carries the effect?** (each step of the chain against the one before)")
     md += _pair_lines(res, prim, list(zip(Q_CHAIN, Q_CHAIN[1:])), tasks) or [none]
     md.append("6. **On-policy vs rewrite targets, and crossdistill's on-policy arm vs TRL's SDFTTrainer**")

@@ -134,6 +134,8 @@ def test_run_probe_writes_results_and_the_report_shows_them(tmp_path, tiny):
     assert saved["layers"] == json.loads(json.dumps(res["layers"]))
     assert saved["chance"] == 0.5 and saved["n_per_domain"] == {"a": 15, "b": 15}
     assert saved["chosen_layer"] == model.config.num_hidden_layers // 2     # default: the middle layer
+    chosen = next(r for r in saved["layers"] if r["layer"] == saved["chosen_layer"])
+    assert len(saved["chosen_items"]) == 30 and sum(saved["chosen_items"].values()) == chosen["correct"]
     for row in saved["layers"]:
         assert 0 <= row["ci_low"] <= row["acc"] <= row["ci_high"] <= 1 and row["n"] == 30
         assert set(row["mmd"]) == {"a|b"}
@@ -212,3 +214,45 @@ def test_probe_examples_cut_long_records_instead_of_dropping_them(tmp_path, tiny
 
     assert cut["input_ids"][:80] == _chat_prompt_ids(tok, long_prompt.prompt_messages())[-80:]   # the prompt's end
     assert kept["labels"][-1] == tok.eos_token_id and len(kept["input_ids"]) < 160
+
+
+def test_probe_comparisons_pair_records_and_link_invariance_with_drift(tmp_path):
+    """Issue 17's question 4 from probe.json files: paired McNemar between methods at the invariance layer (Holm,
+    'lower' = more invariant), and the Spearman correlation of probe accuracy with seed-kl over the trained methods."""
+    from crossdistill.statistics import probe_comparisons
+
+    def probe(m, correct):
+        d = tmp_path / m
+        d.mkdir()
+        acc = sum(correct) / len(correct)
+        (d / "probe.json").write_text(json.dumps({"chosen_layer": 3, "layers": [
+            {"layer": 3, "acc": acc, "ci_low": acc - 0.05, "ci_high": acc + 0.05, "n": len(correct), "mmd_mean": 0.1}],
+            "chosen_items": {f"r{i}": int(c) for i, c in enumerate(correct)}}))
+
+    probe("seed", [1] * 40)
+    probe("sft", [1] * 38 + [0] * 2)
+    probe("cdsdft", [1] * 25 + [0] * 15)
+    probe("other", [1] * 30 + [0] * 10)
+    scores = [{"method": m, "task": "seed-kl", "metric": "kl", "value": v}
+              for m, v in (("seed", 0.0), ("sft", 0.03), ("cdsdft", 0.01), ("other", 0.02))]
+    out = probe_comparisons(tmp_path, ["seed", "sft", "cdsdft", "other", "missing"], scores)
+    rows = {(r["method"], r["vs"]): r for r in out["probe_deltas"]}
+    assert len(rows) == 6 and all(r["family"] == "invariance" for r in rows.values())
+    r = rows[("cdsdft", "seed")]
+    assert r["test"] == "mcnemar_exact" and r["delta"] == pytest.approx(-15 / 40) and r["verdict"] == "lower"
+    assert rows[("sft", "seed")]["verdict"] != "lower"            # 2 discordant records: p = 0.5
+    assert out["probe"]["cdsdft"]["acc"] == pytest.approx(25 / 40)
+    link = out["probe_vs_forgetting"]
+    # accuracies sft 0.95 > other 0.75 > cdsdft 0.625 and seed-kl 0.03 > 0.02 > 0.01: rho = +1, exact p = 2/6
+    assert link["methods"] == ["sft", "cdsdft", "other"] and link["rho"] == pytest.approx(1.0)
+    assert link["p"] == pytest.approx(1 / 3)
+
+
+def test_spearman_permutation_by_hand():
+    from crossdistill.statistics import spearman_permutation
+
+    assert spearman_permutation([1, 2, 3, 4], [4, 3, 2, 1]) == (pytest.approx(-1.0), pytest.approx(2 / 24))
+    rho, p = spearman_permutation([1, 2, 2, 3], [1, 3, 2, 4])          # a tie shares its mean rank
+    assert rho == pytest.approx(0.9486833, abs=1e-6) and 0 < p <= 1
+    assert spearman_permutation([1, 2], [2, 1]) == (None, None)
+    assert spearman_permutation([1, 1, 1], [1, 2, 3]) == (None, None)

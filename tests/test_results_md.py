@@ -64,7 +64,12 @@ def test_the_experiments_questions_come_from_the_adjusted_rows():
                           "share": 0.9, "gain_method": 0.04, "gain_reference": 0.05, "retained": 0.8,
                           "retained_ci_low": 0.5, "retained_ci_high": 1.1, "p": 0.3, "p_holm": 0.6,
                           "verdict": "not shown"}]}
+    res["probe_deltas"] = [{"method": "cdsdft", "vs": "seed", "delta": -0.2, "ci_low": -0.3, "ci_high": -0.1, "n": 400,
+                            "p": 0.001, "p_holm": 0.004, "mde": 0.05, "verdict": "lower"}]
+    res["probe_vs_forgetting"] = {"forgetting_task": "seed-kl", "n": 9, "rho": 0.7, "p": 0.04}
     md = "\n".join(mod.questions_section(res))
+    assert "cdsdft − seed, probe accuracy: **lower**: -0.2000 [-0.3000, -0.1000], n = 400, p_Holm 0.004" in md
+    assert "across 9 trained methods, Spearman rho(probe accuracy, seed-kl) = +0.700, permutation p = 0.04" in md
     assert "cdsdft − sft, seed-kl (kl): **better**: -0.0040 [-0.0050, -0.0030], n = 294, p_Holm 0.003" in md
     assert "cdsdft − sft, wiki-nll (bpb): not detectable at n = 294 (MDE 0.0030;" in md
     assert "mmlu" not in md.split("3. **")[0].split("2. **")[1]          # at chance: not a forgetting claim

@@ -198,7 +198,8 @@ def probe_accuracy(x: torch.Tensor, y: torch.Tensor, folds: int = 5, seed: int =
         correct[te] = pred == y[te]
     vals = correct.double().tolist()
     lo, hi = bootstrap_ci(vals, seed=seed)
-    return {"acc": sum(vals) / len(vals), "ci_low": lo, "ci_high": hi, "n": len(vals), "correct": int(sum(vals))}
+    return {"acc": sum(vals) / len(vals), "ci_low": lo, "ci_high": hi, "n": len(vals), "correct": int(sum(vals)),
+            "item_correct": [int(v) for v in vals]}
 
 
 # --- (b) MMD between domains ----------------------------------------------------------------------------------------
@@ -244,15 +245,19 @@ def run_probe(cfg: Any, method: str, adapter: str | None, out_dir: str | Path, *
     tc = cfg.train_config_for(method) if cfg.methods.get(method, None) is not None else cfg.train
     chosen = resolve_layer(backbone(causal_lm(model)), tc.inv_layer)
     layers = []
+    chosen_items = {}
     for li in sorted(feats):
         acc = probe_accuracy(feats[li], y, pc.folds, cfg.seed)
+        per_item = acc.pop("item_correct")
+        if li == chosen:   # out-of-fold correctness per probe record: paired tests between methods (runner)
+            chosen_items = {str(e.get("id", i)): v for i, (e, v) in enumerate(zip(examples, per_item, strict=True))}
         mmd = pairwise_mmd_table(feats[li], y, domains)
         layers.append({"layer": li, **acc, "mmd": mmd, "mmd_mean": sum(mmd.values()) / max(1, len(mmd))})
     counts = {d: int((y == i).sum()) for i, d in enumerate(domains)}
     result = {"method": method, "adapter": adapter, "model": cfg.model, "domains": domains, "n_per_domain": counts,
               "chance": 1.0 / len(domains), "chosen_layer": chosen, "folds": pc.folds,
               "ci": "95% percentile bootstrap over probe records (out-of-fold predictions)",
-              "layers": layers, "overlap": overlap,
+              "layers": layers, "chosen_items": chosen_items, "overlap": overlap,
               "seconds": {"features": round(t_feat, 1), "total": round(time.time() - t0, 1)}}
     write_json(out / "probe.json", result)
     return result

@@ -519,6 +519,20 @@ def invariance_section(out: Path) -> Section | None:
                      f"{row['mmd_mean']:.4f}"] + [_fmt(row["mmd"].get(k), 4) for k in pairs])
     blocks: list[Block] = [Text(note), Table(["method", "layer", "probe acc [95% CI]", "mean MMD²"]
                                              + [f"MMD² {p}" for p in pairs], rows)]
+    res = _load(out / "results.json", {}) or {}
+    pd = res.get("probe_deltas") or []
+    if pd:
+        blocks += [Text("Probe accuracy at the invariance layer, method − vs, paired by probe record (exact McNemar "
+                        "on the out-of-fold correctness), Holm over these pairs: 'lower' = more domain-invariant."),
+                   Table(["method", "vs", "delta [95% CI]", "n", "p", "p (Holm)", "verdict"],
+                         [[d["method"], d["vs"], f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]",
+                           str(d["n"]), _fmt(d.get("p"), 4), _fmt(d.get("p_holm"), 4), d.get("verdict", "—")]
+                          for d in pd])]
+    link = res.get("probe_vs_forgetting") or {}
+    if link.get("rho") is not None:
+        blocks.append(Text(f"Across the {link['n']} trained methods, Spearman's rho between probe accuracy and "
+                           f"{link['forgetting_task']} is {link['rho']:+.3f} (permutation p = {link['p']:.3g}): a "
+                           f"positive rho means the more domain-invariant methods drifted less from the seed."))
     img = plot_probe(probes)
     if img:
         blocks.append(Image("Domain probe by layer", "probe.png", img))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .config import Config, stable_hash, train_key
 from .errors import UserError
 from .io import write_json, write_text
-from .statistics import SEED, adjust, chance_flags, paired_deltas, primary_metrics, retention_rows
+from .statistics import SEED, adjust, chance_flags, paired_deltas, primary_metrics, probe_comparisons, retention_rows
 
 
 @dataclass
@@ -413,6 +413,8 @@ def collect_results(cfg: Config) -> dict:
         "at_chance": at_chance,
         "deltas": deltas,
         "retention": retention,
+        # the domain probe: per method, paired tests between methods, and its link with drift from the seed
+        **probe_comparisons(out / "probe", methods, scores),
     }
     write_json(out / "results.json", results)
     return results

@@ -503,3 +503,82 @@ def _pooled_retention(runs: list[dict], items: dict, methods: list[str], in_doma
             row["hier_ci_low"], row["hier_ci_high"] = hierarchical_retention_ci(*mats, lower_is_better=low)
             rows.append(row)
     return _adjust_retention(rows, share)
+
+
+# --- the domain probe (issue 17, question 4) -------------------------------------------------------------------
+
+def spearman_permutation(x: Sequence[float], y: Sequence[float], *, resamples: int = MC_RESAMPLES,
+                         seed: int = 0) -> tuple[float | None, float | None]:
+    """Spearman's rank correlation (average ranks for ties) and its two-sided permutation p: exact over all n!
+    orderings of y when n <= 8, else Monte Carlo with `resamples` seeded shuffles, p = (1 + #) / (1 + resamples).
+    (None, None) below 3 points or when either side is constant."""
+    import itertools
+
+    def ranks(v):
+        v = np.asarray(v, dtype=np.float64)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=np.float64)
+        for val in np.unique(v):   # ties share their mean rank
+            r[v == val] = r[v == val].mean()
+        return r
+
+    n = len(x)
+    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None, None
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = float(np.sqrt((rx ** 2).sum() * (ry ** 2).sum()))
+    rho = float((rx * ry).sum() / den)
+    tol = 1e-12
+    if n <= 8:
+        stats = [abs(float((rx * ry[list(p)]).sum()) / den) for p in itertools.permutations(range(n))]
+        return rho, float(np.mean([s >= abs(rho) - tol for s in stats]))
+    rng = np.random.default_rng(seed)
+    hits = sum(abs(float((rx * ry[rng.permutation(n)]).sum()) / den) >= abs(rho) - tol for _ in range(resamples))
+    return rho, (1 + hits) / (1 + resamples)
+
+
+def probe_comparisons(probe_root: Path, methods: Sequence[str], scores: list[dict],
+                      forgetting: str = "seed-kl") -> dict:
+    """From probe/<method>/probe.json: each method's probe accuracy at its invariance layer; every pair of methods
+    (the later minus the earlier; paired by probe record, exact McNemar on the out-of-fold correctness), Holm over
+    the pairs (family "invariance"; verdict "lower" / "higher" accuracy, i.e. more / less domain-invariant); and
+    across the trained methods, the Spearman correlation of probe accuracy with the `forgetting` task's score
+    (does more invariance go with less drift from the seed?)."""
+    probes = {}
+    for m in methods:
+        p = probe_root / m / "probe.json"
+        if p.exists():
+            probes[m] = json.loads(p.read_text(encoding="utf-8"))
+    summary = {}
+    for m, p in probes.items():
+        row = next((r for r in p.get("layers", []) if r["layer"] == p.get("chosen_layer")), None)
+        if row is not None:
+            summary[m] = {"layer": row["layer"], "acc": row["acc"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
+                          "mmd_mean": row.get("mmd_mean"), "n": row["n"]}
+    rows = []
+    names = [m for m in methods if m in probes and probes[m].get("chosen_items")]
+    for i, base in enumerate(names):
+        for m in names[i + 1:]:
+            a, b = probes[base]["chosen_items"], probes[m]["chosen_items"]
+            ids = [k for k in a if k in b]
+            if ids:
+                rows.append({"method": m, "vs": base, "task": "probe", "metric": "probe_acc",
+                             "layer": probes[m]["chosen_layer"], **compare([a[k] for k in ids], [b[k] for k in ids])})
+    for r, ph in zip(rows, holm([r["p"] for r in rows])):
+        r["family"] = "invariance"
+        r["p_holm"] = None if ph is None else round(ph, 12)
+        if r["p_holm"] is not None and r["p_holm"] < ALPHA:
+            r["verdict"] = "lower" if r["delta"] < 0 else "higher"
+        elif r.get("mde") is not None and abs(r["delta"]) <= r["mde"]:
+            r["verdict"] = "not detectable at n"
+        else:
+            r["verdict"] = "n.s. (Holm)"
+    drift = {s["method"]: s["value"] for s in scores if s["task"] == forgetting and not s.get("left_out_domain")}
+    trained = [m for m in summary if m != SEED and m in drift]
+    rho, p = spearman_permutation([summary[m]["acc"] for m in trained], [drift[m] for m in trained])
+    link = {"forgetting_task": forgetting, "methods": trained, "n": len(trained),
+            "rho": None if rho is None else round(rho, 6), "p": None if p is None else round(p, 12),
+            "test": "spearman_permutation"}
+    return {"probe": summary, "probe_deltas": rows, "probe_vs_forgetting": link}
