@@ -263,7 +263,8 @@ def test_one_run_serves_rows_with_their_own_budgets_stops_and_seeds(model_with_e
         alone = generate(model, tok, [ps[i] for i in idx], c)
         assert [mixed[i] for i in idx] == alone
         assert all(mixed[i].n_tokens <= c.max_new_tokens for i in idx)
-    assert any(mixed[i].n_tokens == 11 or mixed[i].finished for i in (1, 4))
+    # a row stops at EOS / its own stop string, or at its own budget (never at another row's)
+    assert all(g.finished or g.n_tokens == c.max_new_tokens for g, c in zip(mixed, cfgs))
     assert [g for _, g in sorted(generate_iter(model, tok, ps, cfgs))] == mixed
     with pytest.raises(ValueError, match="one per prompt"):
         generate(model, tok, ps, cfgs[:2])

@@ -210,7 +210,9 @@ def test_retention_rows_read_eval_folders_and_adjust(tmp_path):
     eval_dir("sft", list(base - 0.20 + rng.normal(0, 0.01, 40)))
     eval_dir("good", list(base - 0.19 + rng.normal(0, 0.01, 40)))     # keeps 95%
     eval_dir("poor", list(base - 0.05 + rng.normal(0, 0.01, 40)))     # keeps 25%
-    rows = S.retention_rows(tmp_path, reference="sft", methods=["good", "poor", "missing"], tasks=["t", "u"],
+    scores = [{"method": m, **json.loads((tmp_path / m / "results.json").read_text())["scores"][0]}
+              for m in ("seed", "sft", "good", "poor")]
+    rows = S.retention_rows(tmp_path, scores, reference="sft", methods=["good", "poor", "missing"], tasks=["t", "u"],
                             primary={"t": "bpb"}, share=0.9)
     by = {r["method"]: r for r in rows}
     assert set(by) == {"good", "poor"} and all(r["family"] == "retention" for r in rows)

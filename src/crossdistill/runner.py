@@ -393,12 +393,13 @@ def collect_results(cfg: Config) -> dict:
                                for d in paired_deltas(base_dir, other_dir, method=method, cache=items)]
     in_domain = [_task_name(t) for d in cfg.domains.values() for t in d.eval]
     at_chance = chance_flags(scores)
-    adjust(deltas, in_domain=set(in_domain), primary=primary_metrics(scores), at_chance=at_chance)
+    primary = primary_metrics(scores)
+    adjust(deltas, in_domain=set(in_domain), primary=primary, at_chance=at_chance)
     # Gain retention (recipe `retention`): every other trained method against the reference on the in-domain tasks
     ref = cfg.retention.reference
-    retention = retention_rows(out / "eval", reference=ref, methods=[m for m in methods if m not in (SEED, ref)],
-                               tasks=list(dict.fromkeys(in_domain)), primary=primary_metrics(scores),
-                               share=cfg.retention.share, cache=items) \
+    retention = retention_rows(out / "eval", scores, reference=ref, methods=[m for m in methods if m not in (SEED, ref)],
+                               tasks=list(dict.fromkeys(in_domain)), primary=primary, share=cfg.retention.share,
+                               cache=items) \
         if ref is not None and SEED in methods and ref in methods else []
     results = {
         "model": cfg.model,

@@ -282,20 +282,16 @@ def retention(seed: Sequence[float], reference: Sequence[float], method: Sequenc
             "p": round(p, 12)}
 
 
-def retention_rows(eval_root: Path, *, reference: str, methods: Sequence[str], tasks: Sequence[str],
-                   primary: dict[str, str], share: float, cache: dict | None = None) -> list[dict]:
+def retention_rows(eval_root: Path, scores: list[dict], *, reference: str, methods: Sequence[str],
+                   tasks: Sequence[str], primary: dict[str, str], share: float, cache: dict | None = None) -> list[dict]:
     """`retention` of every method against `reference` on each task's primary metric (the items all three scored,
-    read from eval_root/<method>/samples), Holm-adjusted together (family "retention"); verdict "keeps >= X%" when
+    read from eval_root/<method>/samples and checked against the method-tagged `scores`), Holm-adjusted together (family "retention"); verdict "keeps >= X%" when
     p_holm < 0.05, "reference did not gain" when there was no gain to keep, else "not shown"."""
     cache = {} if cache is None else cache
+    reported = {(x["method"], x["task"], x["metric"]): x["value"] for x in scores if not x.get("left_out_domain")}
 
     def items_of(m: str, task: str, metric: str) -> dict[str, float] | None:
-        res = eval_root / m / "results.json"
-        if not res.exists():
-            return None
-        val = next((x["value"] for x in json.loads(res.read_text())["scores"]
-                    if x["task"] == task and x["metric"] == metric), None)
-        return _checked_items(eval_root / m, task, metric, val, cache)
+        return _checked_items(eval_root / m, task, metric, reported.get((m, task, metric)), cache)
 
     rows = []
     for task in tasks:

@@ -717,16 +717,16 @@ def _run_seed_kl(spec, records, shots, model, tok, eval_cfg, seed, progress, *, 
     seqs = _nll_sequences(spec, records, targets, tok, _max_len(model))
     bs = max(1, eval_cfg.batch_size // 8)
     kl: dict[int, tuple[float, int]] = {}
-    bar = _bar(sum(s is not None for s in seqs), f"{spec.name} kl", progress)
     # Batch by batch: the model's logits, then the seed's on the same batch (same shapes: no batch-shape noise).
     order = [i for i, s in enumerate(seqs) if s is not None]   # 16 sequences at a time: bounded memory
     if seed_model is None and not hasattr(model, "peft_config"):
         # the model is its own seed (no adapter to disable): KL(seed || seed) is exactly 0, no forward needed
         kl = {i: (0.0, len(seqs[i][0]) - seqs[i][1]) for i in order}
         order = []
+    bar = _bar(len(order), f"{spec.name} kl", progress) if order else None
     # the adapter is folded only while the model's own logits run: the seed's are the same weights, adapter disabled
-    with _precision_ctx(model, "auto", fold=False), (_precision_ctx(seed_model, "auto") if seed_model is not None
-                                                     else contextlib.nullcontext()):
+    with (_precision_ctx(model, "auto", fold=False) if order else contextlib.nullcontext()), \
+            (_precision_ctx(seed_model, "auto") if seed_model is not None and order else contextlib.nullcontext()):
         for b in range(0, len(order), 16):
             part = set(order[b:b + 16])
             chunk = [seqs[i] if i in part else None for i in range(len(seqs))]
