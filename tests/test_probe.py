@@ -256,3 +256,59 @@ def test_spearman_permutation_by_hand():
     assert rho == pytest.approx(0.9486833, abs=1e-6) and 0 < p <= 1
     assert spearman_permutation([1, 2], [2, 1]) == (None, None)
     assert spearman_permutation([1, 1, 1], [1, 2, 3]) == (None, None)
+
+
+def test_probe_comparisons_pool_runs_as_a_stratified_mcnemar(tmp_path):
+    """Over several runs (training seeds), a pair is tested on every run's records stacked, each paired within its
+    own run: the discordant counts add up (exact stratified McNemar); the accuracy is the mean over the runs."""
+    import math
+
+    from crossdistill.statistics import mcnemar_exact, probe_comparisons
+
+    def probe(root, m, correct):
+        d = root / m
+        d.mkdir(parents=True)
+        acc = sum(correct) / len(correct)
+        (d / "probe.json").write_text(json.dumps({"chosen_layer": 2, "layers": [
+            {"layer": 2, "acc": acc, "ci_low": acc - 0.1, "ci_high": acc + 0.1, "n": len(correct), "mmd_mean": 0.2}],
+            "chosen_items": {f"r{i}": int(c) for i, c in enumerate(correct)}}))
+
+    r0, r1 = tmp_path / "s0", tmp_path / "s1"
+    probe(r0, "sft", [1] * 20)
+    probe(r0, "cdsdft", [1] * 16 + [0] * 4)        # 4 discordant records, all "lower": alone p = 2/16
+    probe(r1, "sft", [1] * 20)
+    probe(r1, "cdsdft", [1] * 15 + [0] * 5)        # 5 more: stacked 9 of 9 lower, p = 2/2^9
+    probe(r1, "only-here", [1] * 20)               # not in every run: not pooled
+    alone = probe_comparisons(r0, ["sft", "cdsdft"], [])["probe_deltas"][0]
+    assert alone["p"] == pytest.approx(2 / 16) and alone["n"] == 20
+    out = probe_comparisons([r0, r1], ["sft", "cdsdft", "only-here"], [])
+    assert set(out["probe"]) == {"sft", "cdsdft"}
+    (row,) = out["probe_deltas"]
+    assert row["n"] == 40 and row["delta"] == pytest.approx(-9 / 40)
+    assert row["p"] == pytest.approx(2 / 2 ** 9) == pytest.approx(mcnemar_exact([1] * 9, [0] * 9))
+    assert row["verdict"] == "lower" and not math.isclose(row["p"], alone["p"])
+    s = out["probe"]["cdsdft"]
+    assert s["acc"] == pytest.approx((0.8 + 0.75) / 2) and s["runs"] == 2 and s["n"] == 40
+    assert s["per_run"] == [0.8, 0.75] and s["ci_low"] < s["acc"] < s["ci_high"]
+    assert out["probe_vs_forgetting"]["runs"] == 2
+
+
+def test_pool_runs_carries_the_pooled_probe(tmp_path):
+    """`crossdistill pool` (statistics.pool_runs) writes the pooled probe rows beside the pooled deltas."""
+    from crossdistill.statistics import pool_runs
+
+    for seed, wrong in ((0, 3), (1, 4)):
+        run = tmp_path / f"run{seed}"
+        for m, correct in (("seed", [1] * 12), ("cdsdft", [1] * (12 - wrong) + [0] * wrong)):
+            d = run / "probe" / m
+            d.mkdir(parents=True)
+            acc = sum(correct) / 12
+            (d / "probe.json").write_text(json.dumps({"chosen_layer": 1, "layers": [
+                {"layer": 1, "acc": acc, "ci_low": 0.0, "ci_high": 1.0, "n": 12}],
+                "chosen_items": {f"r{i}": c for i, c in enumerate(correct)}}))
+        (run / "results.json").write_text(json.dumps({"model": "m", "seed": seed, "methods": ["seed", "cdsdft"],
+                                                      "scores": [], "deltas": []}))
+    pooled = pool_runs([tmp_path / "run0", tmp_path / "run1"])
+    (row,) = pooled["probe_deltas"]
+    assert (row["method"], row["vs"], row["n"]) == ("cdsdft", "seed", 24)
+    assert row["delta"] == pytest.approx(-7 / 24) and row["p"] == pytest.approx(2 / 2 ** 7)

@@ -466,7 +466,8 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
     pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
               "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)),
               "in_domain_tasks": sorted(in_domain), "at_chance": at_chance, "scores": scores, "deltas": deltas,
-              "retention": _pooled_retention(runs, items, methods, in_domain)}
+              "retention": _pooled_retention(runs, items, methods, in_domain),
+              **probe_comparisons([d / "probe" for d in dirs], methods, scores)}
     if out is not None:
         write_json(Path(out), pooled)
     return pooled
@@ -535,24 +536,47 @@ def spearman_permutation(x: Sequence[float], y: Sequence[float], *, resamples: i
     return rho, (1 + hits) / (1 + resamples)
 
 
-def probe_comparisons(probe_root: Path, methods: Sequence[str], scores: list[dict],
+def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str], scores: list[dict],
                       forgetting: str = "seed-kl") -> dict:
     """From probe/<method>/probe.json: each method's probe accuracy at its invariance layer; every pair of methods
     (the later minus the earlier; paired by probe record, exact McNemar on the out-of-fold correctness), Holm over
     the pairs (family "invariance"; verdict "lower" / "higher" accuracy, i.e. more / less domain-invariant); and
     across the trained methods, the Spearman correlation of probe accuracy with the `forgetting` task's score
-    (does more invariance go with less drift from the seed?)."""
-    probes = {}
+    (does more invariance go with less drift from the seed?).
+
+    Several probe roots (the runs of `pool_runs`, one per training seed) pool a method over the runs that all
+    have it: its accuracy is the mean over the runs, and a pair is tested on the records of every run stacked
+    (a record is paired within its own run). McNemar uses only the discordant records, and under the null each
+    goes either way with probability 1/2 in every run, so the stacked test is the exact stratified test."""
+    roots = [Path(probe_root)] if isinstance(probe_root, (str, Path)) else [Path(r) for r in probe_root]
+    loaded: dict[str, list[dict]] = {}
     for m in methods:
-        p = probe_root / m / "probe.json"
-        if p.exists():
-            probes[m] = json.loads(p.read_text(encoding="utf-8"))
-    summary = {}
-    for m, p in probes.items():
-        row = next((r for r in p.get("layers", []) if r["layer"] == p.get("chosen_layer")), None)
-        if row is not None:
-            summary[m] = {"layer": row["layer"], "acc": row["acc"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                          "mmd_mean": row.get("mmd_mean"), "n": row["n"]}
+        ps = [root / m / "probe.json" for root in roots]
+        if all(p.exists() for p in ps):
+            loaded[m] = [json.loads(p.read_text(encoding="utf-8")) for p in ps]
+    summary, probes = {}, {}
+    for m, runs in loaded.items():
+        rows_ = [next((r for r in p.get("layers", []) if r["layer"] == p.get("chosen_layer")), None) for p in runs]
+        if any(r is None for r in rows_):
+            continue
+        if len(runs) == 1:
+            (row,) = rows_
+            summary[m] = {"layer": row["layer"], "acc": row["acc"], "ci_low": row["ci_low"],
+                          "ci_high": row["ci_high"], "mmd_mean": row.get("mmd_mean"), "n": row["n"]}
+        else:
+            from .evaluation.metrics import bootstrap_ci
+
+            stacked = [float(v) for p in runs for v in (p.get("chosen_items") or {}).values()]
+            lo, hi = bootstrap_ci(stacked) if stacked else (None, None)
+            mmd = [r.get("mmd_mean") for r in rows_]
+            summary[m] = {"layer": rows_[0]["layer"], "acc": float(np.mean([r["acc"] for r in rows_])),
+                          "ci_low": lo, "ci_high": hi, "n": sum(r["n"] for r in rows_), "runs": len(runs),
+                          "per_run": [r["acc"] for r in rows_],
+                          "mmd_mean": None if None in mmd else float(np.mean(mmd))}
+        if all(p.get("chosen_items") for p in runs):
+            probes[m] = {"chosen_layer": rows_[0]["layer"],
+                         "chosen_items": {f"{i}:{k}" if len(runs) > 1 else k: v
+                                          for i, p in enumerate(runs) for k, v in p["chosen_items"].items()}}
     rows = []
     names = [m for m in methods if m in probes and probes[m].get("chosen_items")]
     for i, base in enumerate(names):
@@ -576,5 +600,5 @@ def probe_comparisons(probe_root: Path, methods: Sequence[str], scores: list[dic
     rho, p = spearman_permutation([summary[m]["acc"] for m in trained], [drift[m] for m in trained])
     link = {"forgetting_task": forgetting, "methods": trained, "n": len(trained),
             "rho": None if rho is None else round(rho, 6), "p": None if p is None else round(p, 12),
-            "test": "spearman_permutation"}
+            "test": "spearman_permutation", "runs": len(roots)}
     return {"probe": summary, "probe_deltas": rows, "probe_vs_forgetting": link}
