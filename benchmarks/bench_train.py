@@ -90,28 +90,30 @@ def worker(a) -> dict:
                                              task_type="CAUSAL_LM"))
     bf16 = dtype == torch.bfloat16
     fp16 = dtype == torch.float16
-    n_rows = (a.warmup + a.steps) * a.batch
+    n_rows = (a.warmup + a.steps) * a.batch * a.grad_accum
     g = torch.Generator().manual_seed(1)
     p_len = max(1, int(a.seq_len * a.prompt_frac))
     rows = [torch.randint(5, V - 5, (a.seq_len,), generator=g).tolist() for _ in range(a.batch)]
     rows = [rows[i % a.batch] for i in range(n_rows)]   # every step sees the same batch content
     common = dict(output_dir=os.path.join(a.tmp, a.side), per_device_train_batch_size=a.batch,
-                  max_steps=a.warmup + a.steps, learning_rate=1e-4, lr_scheduler_type="constant", bf16=bf16,
+                  gradient_accumulation_steps=a.grad_accum, max_steps=a.warmup + a.steps, learning_rate=1e-4, lr_scheduler_type="constant", bf16=bf16,
                   fp16=fp16 and cuda, use_cpu=not cuda, report_to="none", save_strategy="no", logging_steps=10_000,
                   disable_tqdm=True, dataloader_pin_memory=cuda, seed=0)
 
     times: list[float] = []
 
     class Timer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            if cuda:
-                torch.cuda.synchronize()
+        """Wall time from one optimizer step's end to the next's: it includes fetching the step's micro-batches
+        (`get_batch_samples`, where an on-policy window is sampled), which on_step_begin would miss."""
+        def on_train_begin(self, args, state, control, **kw):
             self.t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             if cuda:
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - self.t)
+            now = time.perf_counter()
+            times.append(now - self.t)
+            self.t = now
 
     extra: dict = {}
     if a.side == "sft":
@@ -126,9 +128,9 @@ def worker(a) -> dict:
     else:
         from crossdistill.config import Config, TrainConfig
         from crossdistill.training import (CrossDistillCollator, CrossDistillConfig, CrossDistillTrainer,
-                                           ExampleDataset, compute_seed_cache, switch_kwargs)
+                                           ExampleDataset, compute_seed_cache)
 
-        method = {"cdsdft": "cdsdft", "onpolicy": "sdft-onpolicy"}.get(a.side, "sft")
+        method = {"cdsdft": "cdsdft", "onpolicy": "sdft-onpolicy", "onpolicy_micro": "sdft-onpolicy"}.get(a.side, "sft")
         tc = Config(train=TrainConfig(alpha=0.5, beta=0.1, invariance="mmd", topk=a.topk, seed_logprobs="cached",
                                       onpolicy_max_new_tokens=a.seq_len - p_len)).train_config_for(method)
         if method == "sdft-onpolicy":
@@ -149,12 +151,16 @@ def worker(a) -> dict:
             extra["cache_s_per_batch"] = (time.perf_counter() - t0) / (n_rows / a.batch)
             if cuda:
                 torch.cuda.empty_cache()
-        args = CrossDistillConfig(**switch_kwargs(tc), remove_unused_columns=False, label_names=["labels"], **common)
+        args = CrossDistillConfig(**CrossDistillConfig.knobs_of(tc), remove_unused_columns=False, label_names=["labels"],
+                                  **common)
         trainer = CrossDistillTrainer(model=model, args=args, train_dataset=ds, processing_class=_dummy_tokenizer(V),
                                       data_collator=CrossDistillCollator(0, cache), callbacks=[Timer()],
                                       domain_names=["a", "b"], eos_ids={1})
         if method == "sdft-onpolicy":
-            parts: dict[str, list[float]] = {"gen": [], "teacher": [], "len": []}
+            # per optimizer step (the index is the number of steps already finished): sampling and teacher seconds
+            parts: dict[str, dict[int, float]] = {"gen": {}, "teacher": {}}
+            lens: list[float] = []
+            trainer.rollout_per_window = a.side == "onpolicy"   # onpolicy_micro: one sampling call per micro-batch
 
             def timed(fn, key):
                 def run(*args, **kw):
@@ -164,13 +170,13 @@ def worker(a) -> dict:
                     r = fn(*args, **kw)
                     if cuda:
                         torch.cuda.synchronize()
-                    parts[key].append(time.perf_counter() - t0)
+                    parts[key][len(times)] = parts[key].get(len(times), 0.0) + time.perf_counter() - t0
                     if key == "gen":
-                        parts["len"].append(float(r["sample_len"]))
+                        lens.extend(float(x["sample_len"]) for x in r)
                     return r
                 return run
 
-            trainer.rollout = timed(trainer.rollout, "gen")
+            trainer.rollout_window = timed(trainer.rollout_window, "gen")
             trainer.teacher_hidden = timed(trainer.teacher_hidden, "teacher")
     if cuda:
         torch.cuda.synchronize()
@@ -183,10 +189,10 @@ def worker(a) -> dict:
     else:
         peak_mb = (_status_kb("VmHWM") - rss0_kb) / 1024
     timed = times[a.warmup:]
-    if a.side == "onpolicy":
-        extra.update({"gen_s": statistics.median(parts["gen"][a.warmup:]),
-                      "teacher_s": statistics.median(parts["teacher"][a.warmup:]),
-                      "sample_len": statistics.mean(parts["len"][a.warmup:])})
+    if a.side.startswith("onpolicy"):
+        extra.update({"gen_s": statistics.median(v for k, v in parts["gen"].items() if k >= a.warmup),
+                      "teacher_s": statistics.median(v for k, v in parts["teacher"].items() if k >= a.warmup),
+                      "sample_len": statistics.mean(lens)})
     return {"side": a.side, "model": model_name, "device": device if not cuda else torch.cuda.get_device_name(),
             "dtype": str(dtype).replace("torch.", ""), "step_s": statistics.median(timed), "steps_s": timed,
             "peak_mb": peak_mb, "setup_rss_mb": (rss_setup_kb - rss0_kb) / 1024, "hwm_reset": hwm_reset, **extra}
@@ -221,6 +227,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads per side (default: torch's own; use 1 on a shared, oversubscribed CPU)")
     ap.add_argument("--prompt-frac", type=float, default=0.25)
+    ap.add_argument("--grad-accum", type=int, default=1,
+                    help="micro-batches per optimizer step; > 1 adds the side onpolicy_micro (one sampling call per "
+                         "micro-batch) beside onpolicy (one per accumulation window)")
     ap.add_argument("--ours-sft", action="store_true", help="also time crossdistill's own sft path")
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
@@ -243,7 +252,8 @@ def main(argv=None) -> dict:
 
     import tempfile
 
-    sides = ["sft", "cdsdft", "onpolicy"] + (["ours_sft"] if a.ours_sft else [])
+    sides = ["sft", "cdsdft", "onpolicy"] + (["onpolicy_micro"] if a.grad_accum > 1 else []) \
+        + (["ours_sft"] if a.ours_sft else [])
     results: dict[str, list[dict]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         for rep in range(a.repeats):
@@ -251,7 +261,8 @@ def main(argv=None) -> dict:
                 cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--tmp", tmp,
                        "--model", a.model, "--batch", str(a.batch), "--seq-len", str(a.seq_len),
                        "--steps", str(a.steps), "--warmup", str(a.warmup), "--device", a.device,
-                       "--dtype", a.dtype, "--topk", str(a.topk), "--prompt-frac", str(a.prompt_frac)]
+                       "--dtype", a.dtype, "--topk", str(a.topk), "--prompt-frac", str(a.prompt_frac),
+                       "--grad-accum", str(a.grad_accum)]
                 if a.threads:
                     cmd += ["--threads", str(a.threads)]
                 if a.random_init:
@@ -275,7 +286,7 @@ def main(argv=None) -> dict:
     first = results["sft"][0]
     out = {
         "model": first["model"], "device": first["device"], "dtype": first["dtype"],
-        "batch": a.batch, "seq_len": a.seq_len, "steps": a.steps, "repeats": a.repeats, "threads": a.threads,
+        "batch": a.batch, "grad_accum": a.grad_accum, "seq_len": a.seq_len, "steps": a.steps, "repeats": a.repeats, "threads": a.threads,
         "sft_step_s": round(step("sft"), 4), "cdsdft_step_s": round(step("cdsdft"), 4),
         "time_ratio": round(step("cdsdft") / step("sft"), 3),
         "sft_peak_mb": round(peak("sft"), 1), "cdsdft_peak_mb": round(peak("cdsdft"), 1),
@@ -288,6 +299,11 @@ def main(argv=None) -> dict:
                 "onpolicy_gen_s": round(best["gen_s"], 4), "onpolicy_teacher_s": round(best["teacher_s"], 4),
                 "onpolicy_student_s": round(best["step_s"] - best["gen_s"] - best["teacher_s"], 4),
                 "onpolicy_sample_len": round(best["sample_len"], 1), "onpolicy_target": ONPOLICY_TARGET})
+    if a.grad_accum > 1:
+        micro = min(results["onpolicy_micro"], key=lambda r: r["step_s"])
+        out.update({"onpolicy_micro_step_s": round(micro["step_s"], 4), "onpolicy_micro_gen_s": round(micro["gen_s"], 4),
+                    "onpolicy_micro_sample_len": round(micro["sample_len"], 1),
+                    "window_rollout_speedup": round(micro["step_s"] / best["step_s"], 3)})
     if a.ours_sft:
         out["ours_sft_step_s"] = round(step("ours_sft"), 4)
         out["ours_sft_peak_mb"] = round(peak("ours_sft"), 1)

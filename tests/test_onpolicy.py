@@ -239,3 +239,40 @@ def test_ablation_chain_adds_one_ingredient_per_method():
     assert names[0] == "sdft" and terms[0] == cfg.train_config_for("sdft").terms
     assert changed == [["domain_weighted"], ["balanced"], ["seed_kl"], ["invariance"]]
     assert terms[-1] == cfg.train_config_for("cdsdft").terms     # the end of the chain is CD-SDFT
+
+
+def test_onpolicy_samples_a_whole_accumulation_window_in_one_call(tmp_path, distilled, monkeypatch):
+    """grad_accum 2: one sampling call of 2 x 4 prompts per optimizer step (the weights do not change within the
+    window), and each micro-batch gets exactly its own prompts' samples, as per-micro-batch rollouts would."""
+    import crossdistill.training as T
+
+    calls: list[int] = []
+    real = T.sample_completions
+
+    def spy(model, prompts, **kw):
+        calls.append(len(prompts))
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(T, "sample_completions", spy)
+    model, tok = build_tiny_model(seed=0)
+    out = tmp_path / "w"
+    train(_cfg(max_steps=2, grad_accum=2, methods={"on": {"method": "sdft-onpolicy"}}), "on", str(distilled),
+          str(out), model=model, tokenizer=tok)
+    # 12 records = 3 micro-batches of 4 per epoch: the first window holds two, the epoch's last one only one
+    assert calls == [8, 4]
+    assert [r["step"] for r in _log(out)] == [1, 2]
+
+    # the window's rows equal per-micro-batch rollouts given the same samples
+    rows = read_distilled(distilled, "original_response")
+    teacher = lambda d, msgs, ref: get_domain(d).teacher_messages(msgs, ref)   # noqa: E731
+    examples, _ = build_examples(rows[:8], tok, 160, teacher)
+    ds = ExampleDataset(examples, sorted({e["domain"] for e in examples}))
+    tr = _trainer(tmp_path, model, tok, ds)
+    b1, b2 = (CrossDistillCollator(tok.pad_token_id)([ds[i] for i in r]) for r in (range(4), range(4, 8)))
+    fake = {tuple(p): [7 + i, 9, tok.eos_token_id][: 1 + i % 3] for i, p in
+            enumerate(b1["prompt_ids_list"] + b2["prompt_ids_list"])}
+    monkeypatch.setattr(T, "sample_completions", lambda model, prompts, **kw: [fake[tuple(p)] for p in prompts])
+    together = tr.rollout_window(model, [b1, b2])
+    alone = [tr.rollout(model, b) for b in (b1, b2)]
+    for w, a in zip(together, alone):
+        assert w.keys() == a.keys() and all(torch.equal(w[k], a[k]) for k in w)

@@ -480,7 +480,8 @@ def sample_completions(model: nn.Module, prompts: list[list[int]], *, pad_id: in
     loss must score exactly the sampled token ids (re-tokenising the text is not the student's own sequence). Nor
     would it be faster here: at the on-policy batch (4 prompts x 64 tokens, LoRA active) the engine took 6.2-7.0 s
     against `generate`'s 6.2-6.6 s on this project's CPU (2026-12-03); with 4 rows a decode step is bound by the
-    per-layer overhead, which continuous batching does not remove."""
+    per-layer overhead, which continuous batching does not remove. The same overhead is why the trainer samples a
+    whole gradient-accumulation window in one call (`CrossDistillTrainer.get_batch_samples`)."""
     device = next(model.parameters()).device
     T = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
@@ -573,10 +574,15 @@ class CrossDistillConfig(TrainingArguments):
         (`cfg.train_config_for(method)`, whose switches `config.resolve_method` took from the preset), turned into
         the shared transformers fields (`recipe_training_args`) and every knob above, each from the recipe key of
         its name (`_RECIPE_KEY` lists the renamed one). `extra` sets further fields (tests)."""
-        own = {f.name for f in dataclasses.fields(cls)} - _TRAINING_ARGS_FIELDS - _NOT_IN_RECIPE
-        knobs = {name: getattr(tc, _RECIPE_KEY.get(name, name)) for name in sorted(own)}
         return cls(**recipe_training_args(cfg, tc, ckpt_dir, mixed_bf16, mixed_fp16), label_names=["labels"],
-                   **{**knobs, **extra})
+                   **{**cls.knobs_of(tc), **extra})
+
+    @classmethod
+    def knobs_of(cls, tc: TrainConfig) -> dict:
+        """The CD-SDFT knobs of a resolved TrainConfig (without the transformers fields): `from_recipe`, and
+        benchmarks that bring their own TrainingArguments."""
+        own = {f.name for f in dataclasses.fields(cls)} - _TRAINING_ARGS_FIELDS - _NOT_IN_RECIPE
+        return {name: getattr(tc, _RECIPE_KEY.get(name, name)) for name in sorted(own)}
 
 
 _TRAINING_ARGS_FIELDS = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -661,27 +667,51 @@ class CrossDistillTrainer(Trainer):
     # -- loss -----------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         unwrapped = self.accelerator.unwrap_model(model)
-        if self.args.terms.onpolicy:
+        if self.args.terms.onpolicy and "prompt_ids_list" in inputs:   # not rolled out with its window
             inputs = self.rollout(unwrapped, inputs)
         out = _call_through(model, unwrapped, self._loss_forward, unwrapped, inputs)
         self._accumulate(out)
         return (out["loss"], out) if return_outputs else out["loss"]
 
+    rollout_per_window = True   # False: one sampling call per micro-batch (benchmarks/bench_train.py compares)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The micro-batches of one optimizer step (transformers fetches the whole gradient-accumulation window
+        before the first of them runs). On-policy, they are rolled out here in ONE sampling call: the weights do not
+        change within the window, so each sample is exactly what the per-micro-batch call would have drawn from the
+        same policy, and a decode step of 8 rows costs about what one of 4 does on a CPU (benchmarks/README.md)."""
+        batches, n_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.args.terms.onpolicy and self.rollout_per_window and len(batches) > 1 \
+                and all("prompt_ids_list" in b for b in batches):
+            batches = self.rollout_window(self.accelerator.unwrap_model(self.model), batches)
+            n_items = self._get_num_items_in_batch(batches, device)
+        return batches, n_items
+
     def rollout(self, unwrapped: nn.Module, inputs: dict) -> dict:
         """On-policy batch: the student (LoRA active) samples a response to each prompt; the student rows are
         prompt + sample, the teacher rows are the teacher prompt (with the demonstration) + the same sample."""
+        return self.rollout_window(unwrapped, [inputs])[0]
+
+    def rollout_window(self, unwrapped: nn.Module, batches: list[dict]) -> list[dict]:
+        """`rollout` for several micro-batches with one sampling call over all their prompts."""
         a: CrossDistillConfig = self.args
         pad = self.processing_class.pad_token_id
-        comps = sample_completions(unwrapped, inputs["prompt_ids_list"], pad_id=pad, eos_ids=self.eos_ids,
+        prompts = [p for b in batches for p in b["prompt_ids_list"]]
+        comps = sample_completions(unwrapped, prompts, pad_id=pad, eos_ids=self.eos_ids,
                                    max_new_tokens=a.onpolicy_max_new_tokens, temperature=a.onpolicy_temperature)
-        dev = inputs["input_ids"].device
-        out = {k: v for k, v in inputs.items() if k not in ("prompt_ids_list", "teacher_prompt_ids_list")}
-        out.update(onpolicy_rows(inputs["prompt_ids_list"], comps, pad, dev))
-        t = onpolicy_rows(inputs["teacher_prompt_ids_list"], comps, pad, dev)
-        out.update({"teacher_input_ids": t["input_ids"], "teacher_attention_mask": t["attention_mask"],
-                    "teacher_labels": t["labels"]})
-        out["sample_len"] = torch.tensor([float(len(c)) for c in comps], device=dev).mean()
-        return out
+        outs, k = [], 0
+        for inputs in batches:
+            c = comps[k:k + len(inputs["prompt_ids_list"])]
+            k += len(c)
+            dev = inputs["input_ids"].device
+            out = {key: v for key, v in inputs.items() if key not in ("prompt_ids_list", "teacher_prompt_ids_list")}
+            out.update(onpolicy_rows(inputs["prompt_ids_list"], c, pad, dev))
+            t = onpolicy_rows(inputs["teacher_prompt_ids_list"], c, pad, dev)
+            out.update({"teacher_input_ids": t["input_ids"], "teacher_attention_mask": t["attention_mask"],
+                        "teacher_labels": t["labels"]})
+            out["sample_len"] = torch.tensor([float(len(x)) for x in c], device=dev).mean()
+            outs.append(out)
+        return outs
 
     def _loss_forward(self, unwrapped: nn.Module, inputs: dict) -> dict:
         a: CrossDistillConfig = self.args
