@@ -77,3 +77,35 @@ def test_the_experiments_questions_come_from_the_adjusted_rows():
     assert "without math: cdsdft − sft, gsm8k (exact_match): n.s. (Holm)" in md
     assert "cdsdft − +kl, gsm8k (exact_match): **better**: +0.0500 [+0.0490, +0.0510]" in md
     assert mod.questions_section({"methods": ["seed", "sft"], "scores": scores}) == []
+
+
+def test_experiment_and_pilot_of_one_model_are_separate_groups(tmp_path):
+    """results/<model>/experiment/... (issue 17) and results/<model>/seedN (the pilot) share a model name: each
+    group gets its own section and its own pooled table, the experiment first."""
+    def run(folder, seed, value, pooled=False):
+        folder.mkdir(parents=True)
+        scores = [{"method": m, "task": "arc-easy", "metric": "acc", "value": v, "ci_low": 0, "ci_high": 1, "n": 20}
+                  for m, v in (("seed", 0.5), ("sft", value))]
+        res = {"model": "m", "seed": seed, "methods": ["seed", "sft"], "scores": scores, "deltas": []}
+        if pooled:
+            res.update({"pooled_runs": ["a", "b"], "seeds": [0, 1]})
+            for x in scores:
+                x["per_run"] = [x["value"] - 0.005, x["value"] + 0.005]
+        (folder / "results.json").write_text(json.dumps(res))
+
+    root = tmp_path / "results"
+    run(root / "m" / "seed0", 0, 0.11)
+    run(root / "m" / "seed1", 1, 0.12)
+    run(root / "m" / "experiment" / "seed0", 0, 0.21)
+    run(root / "m" / "experiment" / "seed1", 1, 0.22)
+    run(root / "m" / "experiment" / "pooled", None, 0.215, pooled=True)
+    out = tmp_path / "R.md"
+    _load().main(["--results", str(root), "--out", str(out), "--preamble", "none", "--conclusions", "none"])
+    md = out.read_text()
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads == [f"## m — issue 17's experiment (`{root / 'm' / 'experiment'}`)",
+                     f"## m — the CPU pilot (`{root / 'm'}`)"]
+    exp, pilot = md.split(heads[1])
+    assert "0.210" in exp and "0.110" not in exp and "0.110" in pilot and "0.210" not in pilot
+    assert "Pooled over training seeds 0, 1" in exp and "Pooled" not in pilot
+    assert "Across training seeds" in pilot                       # the pilot has no pooled file: per-seed table
