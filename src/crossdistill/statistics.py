@@ -135,18 +135,27 @@ def task_mde(values: Sequence[float]) -> float | None:
     return mde(float(x.std(ddof=1)) * math.sqrt(2), len(x))
 
 
+def _hierarchical_resamples(mats: list[np.ndarray], statistic, resamples: int, seed: int) -> list[float]:
+    """`statistic` of (runs x items) matrices resampled together: each resample draws runs with replacement, then
+    items with replacement (the same rows and columns of every matrix: they are paired). None values drop out."""
+    r, n = mats[0].shape
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(resamples):
+        rows = rng.integers(0, r, size=r)
+        cols = rng.integers(0, n, size=n)
+        v = statistic(*(m[rows][:, cols] for m in mats))
+        if v is not None:
+            out.append(float(v))
+    return out
+
+
 def hierarchical_ci(diffs: np.ndarray, *, resamples: int = 2000, seed: int = 0,
                     alpha: float = ALPHA) -> tuple[float, float]:
     """Percentile CI of the mean of a (runs × items) matrix of per-item differences: each resample draws runs with
     replacement, then items with replacement (the same items for every drawn run: they are paired)."""
     d = np.asarray(diffs, dtype=np.float64)
-    r, n = d.shape
-    rng = np.random.default_rng(seed)
-    stats = np.empty(resamples)
-    for k in range(resamples):
-        rows = rng.integers(0, r, size=r)
-        cols = rng.integers(0, n, size=n)
-        stats[k] = d[rows][:, cols].mean()
+    stats = _hierarchical_resamples([d], lambda x: float(x.mean()), resamples, seed)
     lo, hi = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     point = float(d.mean())
     return round(min(float(lo), point), 12) + 0.0, round(max(float(hi), point), 12) + 0.0
@@ -332,14 +341,8 @@ def hierarchical_retention_ci(seed: np.ndarray, reference: np.ndarray, method: n
     replacement, then items (the same for every drawn run); resamples where the reference gained nothing drop out."""
     sign = -1.0 if lower_is_better else 1.0
     g_r, g_m = sign * (reference - seed), sign * (method - seed)
-    r, n = g_r.shape
-    rng = np.random.default_rng(rng_seed)
-    out = []
-    for _ in range(resamples):
-        rows, cols = rng.integers(0, r, size=r), rng.integers(0, n, size=n)
-        den = g_r[rows][:, cols].mean()
-        if den > 0:
-            out.append(g_m[rows][:, cols].mean() / den)
+    out = _hierarchical_resamples([g_r, g_m], lambda r, m: m.mean() / r.mean() if r.mean() > 0 else None,
+                                  resamples, rng_seed)
     if not out:
         return None, None
     lo, hi = np.percentile(out, [2.5, 97.5])
