@@ -194,6 +194,13 @@ def test_only_selects_whole_step_names(tmp_path, fake_stages):
     runner.run(cfg, only=["data", "train/sft", "eval/seed"])
     assert fake_stages == ["data", "eval/seed", "train/sft"]          # not train/sft-paper
     assert runner._selected("train/sft__lodo-math", "train/sft") and runner._selected("train/cdsdft", "train")
+    # "*/sft": every stage's step of one method (and its LODO runs), nothing else
+    assert [n for n in ("train/sft", "eval/sft", "probe/sft", "train/sft__lodo-math", "train/sft-paper", "eval/seed",
+                        "data", "sft") if runner._selected(n, "*/sft")] == \
+        ["train/sft", "eval/sft", "probe/sft", "train/sft__lodo-math"]
+    plan = runner.describe_plan(cfg, ["*/sft-paper"]).splitlines()
+    assert [line.split("]")[0].strip(" [") for line in plan[1:-1]] == \
+        ["run" if "sft-paper" in line else "skip" for line in plan[1:-1]]
 
 
 def test_lodo_for_named_methods_only(tmp_path, fake_stages):

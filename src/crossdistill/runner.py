@@ -197,11 +197,12 @@ def run_eval_step(cfg: Config, method: str, adapter_of: str | None, tasks: list[
 
 # --- running the plan ---------------------------------------------------------------------------
 
-def describe_plan(cfg: Config) -> str:
+def describe_plan(cfg: Config, only: list[str] | None = None) -> str:
     steps = build_plan(cfg)
     lines = [f"plan for {cfg.recipe_path or '<defaults>'} -> {cfg.output_dir}"]
     for s in steps:
-        lines.append(f"  [{s.status():6}] {s.name:32} key={s.key}  out={s.out}")
+        status = s.status() if not only or any(_selected(s.name, o) for o in only) else "skip"
+        lines.append(f"  [{status:6}] {s.name:32} key={s.key}  out={s.out}")
     lines.append("  [always] report")
     return "\n".join(lines)
 
@@ -213,7 +214,7 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
     os.environ["CROSSDISTILL_SANDBOX_ISOLATION"] = cfg.sandbox.isolation  # read by crossdistill.sandbox
     steps = build_plan(cfg)
     if dry_run:
-        print(describe_plan(cfg))
+        print(describe_plan(cfg, only))
         return {s.name: s.status() for s in steps}
     out = Path(cfg.output_dir)
     # Bad input stops here or in the step that reads it, with nothing written: the output folder and the model
@@ -296,8 +297,12 @@ def ensure_step(cfg: Config, name: str) -> str:
 
 def _selected(step_name: str, pattern: str) -> bool:
     """`--only` entries name whole path parts: "train" selects every train step, "train/sft" that one step and its
-    LODO runs (train/sft__lodo-*), never train/sft-paper."""
+    LODO runs (train/sft__lodo-*), never train/sft-paper; "*/sft" every stage's sft step (train, eval, probe)."""
     pattern = pattern.strip().rstrip("/")
+    if pattern.startswith("*/"):
+        if "/" not in step_name:
+            return False
+        step_name, pattern = step_name.split("/", 1)[1], pattern[2:]
     return step_name == pattern or step_name.startswith(pattern + "/") or step_name.startswith(pattern + "__")
 
 
