@@ -1160,7 +1160,7 @@ def _attach_adapter(cfg: Config, tc: TrainConfig, model: nn.Module, domain_names
 
     set_seed(cfg.seed)
     if not tc.full_finetune:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         model = get_peft_model(model, _peft_lora_config(tc))
     model.train()

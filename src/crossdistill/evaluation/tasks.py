@@ -75,7 +75,6 @@ choice). Every problem raises UserError naming the spec file and the field.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import string
 from dataclasses import dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..domains.registry import record_kind
-from ..errors import UserError, suggest
+from ..errors import UserError
 from ..io import jsonl_values
 from ..records import Record, record_from_dict
 from .formats import CONVERTERS, FORMAT_HELP, Where, detect_format
