@@ -216,6 +216,15 @@ def test_retention_rows_read_eval_folders_and_adjust(tmp_path):
                             primary={"t": "bpb"}, share=0.9)
     by = {r["method"]: r for r in rows}
     assert set(by) == {"good", "poor"} and all(r["family"] == "retention" for r in rows)
-    assert by["good"]["verdict"] == "keeps >= 90%" and by["good"]["p_holm"] <= 2 * by["good"]["p"]
+    assert by["good"]["verdict"] == "keeps >= 90%" and by["good"]["p_holm"] == pytest.approx(2 * by["good"]["p"])
     assert by["poor"]["verdict"] == "not shown" and by["poor"]["retained"] == pytest.approx(0.25, abs=0.05)
     assert by["good"]["retained_ci_low"] < 0.95 < by["good"]["retained_ci_high"]
+
+
+def test_tiny_exact_p_values_are_not_stored_as_zero():
+    """70 discordant pairs all one way: exact McNemar p = 2 * 2**-70, kept (12 significant digits), not rounded to 0."""
+    from crossdistill.statistics import compare
+
+    row = compare([0.0] * 70 + [1.0] * 30, [1.0] * 100)
+    assert row["test"] == "mcnemar_exact" and row["p"] > 0
+    assert row["p"] == pytest.approx(2 * 2.0 ** -70, rel=1e-9)

@@ -29,6 +29,11 @@ def _fmt(v, digits=3):
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _fmt_p(p) -> str:
+    """A p-value: 4 decimals, or 2 significant digits below 1e-4 (never a bare 0.0000)."""
+    return "—" if p is None else (f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}")
+
+
 def score_table(scores: list[dict]) -> tuple[list[str], list[tuple[str, str]], dict]:
     methods, cols, cell = [], [], {}
     for s in scores:
@@ -379,7 +384,7 @@ def _comparisons_section(results: dict, prim: dict[str, str]) -> Section | None:
             continue
         rows.append([d["method"], d["vs"], d["task"], d["metric"],
                      f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]", str(d.get("n")),
-                     d.get("test", "—"), _fmt(d.get("p"), 4), _fmt(d.get("p_holm"), 4), _fmt(d.get("mde"), 4),
+                     d.get("test", "—"), _fmt_p(d.get("p")), _fmt_p(d.get("p_holm")), _fmt(d.get("mde"), 4),
                      d.get("family", "—"), d.get("verdict", "—")])
     if not rows:
         return None
@@ -411,8 +416,8 @@ def _retention_section(results: dict) -> Section | None:
             f"{r['retained']:.2f}" + ("" if r.get("retained_ci_low") is None else
                                        f" [{r['retained_ci_low']:.2f}, {r['retained_ci_high']:.2f}]"))
         rows.append([r["method"], r["reference"], r["task"], r["metric"], _fmt(r.get("gain_method"), 4),
-                     _fmt(r.get("gain_reference"), 4), kept, str(r.get("n")), _fmt(r.get("p"), 4),
-                     _fmt(r.get("p_holm"), 4), r.get("verdict", "—")])
+                     _fmt(r.get("gain_reference"), 4), kept, str(r.get("n")), _fmt_p(r.get("p")),
+                     _fmt_p(r.get("p_holm")), r.get("verdict", "—")])
     if not rows:
         return None
     share = results["retention"][0]["share"]
@@ -451,7 +456,7 @@ def _lodo_section(scores: list[dict], paired_lodo: dict, cross: list[dict] | Non
                           "verdict"],
                          [[d["method"], d["vs"], d["left_out_domain"], d["task"], d["metric"],
                            f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]", str(d.get("n")),
-                           _fmt(d.get("p_holm"), 4), d.get("verdict", "—")] for d in cross])]
+                           _fmt_p(d.get("p_holm")), d.get("verdict", "—")] for d in cross])]
     return Section("Leave-one-domain-out", blocks)
 
 
@@ -526,7 +531,7 @@ def invariance_section(out: Path) -> Section | None:
                         "on the out-of-fold correctness), Holm over these pairs: 'lower' = more domain-invariant."),
                    Table(["method", "vs", "delta [95% CI]", "n", "p", "p (Holm)", "verdict"],
                          [[d["method"], d["vs"], f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]",
-                           str(d["n"]), _fmt(d.get("p"), 4), _fmt(d.get("p_holm"), 4), d.get("verdict", "—")]
+                           str(d["n"]), _fmt_p(d.get("p")), _fmt_p(d.get("p_holm")), d.get("verdict", "—")]
                           for d in pd])]
     link = res.get("probe_vs_forgetting") or {}
     if link.get("rho") is not None:

@@ -49,6 +49,11 @@ LOWER_IS_BETTER = {"bpb", "kl"}
 
 # --- tests ----------------------------------------------------------------------------------------------
 
+def _round_p(p: float) -> float:
+    """A p-value kept to 12 significant digits (not decimals: an exact test's 2**-64 must not be stored as 0)."""
+    return float(f"{p:.12g}")
+
+
 def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> float:
     """Exact two-sided McNemar test of paired 0/1 outcomes: binomial test of the discordant pairs at 1/2."""
     if len(a) != len(b):
@@ -211,7 +216,7 @@ def adjust(rows: list[dict], *, in_domain: set[str], primary: dict[str, str],
         fams.setdefault(r["family"], []).append(i)
     for idx in fams.values():
         for i, p in zip(idx, holm([rows[i].get("p") for i in idx])):
-            rows[i]["p_holm"] = None if p is None else round(p, 12)
+            rows[i]["p_holm"] = None if p is None else _round_p(p)
     for r in rows:
         r["verdict"] = "at chance" if r["family"] == "forgetting (at chance)" else verdict(r)
     return rows
@@ -259,7 +264,7 @@ def compare(a: Sequence[float], b: Sequence[float], *, seed: int = 0) -> dict:
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     m = mde(sd, len(diff))
     return {"delta": d, "ci_low": lo, "ci_high": hi, "n": len(diff), "paired": True, "test": test,
-            "p": round(p, 12), "mde": None if m is None else round(m, 12)}
+            "p": _round_p(p), "mde": None if m is None else round(m, 12)}
 
 
 def retention(seed: Sequence[float], reference: Sequence[float], method: Sequence[float], *, share: float,
@@ -288,7 +293,7 @@ def retention(seed: Sequence[float], reference: Sequence[float], method: Sequenc
     return {"n": n, "share": share, "gain_method": float(g_m.mean()) if n else None,
             "gain_reference": float(g_r.mean()) if n else None, "retained": ratio, "retained_ci_low": lo,
             "retained_ci_high": hi, "margin": float(d.mean()) if n else None, "test": "sign_flip_greater",
-            "p": round(p, 12)}
+            "p": _round_p(p)}
 
 
 def retention_rows(eval_root: Path, scores: list[dict], *, reference: str, methods: Sequence[str],
@@ -324,7 +329,7 @@ def _adjust_retention(rows: list[dict], share: float) -> list[dict]:
     seeds+items CI of the retained fraction lies above the share), "reference did not gain", else "not shown"."""
     for r, ph in zip(rows, holm([r["p"] for r in rows])):
         r["family"] = "retention"
-        r["p_holm"] = None if ph is None else round(ph, 12)
+        r["p_holm"] = None if ph is None else _round_p(ph)
         hier_ok = r.get("hier_ci_low") is None or r["hier_ci_low"] > share
         if r["retained"] is None:
             r["verdict"] = "reference did not gain"
@@ -591,7 +596,7 @@ def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str],
                              "layer": probes[m]["chosen_layer"], **compare([a[k] for k in ids], [b[k] for k in ids])})
     for r, ph in zip(rows, holm([r["p"] for r in rows])):
         r["family"] = "invariance"
-        r["p_holm"] = None if ph is None else round(ph, 12)
+        r["p_holm"] = None if ph is None else _round_p(ph)
         if r["p_holm"] is not None and r["p_holm"] < ALPHA:
             r["verdict"] = "lower" if r["delta"] < 0 else "higher"
         elif r.get("mde") is not None and abs(r["delta"]) <= r["mde"]:
@@ -602,6 +607,6 @@ def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str],
     trained = [m for m in summary if m != SEED and m in drift]
     rho, p = spearman_permutation([summary[m]["acc"] for m in trained], [drift[m] for m in trained])
     link = {"forgetting_task": forgetting, "methods": trained, "n": len(trained),
-            "rho": None if rho is None else round(rho, 6), "p": None if p is None else round(p, 12),
+            "rho": None if rho is None else round(rho, 6), "p": None if p is None else _round_p(p),
             "test": "spearman_permutation", "runs": len(roots)}
     return {"probe": summary, "probe_deltas": rows, "probe_vs_forgetting": link}
