@@ -678,8 +678,9 @@ class CrossDistillTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The micro-batches of one optimizer step (transformers fetches the whole gradient-accumulation window
         before the first of them runs). On-policy, they are rolled out here in ONE sampling call: the weights do not
-        change within the window, so each sample is exactly what the per-micro-batch call would have drawn from the
-        same policy, and a decode step of 8 rows costs about what one of 4 does on a CPU (benchmarks/README.md)."""
+        change within the window, so every sample comes from the same policy a per-micro-batch call would sample
+        (other draws, the same distribution), and on a CPU one call of 8 rows samples 1.67x faster than two of 4
+        (benchmarks/README.md, bench_train --grad-accum 2)."""
         batches, n_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if self.args.terms.onpolicy and self.rollout_per_window and len(batches) > 1 \
                 and all("prompt_ids_list" in b for b in batches):
