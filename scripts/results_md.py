@@ -118,11 +118,12 @@ def _find(res: dict, prim: dict[str, str], earlier: str, later: str, task: str, 
     return None
 
 
-def _says(d: dict) -> str:
-    """One delta row in words: the adjusted verdict with effect and CI, or 'not detectable at n (MDE ...)'."""
+def _says(d: dict, v: str | None = None) -> str:
+    """One delta row in words: the adjusted verdict (`v`, else `verdict(d)`) with effect and CI, or 'not detectable
+    at n (MDE ...)'."""
     eff = f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-    v = verdict(d)
-    if v in ("better", "worse"):
+    v = v or verdict(d)
+    if v in ("better", "worse", "lower", "higher"):
         return f"**{v}**: {eff}, n = {d['n']}, p_Holm {_p(d)}"
     if v == "not detectable at n":
         mde = "—" if d.get("mde") is None else f"{d['mde']:.4f}"
@@ -188,11 +189,7 @@ def questions_section(res: dict) -> list[str]:
     lines = []
     for d in res.get("probe_deltas", []):
         if d["method"] in ("cdsdft", "cdsdft-onpolicy") and d["vs"] in ("seed", "sft", "sdft", "sdft-onpolicy"):
-            v = d.get("verdict", "—")
-            eff = f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-            lines.append(f"  - {d['method']} − {d['vs']}, probe accuracy: " + (
-                f"not detectable at n = {d['n']} (MDE {d['mde']:.4f}; {eff})" if v == "not detectable at n"
-                else f"**{v}**: {eff}, n = {d['n']}, p_Holm {_p(d)}"))
+            lines.append(f"  - {d['method']} − {d['vs']}, probe accuracy: {_says(d, d.get('verdict', '—'))}")
     link = res.get("probe_vs_forgetting") or {}
     if link.get("rho") is not None:
         lines.append(f"  - across {link['n']} trained methods, Spearman rho(probe accuracy, {link['forgetting_task']})"

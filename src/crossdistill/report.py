@@ -499,8 +499,9 @@ def plot_probe(probes: dict[str, dict]) -> bytes | None:
     return data
 
 
-def invariance_section(out: Path) -> Section | None:
-    """The domain-invariance table and plot; None without probe results."""
+def invariance_section(out: Path, results: dict | None = None) -> Section | None:
+    """The domain-invariance table and plot; None without probe results. `results`: the run's results.json when
+    the caller has it loaded (else read here)."""
     probes = {}
     for d in sorted((out / "probe").glob("*")) if (out / "probe").exists() else []:
         p = _load(d / "probe.json")
@@ -524,7 +525,7 @@ def invariance_section(out: Path) -> Section | None:
                      f"{row['mmd_mean']:.4f}"] + [_fmt(row["mmd"].get(k), 4) for k in pairs])
     blocks: list[Block] = [Text(note), Table(["method", "layer", "probe acc [95% CI]", "mean MMD²"]
                                              + [f"MMD² {p}" for p in pairs], rows)]
-    res = _load(out / "results.json", {}) or {}
+    res = (results if results is not None else _load(out / "results.json", {})) or {}
     pd = res.get("probe_deltas") or []
     if pd:
         blocks += [Text("Probe accuracy at the invariance layer, method − vs, paired by probe record (exact McNemar "
@@ -579,7 +580,7 @@ def build_report(out: Path) -> Report:
                 _forgetting_section(fm_methods, fm_tasks, delta, paired), _tasks_section(results, prim),
                 _comparisons_section(results, prim), _retention_section(results), *plots,
                 _lodo_section(scores, paired_lodo, cross_lodo),
-                invariance_section(out), _timing_section(dstats, train_stats, timing)]
+                invariance_section(out, results), _timing_section(dstats, train_stats, timing)]
     recipe = results.get("recipe")
     intro = Text(f"Recipe: `{recipe}` · seed {results.get('seed')}",
                  html=f"Recipe: <code>{html.escape(str(recipe))}</code> · seed {results.get('seed')}")

@@ -583,8 +583,7 @@ def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str],
                           "mmd_mean": None if None in mmd else float(np.mean(mmd))}
         if all(p.get("chosen_items") for p in runs):
             probes[m] = {"chosen_layer": rows_[0]["layer"],
-                         "chosen_items": {f"{i}:{k}" if len(runs) > 1 else k: v
-                                          for i, p in enumerate(runs) for k, v in p["chosen_items"].items()}}
+                         "chosen_items": {(i, k): v for i, p in enumerate(runs) for k, v in p["chosen_items"].items()}}
     rows = []
     names = [m for m in methods if m in probes and probes[m].get("chosen_items")]
     for i, base in enumerate(names):
@@ -597,12 +596,8 @@ def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str],
     for r, ph in zip(rows, holm([r["p"] for r in rows])):
         r["family"] = "invariance"
         r["p_holm"] = None if ph is None else _round_p(ph)
-        if r["p_holm"] is not None and r["p_holm"] < ALPHA:
-            r["verdict"] = "lower" if r["delta"] < 0 else "higher"
-        elif r.get("mde") is not None and abs(r["delta"]) <= r["mde"]:
-            r["verdict"] = "not detectable at n"
-        else:
-            r["verdict"] = "n.s. (Holm)"
+        v = verdict(r)   # probe accuracy: a "better" (higher) one is the less invariant
+        r["verdict"] = {"better": "higher", "worse": "lower"}.get(v, v)
     drift = {s["method"]: s["value"] for s in scores if s["task"] == forgetting and not s.get("left_out_domain")}
     trained = [m for m in summary if m != SEED and m in drift]
     rho, p = spearman_permutation([summary[m]["acc"] for m in trained], [drift[m] for m in trained])

@@ -326,7 +326,7 @@ def read_task_file(path: str, spec: TaskSpec, *, what: str = "data") -> list[Rec
         if not isinstance(obj, dict):
             raise UserError(f"expected a JSON object [{what} of task spec {spec.spec_file}]", file=path, line=lineno)
         if spec.type == "tool_call" and not spec.fields and "function" in obj and "question" in obj:
-            obj = _from_bfcl(obj, answers, spec, path, lineno)
+            obj = _from_bfcl(obj, answers, path, lineno)
         if spec.fields:
             obj = _map_fields(obj, spec, lineno)
         try:
@@ -356,7 +356,7 @@ def _bfcl_answers(spec: TaskSpec) -> dict[str, Any]:
     return out
 
 
-def _from_bfcl(obj: dict, answers: dict | None, spec: TaskSpec, path: str, lineno: int) -> dict:
+def _from_bfcl(obj: dict, answers: dict | None, path: str, lineno: int) -> dict:
     """A BFCL question line as a Record dict (`sources.formats.conv_bfcl`); the ground truth from the line itself
     or the spec's `answers` file."""
     from ..sources.formats import Where, conv_bfcl
