@@ -118,3 +118,14 @@ def test_bfcl_simple_builtin_from_a_fake_wheel(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="simple_python_0") as e:
         packages.build_bfcl_simple()
     assert e.value.field == "ground_truth" and e.value.line == 1 and e.value.file == packages.BFCL_SIMPLE
+
+
+def test_a_python_literal_that_is_not_json_is_no_call():
+    """The parser accepts Python-literal calls (single quotes), but only with JSON values: a set argument made the
+    eval crash when its samples were written (seen in the issue-17 run)."""
+    from crossdistill.domains.tools import find_call
+
+    assert parse_calls("{'name': 'f', 'arguments': {'x': [1, 2]}}") == [{"name": "f", "arguments": {"x": [1, 2]}}]
+    assert find_call("{'name': 'f', 'arguments': {'x': {1, 2}}}") is None
+    assert parse_calls("{'name': 'f', 'arguments': {'x': {1, 2}}}") == []
+    json.dumps(parse_calls("{'name': 'g', 'arguments': {'y': b'z'}} {'name': 'f', 'arguments': {}}"))

@@ -107,6 +107,7 @@ def find_call(text: str) -> tuple[dict, int, int] | None:
             if e is not None:
                 try:
                     obj = ast.literal_eval(text[start:e])
+                    json.dumps(obj)   # a call's arguments are JSON values: a Python set, bytes, ... is no call
                     end = e
                 except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
                     obj = None
