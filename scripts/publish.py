@@ -36,6 +36,9 @@ def publish(run: Path, dest: Path) -> None:
             adapters[method] = {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
     (dest / "adapters.json").write_text(json.dumps(adapters, indent=1) + "\n")
     print(f"{run} -> {dest}: {len(adapters)} adapters")
+    missing = json.loads((run / "results.json").read_text()).get("missing") or []
+    if missing:   # e.g. a training seed run with --only: its report says it is interim
+        print(f"  no eval results in this run for: {', '.join(missing)}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ def test_missing_recipe_exit_2(tmp_path):
     assert p.returncode == 2 and "recipe file not found" in p.stderr
 
 
+def test_only_that_selects_no_step_exit_2(tmp_path):
+    p = run("run", "demo", f"output_dir={tmp_path / 'out'}", "--only", "trian/sft", "--dry-run")
+    assert p.returncode == 2 and "field '--only'" in p.stderr and "'trian/sft' selects no step" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "out").exists()
+
+
 def test_models_list():
     p = run("models", "list")
     assert p.returncode == 0 and "smollm2-135m-instruct" in p.stdout

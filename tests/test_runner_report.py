@@ -9,6 +9,7 @@ import pytest
 
 from crossdistill import runner, statistics
 from crossdistill.config import load_config
+from crossdistill.errors import UserError
 from crossdistill.report import forgetting_matrix, write_report
 
 RECIPE = """
@@ -114,6 +115,7 @@ def test_results_and_report(tmp_path, fake_stages):
     assert delta[("cdsdft", "arc-easy")] == pytest.approx(0.05)
     md = (out / "report.md").read_text()
     assert "Forgetting matrix" in md and "-0.100" in md and "Leave-one-domain-out" in md
+    assert res["missing"] == [] and "Interim" not in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2  # deltas + training curves, embedded
     assert (out / "plots" / "deltas.png").stat().st_size > 1000
@@ -198,6 +200,11 @@ def test_only_selects_whole_step_names(tmp_path, fake_stages):
     assert [n for n in ("train/sft", "eval/sft", "probe/sft", "train/sft__lodo-math", "train/sft-paper", "eval/seed",
                         "data", "sft") if runner._selected(n, "*/sft")] == \
         ["train/sft", "eval/sft", "probe/sft", "train/sft__lodo-math"]
+    # a typo selects nothing: an error naming --only, before anything runs (it would otherwise look done)
+    fake_stages.clear()
+    with pytest.raises(UserError, match="'trian/sft' selects no step") as e:
+        runner.run(cfg, only=["data", "trian/sft"])
+    assert e.value.field == "--only" and fake_stages == []
     plan = runner.describe_plan(cfg, ["*/sft-paper"]).splitlines()
     assert [line.split("]")[0].strip(" [") for line in plan[1:-1]] == \
         ["run" if "sft-paper" in line else "skip" for line in plan[1:-1]]
@@ -440,3 +447,19 @@ def test_gain_retention_rows_and_report_section(tmp_path):
     assert runner.collect_results(make_cfg(tmp_path))["retention"] == []
     with pytest.raises(UserError, match="retention.reference"):
         make_cfg(tmp_path, "retention.reference=seed")
+
+
+def test_only_report_builds_an_interim_report_from_the_finished_evals(tmp_path, fake_stages):
+    cfg = make_cfg(tmp_path, "lodo=[sft]")
+    runner.run(cfg, only=["data", "distill", "*/seed", "*/sft"])     # cdsdft and sft's code LODO run not yet
+    out = Path(cfg.output_dir)
+    shutil.rmtree(out / "eval" / "sft__lodo-code")
+    fake_stages.clear()
+    runner.run(cfg, only=["report"])                                  # runs no step, rebuilds the report
+    assert fake_stages == []
+    res = json.loads((out / "results.json").read_text())
+    assert res["methods"] == ["seed", "sft"] and res["missing"] == ["cdsdft", "sft__lodo-code"]
+    assert {s["method"] for s in res["scores"]} == {"seed", "sft"}
+    md = (out / "report.md").read_text()
+    assert "Interim: no eval results yet for cdsdft, sft__lodo-code" in md and "2 finished methods only" in md
+    assert "Interim: no eval results yet" in (out / "report.html").read_text()

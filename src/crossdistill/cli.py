@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("recipe", nargs="?", default=DEMO, help=RECIPE_HELP)
     r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     r.add_argument("--dry-run", action="store_true", help="print the plan and what is cached, run nothing")
-    r.add_argument("--only", help="comma-separated steps to run: a stage (train) or one step (train/sft, which includes its LODO runs)")
+    r.add_argument("--only", help="comma-separated steps to run: a stage (train), one step (train/sft, which includes its LODO "
+                        "runs), '*/sft' (every stage of one method), or report (no step: rebuild the report from the "
+                        "finished evals)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("config", help="show the resolved recipe", description="Print the recipe with every default "

@@ -582,8 +582,15 @@ def build_report(out: Path) -> Report:
                 _lodo_section(scores, paired_lodo, cross_lodo),
                 invariance_section(out, results), _timing_section(dstats, train_stats, timing)]
     recipe = results.get("recipe")
-    intro = Text(f"Recipe: `{recipe}` · seed {results.get('seed')}",
-                 html=f"Recipe: <code>{html.escape(str(recipe))}</code> · seed {results.get('seed')}")
+    intro_md = f"Recipe: `{recipe}` · seed {results.get('seed')}"
+    intro_html = f"Recipe: <code>{html.escape(str(recipe))}</code> · seed {results.get('seed')}"
+    missing = results.get("missing") or []
+    if missing:   # a run still going, or one run with --only: its tests and Holm cover the finished methods only
+        note = (f"Interim: no eval results yet for {', '.join(missing)}. Every comparison and Holm's adjustment "
+                f"below covers the {len(results.get('methods', []))} finished methods only.")
+        intro_md += f"\n\n**{note}**"
+        intro_html += f"<br><strong>{html.escape(note)}</strong>"
+    intro = Text(intro_md, html=intro_html)
     return Report(f"crossdistill report — {results.get('model', '?')}", intro, [s for s in sections if s])
 
 

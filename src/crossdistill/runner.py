@@ -213,6 +213,7 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
 
     os.environ["CROSSDISTILL_SANDBOX_ISOLATION"] = cfg.sandbox.isolation  # read by crossdistill.sandbox
     steps = build_plan(cfg)
+    check_only(steps, only)
     if dry_run:
         print(describe_plan(cfg, only))
         return {s.name: s.status() for s in steps}
@@ -293,6 +294,19 @@ def ensure_step(cfg: Config, name: str) -> str:
         finally:
             os.close(fd)
     return status
+
+
+def check_only(steps: list[Step], only: list[str] | None) -> None:
+    """UserError naming `--only` for an entry that selects no step of the plan (a typo would otherwise run nothing
+    and look done). `report` selects no step: `--only report` rebuilds results.json and the report from the evals
+    finished so far (the report step always runs)."""
+    for pattern in only or []:
+        if pattern.strip().rstrip("/") == "report":
+            continue
+        if not any(_selected(s.name, pattern) for s in steps):
+            stages = sorted({s.name.split("/")[0] for s in steps})
+            raise UserError(f"{pattern!r} selects no step of this plan (stages: {', '.join(stages)}; steps like "
+                            f"train/sft; '*/sft' for every stage of one method; report)", field="--only")
 
 
 def _selected(step_name: str, pattern: str) -> bool:
@@ -396,6 +410,10 @@ def collect_results(cfg: Config) -> dict:
                 if (base_dir / "results.json").exists() and (other_dir / "results.json").exists():
                     deltas += [{**d, "left_out_domain": left_out, "vs": base}
                                for d in paired_deltas(base_dir, other_dir, method=method, cache=items)]
+    # What the recipe plans but has no eval results yet: the report marks itself interim while this is not empty
+    missing = [m for m in cfg.methods if m not in methods] + \
+        [_lodo_name(m, d) for m in cfg.lodo_methods() for d in cfg.domains
+         if not (out / "eval" / _lodo_name(m, d) / "results.json").exists()]
     in_domain = [_task_name(t) for d in cfg.domains.values() for t in d.eval]
     at_chance = chance_flags(scores)
     primary = primary_metrics(scores)
@@ -411,6 +429,7 @@ def collect_results(cfg: Config) -> dict:
         "recipe": cfg.recipe_path,
         "seed": cfg.seed,
         "methods": methods,
+        "missing": missing,
         "tasks": cfg.eval_tasks(),
         "lodo_domains": sorted(set(lodo)),
         "scores": scores,
