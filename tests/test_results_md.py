@@ -63,7 +63,7 @@ def test_the_experiments_questions_come_from_the_adjusted_rows():
            "retention": [{"method": "cdsdft", "reference": "sft", "task": "gsm8k", "metric": "exact_match", "n": 200,
                           "share": 0.9, "gain_method": 0.04, "gain_reference": 0.05, "retained": 0.8,
                           "retained_ci_low": 0.5, "retained_ci_high": 1.1, "p": 0.3, "p_holm": 0.6,
-                          "verdict": "not shown"}]}
+                          "verdict": "not detectable at n"}]}
     res["probe_deltas"] = [{"method": "cdsdft", "vs": "seed", "delta": -0.2, "ci_low": -0.3, "ci_high": -0.1, "n": 400,
                             "p": 0.001, "p_holm": 0.004, "mde": 0.05, "verdict": "lower"}]
     res["probe_vs_forgetting"] = {"forgetting_task": "seed-kl", "n": 9, "rho": 0.7, "p": 0.04}
@@ -73,7 +73,7 @@ def test_the_experiments_questions_come_from_the_adjusted_rows():
     assert "cdsdft − sft, seed-kl (kl): **better**: -0.0040 [-0.0050, -0.0030], n = 294, p_Holm 0.003" in md
     assert "cdsdft − sft, wiki-nll (bpb): not detectable at n = 294 (MDE 0.0030;" in md
     assert "mmlu" not in md.split("3. **")[0].split("2. **")[1]          # at chance: not a forgetting claim
-    assert "cdsdft vs sft, gsm8k (exact_match): retained 0.80 [0.50, 1.10]" in md and "**not shown**" in md
+    assert "cdsdft vs sft, gsm8k (exact_match): retained 0.80 [0.50, 1.10]" in md and "**not detectable at n**" in md
     assert "without math: cdsdft − sft, gsm8k (exact_match): n.s. (Holm)" in md
     assert "cdsdft − +kl, gsm8k (exact_match): **better**: +0.0500 [+0.0490, +0.0510]" in md
     assert mod.questions_section({"methods": ["seed", "sft"], "scores": scores}) == []

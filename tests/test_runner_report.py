@@ -329,7 +329,7 @@ def test_pool_runs_pools_gain_retention(tmp_path):
     (r,) = pooled["retention"]
     assert (r["method"], r["reference"], r["runs"]) == ("cdsdft", "sft", 2)
     assert r["retained"] == pytest.approx(59 / 60) and r["hier_ci_low"] <= 59 / 60 <= r["hier_ci_high"]
-    assert r["family"] == "retention" and r["verdict"] in ("keeps >= 90%", "not shown")
+    assert r["family"] == "retention" and r["verdict"] in ("keeps >= 90%", "not detectable at n")
     a = _seed_run(tmp_path / "t0", 0, {"seed": [T, F], "sft": [T, T]})
     b = _seed_run(tmp_path / "t1", 1, {"seed": [T, F], "sft": [T, T]})
     assert statistics.pool_runs([a, b])["retention"] == []

@@ -180,11 +180,13 @@ def test_retention_on_fixed_items():
     n = 12
     seed, ref = [0.0] * n, [1.0] * n
     keeps = S.retention(seed, ref, [0.95] * n, share=0.9, lower_is_better=False)
-    # every item: 0.95 - 0.9 * 1 = +0.05 > 0 -> one-sided exact p = 1 / 2^12
-    assert keeps["retained"] == pytest.approx(0.95) and keeps["p"] == pytest.approx(1 / 2 ** n)
+    # every item: 0.95 - 0.9 * 1 = +0.05 > 0 -> two-sided exact p = 2 / 2^12 (all signs +, or all -)
+    assert keeps["retained"] == pytest.approx(0.95) and keeps["p"] == pytest.approx(2 / 2 ** n)
     assert keeps["retained_ci_low"] == pytest.approx(0.95) and keeps["margin"] == pytest.approx(0.05)
+    # every item 0.5 - 0.9 = -0.4: as significant the other way, and the margin says which way
     half = S.retention(seed, ref, [0.5] * n, share=0.9, lower_is_better=False)
-    assert half["retained"] == pytest.approx(0.5) and half["p"] == pytest.approx(1.0)
+    assert half["retained"] == pytest.approx(0.5) and half["p"] == pytest.approx(2 / 2 ** n)
+    assert half["margin"] == pytest.approx(-0.4)
     # lower is better (bits per byte): the seed at 1.0, the reference gains 0.5, the method 0.45 = exactly 90%
     bpb = S.retention([1.0] * n, [0.5] * n, [0.55] * n, share=0.9, lower_is_better=True)
     assert bpb["gain_reference"] == pytest.approx(0.5) and bpb["retained"] == pytest.approx(0.9)
@@ -217,8 +219,28 @@ def test_retention_rows_read_eval_folders_and_adjust(tmp_path):
     by = {r["method"]: r for r in rows}
     assert set(by) == {"good", "poor"} and all(r["family"] == "retention" for r in rows)
     assert by["good"]["verdict"] == "keeps >= 90%" and by["good"]["p_holm"] == pytest.approx(2 * by["good"]["p"])
-    assert by["poor"]["verdict"] == "not shown" and by["poor"]["retained"] == pytest.approx(0.25, abs=0.05)
+    assert by["poor"]["verdict"] == "keeps < 90%" and by["poor"]["retained"] == pytest.approx(0.25, abs=0.05)
     assert by["good"]["retained_ci_low"] < 0.95 < by["good"]["retained_ci_high"]
+    # with the adjusted deltas: where the reference's own gain over the seed was not detected, there is no question
+    deltas = [{"method": "sft", "vs": "seed", "task": "t", "metric": "bpb", "verdict": "not detectable at n"}]
+    rows = S.retention_rows(tmp_path, scores, reference="sft", methods=["good", "poor"], tasks=["t"],
+                            primary={"t": "bpb"}, share=0.9, deltas=deltas)
+    assert [r["verdict"] for r in rows] == ["reference gain not detectable"] * 2
+    deltas[0]["verdict"] = "better"
+    rows = S.retention_rows(tmp_path, scores, reference="sft", methods=["good", "poor"], tasks=["t"],
+                            primary={"t": "bpb"}, share=0.9, deltas=deltas)
+    assert [r["verdict"] for r in rows] == ["keeps >= 90%", "keeps < 90%"]
+
+
+def test_retention_verdict_in_between_is_not_detectable():
+    """A method that keeps about the share (noisy margin around 0) gets neither verdict."""
+    rng = np.random.default_rng(1)
+    seed = rng.normal(0, 1, 30)
+    ref = seed + 1.0 + rng.normal(0, 0.3, 30)
+    mine = seed + 0.9 + rng.normal(0, 0.3, 30)
+    (row,) = S._adjust_retention([{"task": "t", "metric": "acc", **S.retention(seed, ref, mine, share=0.9,
+                                                                                 lower_is_better=False)}], 0.9)
+    assert row["p_holm"] > 0.05 and row["verdict"] == "not detectable at n"
 
 
 def test_tiny_exact_p_values_are_not_stored_as_zero():

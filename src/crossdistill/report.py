@@ -423,9 +423,10 @@ def _retention_section(results: dict) -> Section | None:
     share = results["retention"][0]["share"]
     note = (f"Gains are over the seed, signed so that an improvement is positive (lower bits per byte is a gain). "
             f"retained = mean gain of the method / mean gain of the reference, with a bootstrap 95% CI over items. "
-            f"p: one-sided sign-flip test that the method keeps at least {share:.0%} of the reference's gain "
-            f"(per item: gain − {share:g} × reference gain > 0), Holm over these rows; 'not shown' is not evidence "
-            f"that it keeps less.")
+            f"p: two-sided sign-flip test of the per-item margin gain − {share:g} × reference gain; a significant "
+            f"positive margin (Holm over these rows) says the method keeps at least {share:.0%} of the reference's "
+            f"gain, a negative one that it keeps less. 'reference gain not detectable': the reference's own gain "
+            f"over the seed was not significant (the comparisons above), so there is no gain to share out.")
     return Section("Gain retention",
                    [Table(["method", "reference", "task", "metric", "gain", "reference gain", "retained [95% CI]",
                            "n", "p", "p (Holm)", "verdict"], rows), Text(note)])

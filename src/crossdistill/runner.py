@@ -422,7 +422,7 @@ def collect_results(cfg: Config) -> dict:
     ref = cfg.retention.reference
     retention = retention_rows(out / "eval", scores, reference=ref, methods=[m for m in methods if m not in (SEED, ref)],
                                tasks=list(dict.fromkeys(in_domain)), primary=primary, share=cfg.retention.share,
-                               cache=items) \
+                               cache=items, deltas=deltas) \
         if ref is not None and SEED in methods and ref in methods else []
     results = {
         "model": cfg.model,

@@ -271,14 +271,15 @@ def retention(seed: Sequence[float], reference: Sequence[float], method: Sequenc
               lower_is_better: bool, resamples: int = 2000, seed_rng: int = 0) -> dict:
     """Does `method` keep at least `share` of `reference`'s gain over the seed? Per item (the same items for all
     three), the gains g = ±(model − seed), signed so that an improvement is positive. The statistic is
-    d = g_method − share · g_reference; H0: mean(d) <= 0 (it keeps less), H1: mean(d) > 0, by a one-sided sign-flip
-    permutation test. Also the retained fraction mean(g_method) / mean(g_reference) with a percentile bootstrap
-    95% CI over items (None when the reference gained nothing on average: there is no gain to keep)."""
+    d = g_method − share · g_reference; H0: mean(d) = 0, by a two-sided sign-flip permutation test: the sign of the
+    mean margin says which way a rejection goes (keeps at least `share`, or keeps less). Also the retained fraction
+    mean(g_method) / mean(g_reference) with a percentile bootstrap 95% CI over items (None when the reference gained
+    nothing on average: there is no gain to keep)."""
     sign = -1.0 if lower_is_better else 1.0
     s, r, m = (np.asarray(v, dtype=np.float64) for v in (seed, reference, method))
     g_r, g_m = sign * (r - s), sign * (m - s)
     d = g_m - share * g_r
-    p, _ = sign_flip_test(d, alternative="greater", seed=seed_rng)
+    p, _ = sign_flip_test(d, seed=seed_rng)
     n = len(d)
     ratio = lo = hi = None
     if n and g_r.mean() > 0:
@@ -292,15 +293,17 @@ def retention(seed: Sequence[float], reference: Sequence[float], method: Sequenc
             lo, hi = (float(v) for v in np.percentile(rs, [2.5, 97.5]))
     return {"n": n, "share": share, "gain_method": float(g_m.mean()) if n else None,
             "gain_reference": float(g_r.mean()) if n else None, "retained": ratio, "retained_ci_low": lo,
-            "retained_ci_high": hi, "margin": float(d.mean()) if n else None, "test": "sign_flip_greater",
+            "retained_ci_high": hi, "margin": float(d.mean()) if n else None, "test": "sign_flip",
             "p": _round_p(p)}
 
 
 def retention_rows(eval_root: Path, scores: list[dict], *, reference: str, methods: Sequence[str],
-                   tasks: Sequence[str], primary: dict[str, str], share: float, cache: dict | None = None) -> list[dict]:
+                   tasks: Sequence[str], primary: dict[str, str], share: float, cache: dict | None = None,
+                   deltas: Sequence[dict] | None = None) -> list[dict]:
     """`retention` of every method against `reference` on each task's primary metric (the items all three scored,
-    read from eval_root/<method>/samples and checked against the method-tagged `scores`), Holm-adjusted together (family "retention"); verdict "keeps >= X%" when
-    p_holm < 0.05, "reference did not gain" when there was no gain to keep, else "not shown"."""
+    read from eval_root/<method>/samples and checked against the method-tagged `scores`), Holm-adjusted together
+    (family "retention"), with the verdicts of `_adjust_retention` (`deltas`: the adjusted rows, which say whether
+    the reference's own gain over the seed was detected)."""
     cache = {} if cache is None else cache
     reported = {(x["method"], x["task"], x["metric"]): x["value"] for x in scores if not x.get("left_out_domain")}
 
@@ -321,22 +324,41 @@ def retention_rows(eval_root: Path, scores: list[dict], *, reference: str, metho
             rows.append({"method": m, "reference": reference, "task": task, "metric": metric,
                          **retention([base[i] for i in ids], [ref[i] for i in ids], [mine[i] for i in ids],
                                      share=share, lower_is_better=metric in LOWER_IS_BETTER)})
-    return _adjust_retention(rows, share)
+    return _adjust_retention(rows, share, _reference_gains(deltas, reference))
 
 
-def _adjust_retention(rows: list[dict], share: float) -> list[dict]:
-    """Holm over the retention rows, then each verdict: "keeps >= X%" when p_holm < 0.05 (pooled rows: and the
-    seeds+items CI of the retained fraction lies above the share), "reference did not gain", else "not shown"."""
+def _reference_gains(deltas: Sequence[dict] | None, reference: str) -> dict | None:
+    """{(task, metric): verdict} of the reference against the seed, from adjusted delta rows (None: not known)."""
+    if deltas is None:
+        return None
+    return {(d["task"], d["metric"]): d.get("verdict") for d in deltas
+            if d.get("vs") == SEED and d["method"] == reference and not d.get("left_out_domain")}
+
+
+def _adjust_retention(rows: list[dict], share: float, reference_gains: dict | None = None) -> list[dict]:
+    """Holm over the retention rows (all of them), then each verdict:
+    - "reference did not gain": its mean gain over the seed is <= 0, there is nothing to keep;
+    - "reference gain not detectable": its gain over the seed was not significant in the adjusted deltas
+      (`reference_gains`), so a share of it is no question;
+    - "keeps >= X%" / "keeps < X%": p_holm < 0.05, the direction from the sign of the margin (pooled rows: and the
+      seeds+items CI of the retained fraction lies on the same side of the share);
+    - else "not detectable at n"."""
     for r, ph in zip(rows, holm([r["p"] for r in rows])):
         r["family"] = "retention"
         r["p_holm"] = None if ph is None else _round_p(ph)
-        hier_ok = r.get("hier_ci_low") is None or r["hier_ci_low"] > share
+        significant = r["p_holm"] is not None and r["p_holm"] < ALPHA
+        above = r.get("hier_ci_low") is None or r["hier_ci_low"] > share
+        below = r.get("hier_ci_high") is None or r["hier_ci_high"] < share
         if r["retained"] is None:
             r["verdict"] = "reference did not gain"
-        elif r["p_holm"] is not None and r["p_holm"] < ALPHA and hier_ok:
+        elif reference_gains is not None and reference_gains.get((r["task"], r["metric"])) != "better":
+            r["verdict"] = "reference gain not detectable"
+        elif significant and r["margin"] > 0 and above:
             r["verdict"] = f"keeps >= {share:.0%}"
+        elif significant and r["margin"] < 0 and below:
+            r["verdict"] = f"keeps < {share:.0%}"
         else:
-            r["verdict"] = "not shown"
+            r["verdict"] = "not detectable at n"
     return rows
 
 
@@ -474,16 +496,18 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
     pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
               "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)),
               "in_domain_tasks": sorted(in_domain), "at_chance": at_chance, "scores": scores, "deltas": deltas,
-              "retention": _pooled_retention(runs, items, methods, in_domain),
+              "retention": _pooled_retention(runs, items, methods, in_domain, deltas),
               **probe_comparisons([d / "probe" for d in dirs], methods, scores)}
     if out is not None:
         write_json(Path(out), pooled)
     return pooled
 
 
-def _pooled_retention(runs: list[dict], items: dict, methods: list[str], in_domain: set[str]) -> list[dict]:
+def _pooled_retention(runs: list[dict], items: dict, methods: list[str], in_domain: set[str],
+                      deltas: list[dict]) -> list[dict]:
     """Gain retention over the pooled seeds, when every run asked it of the same reference and share: the test on
-    the per-item means over the runs, the seeds+items CI of the retained fraction (`hierarchical_retention_ci`)."""
+    the per-item means over the runs, the seeds+items CI of the retained fraction (`hierarchical_retention_ci`);
+    `deltas`: the pooled adjusted rows (was the reference's gain detected)."""
     asked = [{(x["reference"], x["share"]) for x in r.get("retention") or []} for r in runs]
     if not all(len(a) == 1 for a in asked) or len(set.union(*asked)) != 1:
         return []
@@ -507,7 +531,7 @@ def _pooled_retention(runs: list[dict], items: dict, methods: list[str], in_doma
                    **retention(*(mat.mean(0) for mat in mats), share=share, lower_is_better=low)}
             row["hier_ci_low"], row["hier_ci_high"] = hierarchical_retention_ci(*mats, lower_is_better=low)
             rows.append(row)
-    return _adjust_retention(rows, share)
+    return _adjust_retention(rows, share, _reference_gains(deltas, reference))
 
 
 # --- the domain probe (issue 17, question 4) -------------------------------------------------------------------
