@@ -104,7 +104,9 @@ def test_shipped_recipes_are_valid(recipe):
     from pathlib import Path
 
     cfg = load_config(Path(__file__).parent.parent / "recipes" / recipe)
-    assert cfg.domains and cfg.eval_tasks()
+    assert cfg.domains
+    # check-*.yaml are mechanism checks read from the training logs (nothing to score); every other recipe evaluates
+    assert cfg.eval_tasks() or recipe.startswith("check-")
     for name, over in cfg.methods.items():
         if over is not None:
             cfg.train_config_for(name)

@@ -317,8 +317,8 @@ def test_one_example_of_a_domain_has_a_correct_nonzero_gradient_through_the_queu
     old = (L.pairwise_mmd if kind == "mmd" else L.pairwise_coral)(x0.float().requires_grad_(), dom)
     assert old.item() == 0.0
 
-    def f(x):
-        return L.invariance_term(kind, x, dom, q).double()
+    def f(x):   # the plain gradient of the value (grad="domain" scales it: next test)
+        return L.invariance_term(kind, x, dom, q, grad="batch").double()
 
     x = x0.clone().float().requires_grad_()
     (g,) = torch.autograd.grad(f(x), x)
@@ -332,6 +332,43 @@ def test_one_example_of_a_domain_has_a_correct_nonzero_gradient_through_the_queu
     assert torch.allclose(g.double(), fd, rtol=5e-2, atol=1e-6 * max(1.0, fd.abs().max().item()))
     # the gradient moves the point toward the other domain: a small step lowers the term
     assert f((x0 - 0.1 * g.double() / g.norm()).float()) < f(x0.float())
+
+
+@pytest.mark.parametrize("kind", ["mmd", "coral", "dann"])
+def test_domain_sized_grad_keeps_the_value_and_scales_each_row_to_its_domain(kind):
+    q = L.FeatureQueue(3, 64, run_key="r")
+    q.push(_gauss(10, d=4, seed=1), torch.zeros(10, dtype=torch.long), run_key="r")
+    q.push(_gauss(5, d=4, shift=1.0, seed=2), torch.ones(5, dtype=torch.long), run_key="r")
+    dom = torch.tensor([0, 0, 1, 2])                     # domain 2 has no queue yet: its rows keep scale 1
+    x0 = _gauss(4, d=4, shift=0.5, seed=3)
+    clf = torch.nn.Linear(4, 3) if kind == "dann" else None
+    vals, grads = {}, {}
+    for mode in ("batch", "domain"):
+        x = x0.clone().requires_grad_()
+        vals[mode] = L.invariance_term(kind, x, dom, q, clf, grad=mode)
+        (grads[mode],) = torch.autograd.grad(vals[mode], x)
+    assert torch.equal(vals["domain"], vals["batch"])
+    scale = torch.tensor([12 / 2, 12 / 2, 6 / 1, 1.0])[:, None]      # (batch + queued rows) / batch rows
+    assert grads["batch"].abs().max() > 0
+    assert torch.allclose(grads["domain"], grads["batch"] * scale, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="inv_grad"):
+        L.invariance_term(kind, x0, dom, q, clf, grad="rows")
+
+
+def test_domain_sized_grad_makes_the_pull_independent_of_the_queue_length():
+    """One row of domain 0 against a queue of domain 1: the plain gradient shrinks ~1/N as the queues grow (the
+    term the experiment's first CD-SDFT run trained with: its held-out MMD did not move); scaled, it does not."""
+    x0 = _gauss(1, d=4, shift=0.3, seed=7)
+    dom = torch.zeros(1, dtype=torch.long)
+    norms = {}
+    for mode in ("batch", "domain"):
+        for size in (16, 128):
+            q = _filled_queue([0.0, 1.5], n=size, d=4, size=size)
+            x = x0.clone().requires_grad_()
+            (g,) = torch.autograd.grad(L.invariance_term("mmd", x, dom, q, grad=mode), x)
+            norms[mode, size] = g.norm().item()
+    assert norms["batch", 128] < norms["batch", 16] / 4
+    assert 0.5 < norms["domain", 128] / norms["domain", 16] < 2
 
 
 def test_queue_fifo_run_device_and_dtype():

@@ -463,3 +463,16 @@ def test_only_report_builds_an_interim_report_from_the_finished_evals(tmp_path, 
     md = (out / "report.md").read_text()
     assert "Interim: no eval results yet for cdsdft, sft__lodo-code" in md and "2 finished methods only" in md
     assert "Interim: no eval results yet" in (out / "report.html").read_text()
+
+
+def test_inv_grad_keys_only_the_methods_with_an_invariance_term(tmp_path):
+    """train.inv_grad changes what cdsdft trains, so its key; sft has no L_inv, and its key (and cached run) stay."""
+    def key(*o):
+        return {s.name: s.key for s in runner.build_plan(make_cfg(tmp_path, *o))}
+
+    a, b = key(), key("train.inv_grad=batch")
+    assert a["train/sft"] == b["train/sft"] and a["eval/sft"] == b["eval/sft"]
+    assert a["train/cdsdft"] != b["train/cdsdft"]
+    with pytest.raises(UserError, match="must be one of") as e:
+        make_cfg(tmp_path, "train.inv_grad=rows")
+    assert e.value.field == "train.inv_grad"

@@ -139,6 +139,7 @@ TRAIN_METHODS = tuple(METHOD_PRESETS)
 SWITCHES = ("targets", "ce_weighting", "sampler", "alpha", "beta", "invariance")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 INVARIANCES = ("none", "mmd", "coral", "dann")
+INV_GRADS = ("domain", "batch")   # how L_inv's gradient reaches the batch rows (losses.invariance_term)
 DOMAIN_WEIGHTINGS = ("uniform", "size", "temperature")
 REPORT_TO = ("auto", "none", "tensorboard", "wandb", "mlflow", "trackio")
 
@@ -259,6 +260,8 @@ class TrainConfig:
     inv_layer: int | None = None     # hidden_states index pooled for L_inv (0 = embeddings, -1 = final normed
                                      # state); null = the middle layer
     inv_queue_size: int = 128        # per-domain FIFO of recent pooled features that L_inv compares against
+    inv_grad: str = "domain"         # domain: each batch row's gradient scaled to its domain's batch + queue size
+                                     # (losses.domain_sized_grad); batch: 1/(batch + queue), as before (weak)
     inv_probe_every: int = 5         # log the between-domain MMD of a fixed held-out probe batch every K steps (0: off)
     inv_probe_batch: int = 8         # records per domain in that batch
     beta_warmup_steps: int = 0
@@ -317,6 +320,7 @@ class TrainConfig:
         _check(self.domain_temperature > 0, "must be > 0", "train.domain_temperature")
         _check(self.beta_warmup_steps >= 0, "must be >= 0", "train.beta_warmup_steps")
         _check(self.inv_queue_size >= 1, "must be >= 1", "train.inv_queue_size")
+        _check(self.inv_grad in INV_GRADS, f"must be one of {INV_GRADS}", "train.inv_grad")
         _check(self.inv_probe_every >= 0, "must be >= 0", "train.inv_probe_every")
         _check(self.inv_probe_batch >= 2, "must be >= 2", "train.inv_probe_batch")
 
@@ -642,6 +646,8 @@ def model_settings(train: dict) -> dict:
     stage's check that checkpoints it resumes from were made with the same settings."""
     d = dict(train)
     d.pop("report_to", None)
+    if d.get("invariance") in (None, "none") or not d.get("beta"):
+        d.pop("inv_grad", None)   # no L_inv, nothing it changes (and those methods' runs keep their keys)
     if not d.get("trainer_args"):
         d.pop("trainer_args", None)
     return d

@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import INV_GRADS
+
 DIVERGENCE_KINDS = ("forward_kl", "reverse_kl", "jsd")
 _LOGP_FLOOR = -1.0e4   # log-probs below this are treated as 0 probability (keeps 0 * log 0 finite)
 
@@ -666,12 +668,35 @@ def queue_dann_loss(features: torch.Tensor, domain_ids: torch.Tensor, queue: Fea
     return F.cross_entropy(logits.float(), torch.cat(y))
 
 
+def domain_sized_grad(features: torch.Tensor, domain_ids: torch.Tensor, queue: FeatureQueue) -> torch.Tensor:
+    """`features` with the same values and each row's gradient multiplied by (its domain's batch rows + queued rows)
+    / (its domain's batch rows). Of a domain's N = n + q samples in the term only the n batch rows are live, so
+    each gets 1/N of the pull: with a queue of 128 and one row per domain in a micro-batch, ~1/129 of what the
+    term's value suggests, and the weight `beta` would buy less the longer the queue. Scaled, the batch rows carry
+    the gradient the term would have if every queued feature were recomputed with the current weights (each of
+    the domain's samples is equally likely to be in the batch, so the scaled sum estimates the full one; the
+    queue is a few steps stale). The value, and so the logged `inv`, are unchanged."""
+    scale = torch.ones(features.shape[0], 1, device=features.device, dtype=features.dtype)
+    for d in torch.unique(domain_ids).tolist():
+        rows = domain_ids == d
+        q = queue.get(d)
+        n = int(rows.sum())
+        scale[rows] = (n + (0 if q is None else q.shape[0])) / n
+    return features.detach() + (features - features.detach()) * scale
+
+
 def invariance_term(kind: str, features: torch.Tensor, domain_ids: torch.Tensor, queue: FeatureQueue | None,
-                    classifier: nn.Module | None = None, lambda_: float = 1.0) -> torch.Tensor:
+                    classifier: nn.Module | None = None, lambda_: float = 1.0, grad: str = "domain") -> torch.Tensor:
     """The L_inv of one step: `mmd` / `coral` / `dann` between the domains' pooled features, over queue + batch
-    when a queue is given (batch only otherwise). Does not push the batch into the queue (the caller does, after)."""
+    when a queue is given (batch only otherwise). Does not push the batch into the queue (the caller does, after).
+    `grad`: "domain" scales each batch row's gradient to its domain's sample size (`domain_sized_grad`); "batch"
+    leaves it at 1/N (how the term was before: its pull shrinks as the queue grows)."""
+    if grad not in INV_GRADS:
+        raise ValueError(f"unknown inv_grad '{grad}' (known: {', '.join(INV_GRADS)})")
     if queue is None:
         queue = FeatureQueue(int(domain_ids.max()) + 1 if domain_ids.numel() else 1, 1)
+    if grad == "domain":
+        features = domain_sized_grad(features, domain_ids, queue)
     if kind == "mmd":
         return queue_mmd(features, domain_ids, queue)
     if kind == "coral":

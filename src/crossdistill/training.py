@@ -17,7 +17,8 @@ Objective (method `cdsdft`; `sft` and `sdft` are the plain token-mean CE, on ori
 * L_inv: MMD / CORAL between the domains' pooled hidden states (mean over the positions that predict response
   tokens, in fp32), each domain represented by its batch rows + a per-domain FIFO queue of its recent pooled
   features (`inv_queue_size`; see `_invariance` and `losses.FeatureQueue`), averaged over the domain pairs with one
-  side in the micro-batch. `inv_layer` indexes like HF's `hidden_states` tuple: 0 = embeddings, i = output of
+  side in the micro-batch; with `inv_grad: domain` each batch row's gradient is scaled by its domain's
+  (batch + queued) / batch rows (`losses.domain_sized_grad`), else the queue dilutes the pull. `inv_layer` indexes like HF's `hidden_states` tuple: 0 = embeddings, i = output of
   decoder layer i, -1 (= L) = the final, normed hidden state that feeds the LM head (no hook needed), None = the
   middle layer; other layers are captured by a forward hook, not output_hidden_states; or DANN: a domain
   classifier (trained on queue + batch) behind a gradient reversal layer with coefficient beta_t (the classifier
@@ -558,6 +559,8 @@ class CrossDistillConfig(TrainingArguments):
     inv_layer: int | None = field(default=None, metadata={"help": "hidden_states index pooled for L_inv (-1: final, "
                                                             "normed; None: the middle layer)"})
     inv_queue_size: int = field(default=128, metadata={"help": "per-domain FIFO of pooled features for L_inv"})
+    inv_grad: str = field(default="domain", metadata={"help": "domain: a batch row's L_inv gradient scaled to its "
+                                                            "domain's batch + queue size; batch: unscaled"})
     inv_probe_every: int = field(default=5, metadata={"help": "log the held-out probe batch's MMD every K steps"})
     beta_warmup_steps: int = field(default=0, metadata={"help": "linear warm-up of beta over this many steps"})
     head_chunk_size: int | None = field(default=None, metadata={"help": "rows per LM-head chunk (None: auto)"})
@@ -853,7 +856,7 @@ class CrossDistillTrainer(Trainer):
         a: CrossDistillConfig = self.args
         feats = L.masked_mean_pool(layer_out[:, :-1].float(), sel)
         clf = getattr(causal, CLASSIFIER_ATTR, None) if a.invariance == "dann" else None
-        inv = L.invariance_term(a.invariance, feats, dom, self.inv_queue, clf, lambda_=beta_t)
+        inv = L.invariance_term(a.invariance, feats, dom, self.inv_queue, clf, lambda_=beta_t, grad=a.inv_grad)
         self._inv_pending.append((feats.detach(), dom.detach()))
         return (inv if a.invariance == "dann" else beta_t * inv), inv
 
