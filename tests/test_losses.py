@@ -355,6 +355,38 @@ def test_domain_sized_grad_keeps_the_value_and_scales_each_row_to_its_domain(kin
         L.invariance_term(kind, x0, dom, q, clf, grad="rows")
 
 
+@pytest.mark.parametrize("kind", ["coral", "dann"])
+def test_domain_sized_grad_averages_to_the_gradient_with_every_sample_live(kind):
+    """What the scaling claims: a domain's N samples, each in turn the one live batch row (the other N-1 queued,
+    detached) with its gradient scaled by N, give on average the gradient the term has when all N are recomputed
+    live. Exact for CORAL and DANN, whose value does not depend on which rows are queued (MMD's kernel scale is
+    taken from the queue, so there it holds only approximately)."""
+    x = _gauss(6, d=3, shift=0.4, seed=11)                 # domain 0's inputs; features = x @ W (W shared)
+    other = _gauss(5, d=3, seed=12) @ torch.eye(3)         # domain 1: queued only
+    W0 = torch.eye(3) + 0.1 * _gauss(3, d=3, seed=13)
+    torch.manual_seed(0)
+    clf = torch.nn.Linear(3, 2) if kind == "dann" else None
+
+    def grad_of(live, grad):
+        W = W0.clone().requires_grad_()
+        q = L.FeatureQueue(2, 64, run_key="r")
+        q.push(other, torch.ones(5, dtype=torch.long), run_key="r")
+        queued = [i for i in range(6) if i not in live]
+        if queued:
+            q.push(x[queued] @ W0, torch.zeros(len(queued), dtype=torch.long), run_key="r")
+        f = x[live] @ W
+        (g,) = torch.autograd.grad(L.invariance_term(kind, f, torch.zeros(len(live), dtype=torch.long), q, clf,
+                                                     grad=grad), W)
+        return g
+
+    full = grad_of(list(range(6)), "batch")                # all six live: no queue for domain 0, scale 1
+    one_at_a_time = torch.stack([grad_of([i], "domain") for i in range(6)]).mean(0)
+    unscaled = torch.stack([grad_of([i], "batch") for i in range(6)]).mean(0)
+    assert full.abs().max() > 0
+    assert torch.allclose(one_at_a_time, full, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(unscaled * 6, full, rtol=1e-4, atol=1e-6)   # unscaled: 1/N of it
+
+
 def test_domain_sized_grad_makes_the_pull_independent_of_the_queue_length():
     """One row of domain 0 against a queue of domain 1: the plain gradient shrinks ~1/N as the queues grow (the
     term the experiment's first CD-SDFT run trained with: its held-out MMD did not move); scaled, it does not."""
