@@ -29,13 +29,17 @@ def fake_stages(monkeypatch):
 
     def data(cfg):
         calls.append("data")
+        (Path(cfg.output_dir) / "data" / "train-math.jsonl").write_text("")
 
     def distill(cfg):
         calls.append("distill")
+        (Path(cfg.output_dir) / "distill" / "distilled.jsonl").write_text("")
 
     def train(cfg, method):
         calls.append(f"train/{method}")
         d = Path(cfg.output_dir) / "train" / method
+        (d / "adapter").mkdir(exist_ok=True)
+        (d / "adapter" / "adapter_model.safetensors").write_bytes(b"w")
         with open(d / "log.jsonl", "w") as f:
             for step in range(1, 4):
                 f.write(json.dumps({"step": step, "loss": 2.0 / step, "ce": 1.5 / step, "div": 0.1 * step}) + "\n")
@@ -66,6 +70,9 @@ def test_plan_order_and_dry_run(tmp_path, fake_stages, capsys):
     cfg = make_cfg(tmp_path)
     names = [s.name for s in runner.build_plan(cfg)]
     assert names == ["data", "distill", "eval/seed", "train/sft", "eval/sft", "train/cdsdft", "eval/cdsdft"]
+    names = [s.name for s in runner.build_plan(make_cfg(tmp_path, "probe.enabled=true"))]
+    assert names == ["data", "distill", "eval/seed", "probe/seed", "train/sft", "eval/sft", "probe/sft",
+                     "train/cdsdft", "eval/cdsdft", "probe/cdsdft"]   # a method finishes before the next starts
     status = runner.run(cfg, dry_run=True)
     assert set(status.values()) == {"run"} and fake_stages == []
     assert "train/cdsdft" in capsys.readouterr().out
@@ -84,6 +91,29 @@ def test_rerun_skips_and_edit_reruns_only_what_changed(tmp_path, fake_stages):
     fake_stages.clear()
     runner.run(make_cfg(tmp_path, "methods.cdsdft.beta=0.5", "eval.limit=5"))
     assert fake_stages == ["data", "eval/seed", "eval/sft", "eval/cdsdft"]  # no re-distill, no retraining
+
+
+def test_a_done_step_whose_weights_are_gone_is_rebuilt_only_when_read(tmp_path, fake_stages, capsys):
+    """A step cache carried without the finished methods' adapters (scripts/stash.py): nothing reruns while every
+    step that reads them is done; a new eval of one method retrains that method first, under the same key."""
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    out = Path(cfg.output_dir)
+    for m in ("sft", "cdsdft"):
+        shutil.rmtree(out / "train" / m / "adapter")
+    (out / "distill" / "distilled.jsonl").unlink()
+    fake_stages.clear()
+    summary = runner.run(cfg)
+    assert fake_stages == [] and summary["train/sft"] == {"status": "cached"}
+    (out / "eval" / "sft" / ".done").unlink()   # e.g. an eval to redo
+    summary = runner.run(cfg)
+    # the rebuilt train reads the distilled records, so those come back first; cdsdft's adapter stays missing
+    assert fake_stages == ["distill", "train/sft", "eval/sft"]
+    assert summary["distill"]["status"] == summary["train/sft"]["status"] == "rebuilt"
+    assert "train/sft: done, but adapter/*.safetensors is gone; rebuilding it for eval/sft" in capsys.readouterr().out
+    assert (out / "train" / "sft" / "adapter" / "adapter_model.safetensors").exists()
+    assert not (out / "train" / "cdsdft" / "adapter").exists()
+    assert all(s.status() == "cached" for s in runner.build_plan(cfg))
 
 
 def test_interrupted_step_resumes_not_restarts(tmp_path, fake_stages):

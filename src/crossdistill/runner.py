@@ -3,7 +3,9 @@
 Each step's output folder holds `.key` (the hash of everything the step depends on: the recipe sections it
 reads and the keys of the steps before it) and `.done` once it finished. A rerun skips steps whose `.done`
 matches the current key, resumes steps whose `.key` matches but are not done (an interrupted run), and
-clears and reruns steps whose key changed (an edited recipe).
+clears and reruns steps whose key changed (an edited recipe). A done step whose files a later step reads are gone
+(`Step.needs`, e.g. a step cache restored without the adapter weights: scripts/stash.py) is rebuilt only when a
+step that reads them has to run.
 """
 from __future__ import annotations
 
@@ -35,6 +37,12 @@ class Step:
     # An eval step checks every output it reuses (each task's samples carry a hash of model, adapter digest, items
     # and settings), so a new key does not wipe its folder: adding a task to a finished run scores only that task.
     keeps_outputs: bool = False
+    # Glob patterns (relative to `out`) of the files later steps read; each must match a file. A cached step that
+    # lacks one is still cached, and is rebuilt only when a step that depends on it has to run.
+    needs: list[str] = field(default_factory=list)
+
+    def missing(self) -> list[str]:
+        return [pattern for pattern in self.needs if next(self.out.glob(pattern), None) is None]
 
     def status(self) -> str:
         done = self.out / ".done"
@@ -44,6 +52,10 @@ class Step:
         if key.exists() and key.read_text().strip() == self.key:
             return "resume"
         return "run"
+
+
+# what eval and probe steps read of a train step: a LoRA adapter's or a full fine-tune's weights
+TRAINED_WEIGHTS = ["adapter/*.safetensors"]
 
 
 def _lodo_name(method: str, domain: str) -> str:
@@ -72,8 +84,9 @@ def build_plan(cfg: Config) -> list[Step]:
     eval_base = {"eval": eval_fields, "limit": cfg.effective_limit(cfg.eval.limit), "seed": cfg.eval_seed(),
                  "model": cfg.model}
     steps: list[Step] = [
-        Step("data", out / "data", data_key, lambda: run_data_step(cfg)),
-        Step("distill", out / "distill", distill_key, lambda: run_distill_step(cfg), ["data"]),
+        Step("data", out / "data", data_key, lambda: run_data_step(cfg), needs=["train-*.jsonl"]),
+        Step("distill", out / "distill", distill_key, lambda: run_distill_step(cfg), ["data"],
+             needs=["distilled.jsonl"]),
     ]
     for method, overrides in cfg.methods.items():
         if overrides is None:
@@ -85,13 +98,17 @@ def build_plan(cfg: Config) -> list[Step]:
         tcfg = cfg.train_config_for(method)
         tkey = stable_hash({"distill": distill_key, "train": train_key(tcfg), "seed": cfg.seed})
         steps.append(Step(f"train/{method}", out / "train" / method, tkey,
-                          (lambda m=method: run_train_step(cfg, m)), ["distill"]))
+                          (lambda m=method: run_train_step(cfg, m)), ["distill"], needs=TRAINED_WEIGHTS))
         ekey = stable_hash({**eval_base, "tasks": cfg.eval_tasks(), "train": tkey})
         steps.append(Step(f"eval/{method}", out / "eval" / method, ekey,
                           (lambda m=method: run_eval_step(cfg, m, m, cfg.eval_tasks())), [f"train/{method}"],
                           keeps_outputs=True))
-    steps += probe_steps(cfg, train_data_key, {s.name[len("train/"):]: s.key for s in steps
-                                               if s.name.startswith("train/")}, out)
+    # each method's probe right after its eval: a method is finished (and its adapter no longer read) before the
+    # next one starts, so that a step cache carried to another machine needs no finished method's weights
+    probes = {s.name[len("probe/"):]: s for s in probe_steps(
+        cfg, train_data_key, {s.name[len("train/"):]: s.key for s in steps if s.name.startswith("train/")}, out)}
+    steps = [t for s in steps for t in ([s, probes[s.name[len("eval/"):]]]
+                                        if s.name.startswith("eval/") and s.name[len("eval/"):] in probes else [s])]
     for method in cfg.lodo_methods():
         for left_out, dcfg in cfg.domains.items():
             if not dcfg.eval:
@@ -101,7 +118,7 @@ def build_plan(cfg: Config) -> list[Step]:
             tcfg = lcfg.train_config_for(name)
             tkey = stable_hash({"distill": distill_key, "train": train_key(tcfg), "seed": cfg.seed})
             steps.append(Step(f"train/{name}", out / "train" / name, tkey,
-                              (lambda c=lcfg, n=name: run_train_step(c, n)), ["distill"]))
+                              (lambda c=lcfg, n=name: run_train_step(c, n)), ["distill"], needs=TRAINED_WEIGHTS))
             ekey = stable_hash({**eval_base, "tasks": dcfg.eval, "train": tkey})
             steps.append(Step(f"eval/{name}", out / "eval" / name, ekey,
                               (lambda n=name, t=list(dcfg.eval): run_eval_step(cfg, n, n, t)), [f"train/{name}"],
@@ -234,12 +251,15 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
         raise UserError(f"output directory is not writable ({e.strerror})", file=str(out), field="output_dir") from None
     summary: dict[str, dict] = {}
     resolved_written = False
+    by_name = {s.name: s for s in steps}
     bar = tqdm(steps, desc="crossdistill run", unit="step", position=0)
     for step in bar:
         if only and not any(_selected(step.name, o) for o in only):
             continue
         status = step.status()
         bar.set_postfix_str(f"{step.name} ({status})")
+        if status != "cached":
+            _rebuild_missing_deps(step, by_name, out, created, summary)
         summary[step.name] = _execute(step, out, created) if status != "cached" else {"status": "cached"}
         if not resolved_written:   # once a step stands: a run that fails on bad input leaves no trace
             write_text(out / "recipe.resolved.yaml", cfg.to_yaml())
@@ -250,6 +270,18 @@ def run(cfg: Config, *, dry_run: bool = False, only: list[str] | None = None) ->
     write_report(cfg.output_dir)
     write_json(out / "plan_summary.json", summary)
     return summary
+
+
+def _rebuild_missing_deps(step: Step, by_name: dict[str, Step], out: Path, created_out: bool, summary: dict) -> None:
+    """Before `step` runs: rebuild each step it depends on (first their own dependencies) that is cached but whose
+    files it reads are gone. The rebuilt step keeps its key, so the steps after it stay cached."""
+    for name in step.deps:
+        dep = by_name[name]
+        missing = dep.missing()
+        if dep.status() == "cached" and missing:
+            _rebuild_missing_deps(dep, by_name, out, created_out, summary)
+            tqdm.write(f"{dep.name}: done, but {', '.join(missing)} is gone; rebuilding it for {step.name}")
+            summary[dep.name] = {**_execute(dep, out, created_out), "status": "rebuilt"}
 
 
 def _execute(step: Step, out: Path, created_out: bool) -> dict:

@@ -1,0 +1,117 @@
+"""Carry a run's step cache to another machine through git: the finished steps' files, without the bulk.
+
+    python scripts/stash.py save RUN DEST       # RUN's finished steps -> DEST (replaced as a whole)
+    python scripts/stash.py restore DEST RUN    # back into RUN (a new or older run folder); then `crossdistill run`
+
+A long experiment outlives the machine it started on (a session's machine can be a new one, with nothing outside the
+repository). `save` copies from RUN every finished step (`.done`) and every eval step begun (its per-task outputs are
+reused by hash), leaving out checkpoints and the seed log-prob cache, and the trained weights of each method whose
+every reader (its eval and probe) is done: only the weights of a method still in flight are kept. `restore` puts back
+each step that RUN does not already have done under the same key. The runner rebuilds a done train step whose weights
+were left out only if a step that reads them must run again (runner.Step.needs), under the same key.
+DEST/stash.json lists each step with its key and what was left out.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from crossdistill.config import load_config
+from crossdistill.errors import UserError
+from crossdistill.runner import Step, build_plan
+
+SKIP_DIRS = {"checkpoints", "seed_cache"}   # training's resume points and seed log-probs: rebuilt when needed
+
+
+def plan_of(run: Path) -> list[Step]:
+    recipe = run / "recipe.resolved.yaml"
+    if not recipe.exists():
+        raise UserError("not a run folder: it has no recipe.resolved.yaml", file=str(recipe))
+    return build_plan(load_config(recipe, [f"output_dir={run}"]))
+
+
+def _kept(step: Step) -> bool:
+    if step.status() == "cached":
+        return True
+    return step.keeps_outputs and step.status() == "resume"   # an eval begun: its finished tasks are reusable
+
+
+def save(run: Path, dest: Path) -> dict:
+    steps = plan_of(run)
+    readers = {s.name: [t for t in steps if s.name in t.deps] for s in steps}
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    manifest = {}
+    for step in steps:
+        if not step.out.exists() or not _kept(step):
+            continue
+        left_out = []
+        weights_done = step.name.startswith("train/") and all(r.status() == "cached" for r in readers[step.name])
+        drop = {p for pattern in step.needs for p in step.out.glob(pattern)} if weights_done else set()
+        rel = step.out.relative_to(run)
+        for f in sorted(step.out.rglob("*")):
+            if not f.is_file():
+                continue
+            parts = f.relative_to(step.out).parts
+            if parts[0] in SKIP_DIRS or f in drop:
+                if f in drop:
+                    left_out.append(str(f.relative_to(step.out)))
+                continue
+            target = tmp / rel / f.relative_to(step.out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target)
+        manifest[step.name] = {"key": step.key, "status": step.status(), "left_out": left_out}
+    shutil.copy2(run / "recipe.resolved.yaml", tmp / "recipe.resolved.yaml")
+    (tmp / "stash.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"{run} -> {dest}: {len(manifest)} steps, {size / 2**20:.1f} MiB"
+          + "".join(f"\n  {n}: left out {', '.join(m['left_out'])}" for n, m in manifest.items() if m["left_out"]))
+    return manifest
+
+
+def restore(stash: Path, run: Path) -> list[str]:
+    manifest_file = stash / "stash.json"
+    if not manifest_file.exists():
+        raise UserError("not a stash: it has no stash.json", file=str(manifest_file))
+    manifest = json.loads(manifest_file.read_text())
+    restored = []
+    run.mkdir(parents=True, exist_ok=True)
+    for name, entry in manifest.items():
+        src, dst = stash / name, run / name
+        done = dst / ".done"
+        if done.exists() and done.read_text().strip() == entry["key"]:
+            continue   # the run already has this step done
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst)
+        restored.append(name)
+    if not (run / "recipe.resolved.yaml").exists():
+        shutil.copy2(stash / "recipe.resolved.yaml", run / "recipe.resolved.yaml")
+    print(f"{stash} -> {run}: restored {len(restored)} of {len(manifest)} steps"
+          + (f" ({', '.join(restored)})" if restored else ""))
+    return restored
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in ("save", "restore"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "save":
+            save(Path(argv[1]).resolve(), Path(argv[2]).resolve())
+        else:
+            restore(Path(argv[1]).resolve(), Path(argv[2]).resolve())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,70 @@
+"""scripts/stash.py: a run's step cache carried to a new folder, without checkpoints and finished methods' weights."""
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_runner_report import fake_stages, make_cfg  # noqa: E402,F401  (the fixture, used by name)
+
+from crossdistill import runner  # noqa: E402
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "stash.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("stash", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_save_then_restore_continues_the_run_elsewhere(tmp_path, fake_stages):  # noqa: F811
+    stash = load()
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    run = Path(cfg.output_dir)
+    (run / "train" / "sft" / "checkpoints" / "checkpoint-25").mkdir(parents=True)
+    (run / "train" / "sft" / "checkpoints" / "checkpoint-25" / "optimizer.pt").write_bytes(b"x" * 1000)
+    (run / "eval" / "cdsdft" / ".done").unlink()   # cdsdft in flight: its eval begun, not finished
+    assert stash.main(["save", str(run), str(tmp_path / "stash")]) == 0
+    manifest = json.loads((tmp_path / "stash" / "stash.json").read_text())
+    assert set(manifest) == {"data", "distill", "eval/seed", "train/sft", "eval/sft", "train/cdsdft", "eval/cdsdft"}
+    assert manifest["train/sft"]["left_out"] == ["adapter/adapter_model.safetensors"]
+    assert manifest["train/cdsdft"]["left_out"] == [] and manifest["eval/cdsdft"]["status"] == "resume"
+    kept = tmp_path / "stash" / "train"
+    assert (kept / "cdsdft" / "adapter" / "adapter_model.safetensors").exists()   # its eval still reads it
+    assert not (kept / "sft" / "adapter").exists() and not (kept / "sft" / "checkpoints").exists()
+    assert (kept / "sft" / "log.jsonl").exists() and (kept / "sft" / ".done").exists()
+
+    # a new machine: a fresh folder, the stash restored, the same recipe run there
+    run2 = tmp_path / "elsewhere"
+    assert stash.main(["restore", str(tmp_path / "stash"), str(run2)]) == 0
+    fake_stages.clear()
+    cfg2 = make_cfg(tmp_path, f"output_dir={run2}")
+    summary = runner.run(cfg2)
+    assert fake_stages == ["eval/cdsdft"]   # only what was not done; sft's missing weights are read by no one
+    assert summary["train/sft"] == {"status": "cached"}
+    # a second restore finds every step done under the same key and leaves the run alone
+    assert stash.restore(tmp_path / "stash", run2) == []
+
+
+def test_save_replaces_the_stash_as_a_whole(tmp_path, fake_stages):  # noqa: F811
+    stash = load()
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    dest = tmp_path / "stash"
+    stash.save(Path(cfg.output_dir), dest)
+    (dest / "stale.txt").write_text("from an older save")
+    stash.save(Path(cfg.output_dir), dest)
+    assert not (dest / "stale.txt").exists() and not (tmp_path / "stash.tmp").exists()
+
+
+def test_bad_folders_are_one_clear_error(tmp_path, capsys):
+    stash = load()
+    assert stash.main(["save", str(tmp_path), str(tmp_path / "s")]) == 2
+    assert "recipe.resolved.yaml" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert stash.main(["restore", str(tmp_path), str(tmp_path / "r")]) == 2
+    assert "stash.json" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert stash.main(["copy", "a", "b"]) == 2
