@@ -9,7 +9,8 @@ reused by hash), leaving out checkpoints and the seed log-prob cache, and the tr
 every reader (its eval and probe) is done: only the weights of a method still in flight are kept. `restore` puts back
 each step that RUN does not already have done under the same key. The runner rebuilds a done train step whose weights
 were left out only if a step that reads them must run again (runner.Step.needs), under the same key.
-DEST/stash.json lists each step with its key and what was left out.
+DEST/stash.json lists each step with its key and the sha256 of each file left out (a rebuilt adapter that differs in
+its bits makes its eval score every task again: the samples are keyed by the adapter's digest).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from crossdistill.config import load_config
 from crossdistill.errors import UserError
+from crossdistill.io import sha256_file
 from crossdistill.runner import Step, build_plan
 
 SKIP_DIRS = {"checkpoints", "seed_cache"}   # training's resume points and seed log-probs: rebuilt when needed
@@ -48,7 +50,7 @@ def save(run: Path, dest: Path) -> dict:
     for step in steps:
         if not step.out.exists() or not _kept(step):
             continue
-        left_out = []
+        left_out = {}
         weights_done = step.name.startswith("train/") and all(r.status() == "cached" for r in readers[step.name])
         drop = {p for pattern in step.needs for p in step.out.glob(pattern)} if weights_done else set()
         rel = step.out.relative_to(run)
@@ -57,8 +59,8 @@ def save(run: Path, dest: Path) -> dict:
                 continue
             parts = f.relative_to(step.out).parts
             if parts[0] in SKIP_DIRS or f in drop:
-                if f in drop:
-                    left_out.append(str(f.relative_to(step.out)))
+                if f in drop:   # its digest tells whether a rebuilt one is the same
+                    left_out[str(f.relative_to(step.out))] = sha256_file(f)
                 continue
             target = tmp / rel / f.relative_to(step.out)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_runner_report import fake_stages, make_cfg  # noqa: E402,F401  (the fixture, used by name)
 
 from crossdistill import runner  # noqa: E402
+from crossdistill.io import sha256_file  # noqa: E402
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "stash.py"
 
@@ -31,8 +32,9 @@ def test_save_then_restore_continues_the_run_elsewhere(tmp_path, fake_stages):  
     assert stash.main(["save", str(run), str(tmp_path / "stash")]) == 0
     manifest = json.loads((tmp_path / "stash" / "stash.json").read_text())
     assert set(manifest) == {"data", "distill", "eval/seed", "train/sft", "eval/sft", "train/cdsdft", "eval/cdsdft"}
-    assert manifest["train/sft"]["left_out"] == ["adapter/adapter_model.safetensors"]
-    assert manifest["train/cdsdft"]["left_out"] == [] and manifest["eval/cdsdft"]["status"] == "resume"
+    weights = run / "train" / "sft" / "adapter" / "adapter_model.safetensors"
+    assert manifest["train/sft"]["left_out"] == {"adapter/adapter_model.safetensors": sha256_file(weights)}
+    assert manifest["train/cdsdft"]["left_out"] == {} and manifest["eval/cdsdft"]["status"] == "resume"
     kept = tmp_path / "stash" / "train"
     assert (kept / "cdsdft" / "adapter" / "adapter_model.safetensors").exists()   # its eval still reads it
     assert not (kept / "sft" / "adapter").exists() and not (kept / "sft" / "checkpoints").exists()
