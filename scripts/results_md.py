@@ -212,8 +212,12 @@ def model_section(res_path: Path, title: str | None = None) -> list[str]:
     rel = res_path.parent
     md = [f"## {title or res['model']}", "",
           f"Source: [`{rel}/results.json`]({rel}/results.json) · report: [`{rel}/report.md`]({rel}/report.md) · "
-          f"seed {res.get('seed')}", "",
-          "### Scores (primary metric, 95% bootstrap CI, n items)", "",
+          f"seed {res.get('seed')}", ""]
+    missing = res.get("missing") or []
+    if missing:   # a run still going: its report was built from the evals finished so far (`--only report`)
+        md += [f"**Interim: no eval results yet for {', '.join(missing)}.** Every comparison and Holm's adjustment "
+               f"below covers the {len(methods)} finished methods only.", ""]
+    md += ["### Scores (primary metric, 95% bootstrap CI, n items)", "",
           "| method | " + " | ".join(f"{t} ({prim[t]})" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for m in methods:
         row = []
@@ -248,7 +252,8 @@ def model_section(res_path: Path, title: str | None = None) -> list[str]:
             md.append(f"| {m} | {left} | {t} | {'—' if v is None else f'{v:.3f}'} | "
                       f"{' | '.join(cell(pair.get('all')))} | {' | '.join(cell(pair.get('seed')))} | {n} |")
     else:
-        md.append("Not run for this model (see the scope note at the top).")
+        md.append("Not finished yet in this run (see the Interim line above)." if any("__lodo-" in m for m in missing)
+                  else "Not run for this model (see the scope note at the top).")
     return md + [""]
 
 

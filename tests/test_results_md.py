@@ -109,3 +109,25 @@ def test_experiment_and_pilot_of_one_model_are_separate_groups(tmp_path):
     assert "0.210" in exp and "0.110" not in exp and "0.110" in pilot and "0.210" not in pilot
     assert "Pooled over training seeds 0, 1" in exp and "Pooled" not in pilot
     assert "Across training seeds" in pilot                       # the pilot has no pooled file: per-seed table
+
+
+def test_an_interim_run_says_so_and_what_is_missing(tmp_path):
+    """A run still going (`crossdistill run --only report`: results.json 'missing') is published with an Interim line
+    naming what has no results, and its unfinished LODO runs are 'not finished yet', not 'not run'."""
+    scores = [{"method": m, "task": "arc-easy", "metric": "acc", "value": 0.5, "ci_low": 0, "ci_high": 1, "n": 20}
+              for m in ("seed", "sft")]
+    d = tmp_path / "results" / "m" / "experiment" / "seed0"
+    d.mkdir(parents=True)
+    base = {"model": "m", "seed": 0, "methods": ["seed", "sft"], "scores": scores, "deltas": []}
+    out = tmp_path / "R.md"
+    args = ["--results", str(tmp_path / "results"), "--out", str(out), "--preamble", "none", "--conclusions", "none"]
+    (d / "results.json").write_text(json.dumps({**base, "missing": ["cdsdft", "sft__lodo-math"]}))
+    _load().main(args)
+    md = out.read_text()
+    assert "**Interim: no eval results yet for cdsdft, sft__lodo-math.** Every comparison and Holm's adjustment " \
+           "below covers the 2 finished methods only." in md
+    assert "Not finished yet in this run" in md and "Not run for this model" not in md
+    (d / "results.json").write_text(json.dumps(base))   # finished, no LODO in the recipe
+    _load().main(args)
+    md = out.read_text()
+    assert "Interim" not in md and "Not run for this model" in md
