@@ -1,18 +1,14 @@
 """scripts/inv_check.py: the held-out MMD change and the loss means it reads from training logs."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent.parent / "scripts" / "inv_check.py"
+from scripts_loader import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("inv_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("inv_check")
 
 
 def write_log(path, probe, ce):

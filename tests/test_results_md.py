@@ -1,16 +1,12 @@
 """scripts/results_md.py reads verdicts from the Holm-adjusted tests, never from a CI alone."""
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results_md.py"
+from scripts_loader import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("results_md", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("results_md")
 
 
 def test_verdicts_are_the_adjusted_ones(tmp_path):

@@ -1,24 +1,19 @@
 """scripts/stash.py: a run's step cache carried to a new folder, without checkpoints and finished methods' weights."""
-import importlib.util
 import json
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from scripts_loader import load_script  # noqa: E402
 from test_runner_report import fake_stages, make_cfg  # noqa: E402,F401  (the fixture, used by name)
 
 from crossdistill import runner  # noqa: E402
 from crossdistill.io import sha256_file  # noqa: E402
 
-SCRIPT = Path(__file__).parent.parent / "scripts" / "stash.py"
-
 
 def load():
-    spec = importlib.util.spec_from_file_location("stash", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("stash")
 
 
 def test_save_then_restore_continues_the_run_elsewhere(tmp_path, fake_stages):  # noqa: F811
