@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 IN_DOMAIN = ["gsm8k", "math500", "mbpp-heldout", "mbpp", "humaneval", "ifeval", "ifbench",   # ifbench: text domain
-             "gsm8k-nll", "math500-nll", "mbpp-heldout-nll", "alpaca-heldout-nll", "glaive-heldout"]
+             "gsm8k-nll", "math500-nll", "mbpp-heldout-nll", "alpaca-heldout-nll", "glaive-heldout",
+             "bfcl-simple"]   # bfcl-simple: tool calls, beside the held-out Glaive calls
 GENERAL = ["arc-easy", "arc-challenge", "mmlu", "hellaswag", "boolq", "refusal", "piqa", "sciq", "openbookqa", "siqa",
            "csqa", "winogrande", "wiki-nll", "seed-kl"]
 VERDICTS = ("better", "worse", "n.s. (Holm)", "not detectable at n", "at chance", "untested")

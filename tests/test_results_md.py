@@ -127,3 +127,22 @@ def test_an_interim_run_says_so_and_what_is_missing(tmp_path):
     _load().main(args)
     md = out.read_text()
     assert "Interim" not in md and "Not run for this model" in md
+
+
+def test_every_trained_domains_task_of_the_experiment_is_in_the_in_domain_table(tmp_path):
+    tasks = ["gsm8k", "gsm8k-nll", "mbpp-heldout", "humaneval", "alpaca-heldout-nll", "ifbench", "glaive-heldout",
+             "bfcl-simple"]   # the domains' eval tasks of recipes/experiment-smollm2.yaml
+    scores = [{"method": m, "task": t, "metric": "acc", "value": 0.5, "ci_low": 0, "ci_high": 1, "n": 20}
+              for m in ("seed", "sft") for t in tasks]
+    deltas = [{"method": "sft", "vs": "seed", "task": t, "metric": "acc", "delta": 0.1, "ci_low": 0.0, "ci_high": 0.2,
+               "n": 20, "test": "mcnemar_exact", "p": 0.5, "p_holm": 1.0, "mde": 0.3, "family": "in-domain gain",
+               "verdict": "not detectable at n"} for t in tasks]
+    d = tmp_path / "results" / "m" / "seed0"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"model": "m", "seed": 0, "methods": ["seed", "sft"],
+                                                "scores": scores, "deltas": deltas}))
+    out = tmp_path / "R.md"
+    _load().main(["--results", str(tmp_path / "results"), "--out", str(out), "--preamble", "none",
+                  "--conclusions", "none"])
+    table = out.read_text().split("### In-domain gain kept")[1].split("###")[0]
+    assert {t for t in tasks if f"| sft − seed | {t} |" in table} == set(tasks)
