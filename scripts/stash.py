@@ -34,38 +34,31 @@ def plan_of(run: Path) -> list[Step]:
     return build_plan(load_config(recipe, [f"output_dir={run}"]))
 
 
-def _kept(step: Step) -> bool:
-    if step.status() == "cached":
-        return True
-    return step.keeps_outputs and step.status() == "resume"   # an eval begun: its finished tasks are reusable
-
-
 def save(run: Path, dest: Path) -> dict:
     steps = plan_of(run)
-    readers = {s.name: [t for t in steps if s.name in t.deps] for s in steps}
+    status = {s.name: s.status() for s in steps}   # read each step's marker files once
+    readers = {s.name: [t.name for t in steps if s.name in t.deps] for s in steps}
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     manifest = {}
     for step in steps:
-        if not step.out.exists() or not _kept(step):
+        # finished steps, and evals begun (their finished tasks are reusable)
+        kept = status[step.name] == "cached" or (step.keeps_outputs and status[step.name] == "resume")
+        if not step.out.exists() or not kept:
             continue
-        left_out = {}
-        weights_done = step.name.startswith("train/") and all(r.status() == "cached" for r in readers[step.name])
+        # only trained weights are dropped (the data and distill files are small, and a new sample differs)
+        weights_done = step.name.startswith("train/") and all(status[r] == "cached" for r in readers[step.name])
         drop = {p for pattern in step.needs for p in step.out.glob(pattern)} if weights_done else set()
-        rel = step.out.relative_to(run)
+        # its digest tells whether a rebuilt one is the same
+        left_out = {str(f.relative_to(step.out)): sha256_file(f) for f in sorted(drop)}
         for f in sorted(step.out.rglob("*")):
-            if not f.is_file():
-                continue
-            parts = f.relative_to(step.out).parts
-            if parts[0] in SKIP_DIRS or f in drop:
-                if f in drop:   # its digest tells whether a rebuilt one is the same
-                    left_out[str(f.relative_to(step.out))] = sha256_file(f)
-                continue
-            target = tmp / rel / f.relative_to(step.out)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, target)
-        manifest[step.name] = {"key": step.key, "status": step.status(), "left_out": left_out}
+            rel = f.relative_to(step.out)
+            if f.is_file() and rel.parts[0] not in SKIP_DIRS and f not in drop:
+                target = tmp / step.out.relative_to(run) / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+        manifest[step.name] = {"key": step.key, "status": status[step.name], "left_out": left_out}
     shutil.copy2(run / "recipe.resolved.yaml", tmp / "recipe.resolved.yaml")
     (tmp / "stash.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if dest.exists():
