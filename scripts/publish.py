@@ -3,7 +3,8 @@
     python scripts/publish.py runs/experiment-smollm2-cpu results/smollm2-135m-instruct/seed0
 
 Copies results.json, report.md/html, plots/, recipe.resolved.yaml, the data step's overlap.json and sizes.json and
-the distill stats; writes adapters.json with each trained adapter's sha256 and size. The adapters themselves (5-150 MB
+the distill stats; writes adapters.json with each trained adapter's sha256 and size (from the weights, or, in a run
+restored from a stash without them, from the step's left_out.json). The adapters themselves (5-150 MB
 each) stay out of git: the recipe rebuilds them (bit-identical on the same kind of machine, README "Determinism"),
 and the digests say whether a rebuilt one is the same.
 """
@@ -30,10 +31,18 @@ def publish(run: Path, dest: Path) -> None:
     if (run / "plots").is_dir():
         shutil.copytree(run / "plots", dest / "plots", dirs_exist_ok=True)
     adapters = {}
-    for weights in sorted((run / "train").glob("*/adapter/adapter_model.safetensors")):
-        method = weights.parent.parent.name
-        if (run / "eval" / method / "results.json").exists():   # only adapters whose scores are published
+    for folder in sorted(p for p in (run / "train").glob("*") if p.is_dir()):
+        method, weights = folder.name, folder / "adapter" / "adapter_model.safetensors"
+        if not (run / "eval" / method / "results.json").exists():   # only adapters whose scores are published
+            continue
+        if weights.exists():
             adapters[method] = {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
+        else:   # a run restored from a stash without finished methods' weights (scripts/stash.py)
+            record = folder / "left_out.json"
+            entry = json.loads(record.read_text()).get("adapter/adapter_model.safetensors") if record.exists() else None
+            if entry is None:
+                raise SystemExit(f"{weights}: missing, and no digest of it in {record}")
+            adapters[method] = dict(entry)
     (dest / "adapters.json").write_text(json.dumps(adapters, indent=1) + "\n")
     print(f"{run} -> {dest}: {len(adapters)} adapters")
     missing = json.loads((run / "results.json").read_text()).get("missing") or []

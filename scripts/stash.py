@@ -10,7 +10,8 @@ every reader (its eval and probe) is done: only the weights of a method still in
 each step that RUN does not already have done under the same key. The runner rebuilds a done train step whose weights
 were left out only if a step that reads them must run again (runner.Step.needs), under the same key.
 DEST/stash.json lists each step with its key and the sha256 of each file left out (a rebuilt adapter that differs in
-its bits makes its eval score every task again: the samples are keyed by the adapter's digest).
+its bits makes its eval score every task again: the samples are keyed by the adapter's digest); the step's own
+left_out.json holds them too (with sizes), so a restored run still knows its adapters' digests (scripts/publish.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ from crossdistill.io import sha256_file
 from crossdistill.runner import Step, build_plan
 
 SKIP_DIRS = {"checkpoints", "seed_cache"}   # training's resume points and seed log-probs: rebuilt when needed
+LEFT_OUT = "left_out.json"   # in a stashed step's folder: {file: {sha256, bytes}} of the files not carried
+
+
+def _read_left_out(folder: Path) -> dict:
+    f = folder / LEFT_OUT
+    return json.loads(f.read_text()) if f.exists() else {}
 
 
 def plan_of(run: Path) -> list[Step]:
@@ -50,14 +57,20 @@ def save(run: Path, dest: Path) -> dict:
         # only trained weights are dropped (the data and distill files are small, and a new sample differs)
         weights_done = step.name.startswith("train/") and all(status[r] == "cached" for r in readers[step.name])
         drop = {p for pattern in step.needs for p in step.out.glob(pattern)} if weights_done else set()
-        # its digest tells whether a rebuilt one is the same
-        left_out = {str(f.relative_to(step.out)): sha256_file(f) for f in sorted(drop)}
+        # its digest tells whether a rebuilt one is the same; LEFT_OUT in the step's folder keeps the digests (and
+        # sizes) of files left out by an earlier save, so that a run restored without its weights still has them
+        record = _read_left_out(step.out)
+        record.update({str(f.relative_to(step.out)): {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+                       for f in sorted(drop)})
         for f in sorted(step.out.rglob("*")):
             rel = f.relative_to(step.out)
-            if f.is_file() and rel.parts[0] not in SKIP_DIRS and f not in drop:
+            if f.is_file() and rel.parts[0] not in SKIP_DIRS and f not in drop and rel.name != LEFT_OUT:
                 target = tmp / step.out.relative_to(run) / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, target)
+        if record:
+            (tmp / step.out.relative_to(run) / LEFT_OUT).write_text(json.dumps(record, indent=1) + "\n")
+        left_out = {rel: r["sha256"] for rel, r in sorted(record.items())}
         manifest[step.name] = {"key": step.key, "status": status[step.name], "left_out": left_out}
     shutil.copy2(run / "recipe.resolved.yaml", tmp / "recipe.resolved.yaml")
     (tmp / "stash.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -85,6 +98,9 @@ def restore(stash: Path, run: Path) -> list[str]:
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(src, dst)
+        if entry["left_out"] and not (dst / LEFT_OUT).exists():   # a stash saved before LEFT_OUT existed
+            (dst / LEFT_OUT).write_text(json.dumps({rel: {"sha256": sha, "bytes": None}
+                                                    for rel, sha in entry["left_out"].items()}, indent=1) + "\n")
         restored.append(name)
     if not (run / "recipe.resolved.yaml").exists():
         shutil.copy2(stash / "recipe.resolved.yaml", run / "recipe.resolved.yaml")

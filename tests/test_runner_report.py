@@ -127,6 +127,13 @@ def test_interrupted_step_resumes_not_restarts(tmp_path, fake_stages):
     runner.run(cfg)
     assert fake_stages == ["train/sft"]
     assert (step.out / "checkpoint-marker").exists()  # resumed in place, not wiped
+    # each start of the step records where it ran: a resumed step lists both machines
+    runs = json.loads((step.out / "env.json").read_text())["runs"]
+    assert len(runs) == 2
+    import torch
+    assert runs[-1]["torch"] == torch.__version__
+    assert runs[-1]["auto_dtype"] in ("float32", "bfloat16", "float16") and runs[-1]["threads"] >= 1
+    assert json.loads((Path(cfg.output_dir) / "data" / "env.json").read_text())["runs"][0]["cpu_bf16"] in (True, False)
 
 
 def test_results_and_report(tmp_path, fake_stages):

@@ -45,6 +45,28 @@ def test_save_then_restore_continues_the_run_elsewhere(tmp_path, fake_stages):  
     assert summary["train/sft"] == {"status": "cached"}
     # a second restore finds every step done under the same key and leaves the run alone
     assert stash.restore(tmp_path / "stash", run2) == []
+    # the restored run still knows sft's adapter digest: publish writes it although the weights stayed behind
+    load_script("publish").publish(run2, tmp_path / "published")
+    adapters = json.loads((tmp_path / "published" / "adapters.json").read_text())
+    assert adapters["sft"] == {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
+    assert adapters["cdsdft"]["sha256"] == sha256_file(kept / "cdsdft" / "adapter" / "adapter_model.safetensors")
+    # and a save of the restored run carries the digest on (the weights are not there to hash again)
+    assert stash.main(["save", str(run2), str(tmp_path / "stash2")]) == 0
+    again = json.loads((tmp_path / "stash2" / "stash.json").read_text())
+    assert again["train/sft"]["left_out"] == manifest["train/sft"]["left_out"]
+
+
+def test_a_stash_saved_before_left_out_json_still_gives_the_digests(tmp_path, fake_stages):  # noqa: F811
+    stash = load()
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    run = Path(cfg.output_dir)
+    weights = run / "train" / "sft" / "adapter" / "adapter_model.safetensors"
+    stash.save(run, tmp_path / "stash")
+    (tmp_path / "stash" / "train" / "sft" / "left_out.json").unlink()   # as the stashes of 2026-12-04 were saved
+    stash.restore(tmp_path / "stash", tmp_path / "elsewhere")
+    record = json.loads((tmp_path / "elsewhere" / "train" / "sft" / "left_out.json").read_text())
+    assert record == {"adapter/adapter_model.safetensors": {"sha256": sha256_file(weights), "bytes": None}}
 
 
 def test_save_replaces_the_stash_as_a_whole(tmp_path, fake_stages):  # noqa: F811

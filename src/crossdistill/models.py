@@ -275,6 +275,35 @@ def resolve_dtype(dtype: str = "auto"):
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
+def machine_info() -> dict:
+    """Where a step runs: the processor or GPU, the precision "auto" picks there, thread count and library versions
+    (the runner records it beside each step's outputs, since a sampled step's output depends on them)."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    from . import __version__
+
+    info: dict = {"crossdistill": __version__, "python": platform.python_version(), "machine": platform.machine()}
+    try:
+        cpu = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpu = ""
+    names = [line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")]
+    info["cpu"] = names[0] if names else platform.processor() or None
+    info["cpu_bf16"] = "avx512_bf16" in cpu or "amx_bf16" in cpu
+    info["threads"] = torch.get_num_threads()
+    info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    info["auto_dtype"] = str(resolve_dtype("auto")).removeprefix("torch.")
+    for pkg in ("torch", "transformers", "peft", "trl", "accelerate"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg] = None
+    return info
+
+
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 

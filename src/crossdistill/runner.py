@@ -284,6 +284,21 @@ def _rebuild_missing_deps(step: Step, by_name: dict[str, Step], out: Path, creat
             summary[dep.name] = {**_execute(dep, out, created_out), "status": "rebuilt"}
 
 
+def _record_machine(folder: Path) -> None:
+    """Append this machine (models.machine_info) to the step's env.json: a step resumed elsewhere lists each."""
+    from .models import machine_info
+
+    f = folder / "env.json"
+    runs = []
+    if f.exists():
+        try:
+            runs = json.loads(f.read_text()).get("runs", [])
+        except (ValueError, AttributeError):
+            runs = []   # a damaged record is replaced, never a reason to stop a run
+    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **machine_info()})
+    write_json(f, {"runs": runs})
+
+
 def _execute(step: Step, out: Path, created_out: bool) -> dict:
     """Run one step that is not cached: clear another config's outputs, mark it started (.key), run it, mark it
     done (.done). A UserError rolls back what the step created."""
@@ -293,6 +308,7 @@ def _execute(step: Step, out: Path, created_out: bool) -> dict:
     fresh = not step.out.exists()
     step.out.mkdir(parents=True, exist_ok=True)
     write_text(step.out / ".key", step.key)
+    _record_machine(step.out)
     t0 = time.time()
     try:
         step.action()
