@@ -1,12 +1,14 @@
 """Carry a run's step cache to another machine through git: the finished steps' files, without the bulk.
 
     python scripts/stash.py save RUN DEST       # RUN's finished steps -> DEST (replaced as a whole)
+    python scripts/stash.py save --no-weights RUN DEST   # the same without any trained weights (a commit mid-run)
     python scripts/stash.py restore DEST RUN    # back into RUN (a new or older run folder); then `crossdistill run`
 
 A long experiment outlives the machine it started on (a session's machine can be a new one, with nothing outside the
 repository). `save` copies from RUN every finished step (`.done`) and every eval step begun (its per-task outputs are
 reused by hash), leaving out checkpoints and the seed log-prob cache, and the trained weights of each method whose
-every reader (its eval and probe) is done: only the weights of a method still in flight are kept. `restore` puts back
+every reader (its eval and probe) is done: only the weights of a method still in flight are kept (with --no-weights
+not even those: an in-flight method is then retrained on restore, and its eval rescored if the weights differ). `restore` puts back
 each step that RUN does not already have done under the same key. The runner rebuilds a done train step whose weights
 were left out only if a step that reads them must run again (runner.Step.needs), under the same key.
 DEST/stash.json lists each step with its key and the sha256 of each file left out (a rebuilt adapter that differs in
@@ -41,7 +43,7 @@ def plan_of(run: Path) -> list[Step]:
     return build_plan(load_config(recipe, [f"output_dir={run}"]))
 
 
-def save(run: Path, dest: Path) -> dict:
+def save(run: Path, dest: Path, weights: bool = True) -> dict:
     steps = plan_of(run)
     status = {s.name: s.status() for s in steps}   # read each step's marker files once
     readers = {s.name: [t.name for t in steps if s.name in t.deps] for s in steps}
@@ -55,8 +57,9 @@ def save(run: Path, dest: Path) -> dict:
         if not step.out.exists() or not kept:
             continue
         # only trained weights are dropped (the data and distill files are small, and a new sample differs)
-        weights_done = step.name.startswith("train/") and all(status[r] == "cached" for r in readers[step.name])
-        drop = {p for pattern in step.needs for p in step.out.glob(pattern)} if weights_done else set()
+        drop_weights = step.name.startswith("train/") and (
+            not weights or all(status[r] == "cached" for r in readers[step.name]))
+        drop = {p for pattern in step.needs for p in step.out.glob(pattern)} if drop_weights else set()
         # its digest tells whether a rebuilt one is the same; LEFT_OUT in the step's folder keeps the digests (and
         # sizes) of files left out by an earlier save, so that a run restored without its weights still has them
         record = _read_left_out(step.out)
@@ -110,12 +113,14 @@ def restore(stash: Path, run: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("save", "restore"):
+    weights = "--no-weights" not in argv
+    argv = [a for a in argv if a != "--no-weights"]
+    if len(argv) != 3 or argv[0] not in ("save", "restore") or (not weights and argv[0] != "save"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
         if argv[0] == "save":
-            save(Path(argv[1]).resolve(), Path(argv[2]).resolve())
+            save(Path(argv[1]).resolve(), Path(argv[2]).resolve(), weights=weights)
         else:
             restore(Path(argv[1]).resolve(), Path(argv[2]).resolve())
     except UserError as e:

@@ -56,6 +56,23 @@ def test_save_then_restore_continues_the_run_elsewhere(tmp_path, fake_stages):  
     assert again["train/sft"]["left_out"] == manifest["train/sft"]["left_out"]
 
 
+def test_no_weights_leaves_out_the_in_flight_adapter_too_and_restore_retrains_it(tmp_path, fake_stages):  # noqa: F811
+    stash = load()
+    cfg = make_cfg(tmp_path)
+    runner.run(cfg)
+    run = Path(cfg.output_dir)
+    (run / "eval" / "cdsdft" / ".done").unlink()   # cdsdft in flight
+    assert stash.main(["save", "--no-weights", str(run), str(tmp_path / "stash")]) == 0
+    manifest = json.loads((tmp_path / "stash" / "stash.json").read_text())
+    assert list(manifest["train/cdsdft"]["left_out"]) == ["adapter/adapter_model.safetensors"]
+    assert not list((tmp_path / "stash").rglob("*.safetensors"))
+    assert stash.main(["restore", "--no-weights", str(tmp_path / "stash"), str(run)]) == 2   # a save-only flag
+    stash.restore(tmp_path / "stash", tmp_path / "elsewhere")
+    fake_stages.clear()
+    summary = runner.run(make_cfg(tmp_path, f"output_dir={tmp_path / 'elsewhere'}"))
+    assert fake_stages == ["train/cdsdft", "eval/cdsdft"] and summary["train/cdsdft"]["status"] == "rebuilt"
+
+
 def test_a_stash_saved_before_left_out_json_still_gives_the_digests(tmp_path, fake_stages):  # noqa: F811
     stash = load()
     cfg = make_cfg(tmp_path)
