@@ -8,8 +8,8 @@ A long experiment outlives the machine it started on (a session's machine can be
 repository). `save` copies from RUN every finished step (`.done`) and every eval step begun (its per-task outputs are
 reused by hash), leaving out checkpoints and the seed log-prob cache, and the trained weights of each method whose
 every reader (its eval and probe) is done: only the weights of a method still in flight are kept (with --no-weights
-not even those: an in-flight method is then retrained on restore, and its eval rescored if the weights differ). `restore` puts back
-each step that RUN does not already have done under the same key. The runner rebuilds a done train step whose weights
+not even those: an in-flight method is then retrained on restore, and its eval rescored if the weights differ).
+`restore` puts back each step that RUN does not already have done under the same key. The runner rebuilds a done train step whose weights
 were left out only if a step that reads them must run again (runner.Step.needs), under the same key.
 DEST/stash.json lists each step with its key and the sha256 of each file left out (a rebuilt adapter that differs in
 its bits makes its eval score every task again: the samples are keyed by the adapter's digest); the step's own
