@@ -122,7 +122,7 @@ def _find(res: dict, prim: dict[str, str], earlier: str, later: str, task: str, 
 def _says(d: dict, v: str | None = None) -> str:
     """One delta row in words: the adjusted verdict (`v`, else `verdict(d)`) with effect and CI, or 'not detectable
     at n (MDE ...)'."""
-    eff = f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+    eff = f"{d['delta']:+.4f}" + ("" if d.get("ci_low") is None else f" [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]")
     v = v or verdict(d)
     if v in ("better", "worse", "lower", "higher"):
         return f"**{v}**: {eff}, n = {d['n']}, p_Holm {_p(d)}"
@@ -186,15 +186,28 @@ def questions_section(res: dict) -> list[str]:
                          f"{_says(r)}")
     md += lines or [none]
     md.append("4. **Invariance: do the probe accuracies fall under CD-SDFT, and does that go with less forgetting?** "
-              "(probe accuracy at the invariance layer, paired by probe record, exact McNemar, Holm over the pairs)")
+              "(probe accuracy at the invariance layer, paired by probe record, exact McNemar, Holm over the pairs; "
+              "the between-domain MMD² of the same features, paired swap-permutation test, Holm over its pairs)")
     lines = []
+    probe = res.get("probe") or {}
+    if probe:
+        chance = next((v.get("chance") for v in probe.values() if v.get("chance") is not None), None)
+        lines.append("  - probe accuracy (95% CI) and MMD² per method: " + "; ".join(
+            f"{m} {v['acc']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+            + ("" if v.get("mmd_mean") is None else f", MMD² {v['mmd_mean']:.4f}") for m, v in probe.items())
+            + ("" if chance is None else f" (chance {chance:.3f})"))
     for d in res.get("probe_deltas", []):
-        if d["method"] in ("cdsdft", "cdsdft-onpolicy") and d["vs"] in ("seed", "sft", "sdft", "sdft-onpolicy"):
-            lines.append(f"  - {d['method']} − {d['vs']}, probe accuracy: {_says(d, d.get('verdict', '—'))}")
-    link = res.get("probe_vs_forgetting") or {}
-    if link.get("rho") is not None:
-        lines.append(f"  - across {link['n']} trained methods, Spearman rho(probe accuracy, {link['forgetting_task']})"
-                     f" = {link['rho']:+.3f}, permutation p = {link['p']:.3g}")
+        if d["method"] in ("cdsdft", "cdsdft-onpolicy") and d["vs"] in ("seed", "sft", "sdft", "sdft-onpolicy", "+kl"):
+            what = "MMD²" if d.get("metric") == "probe_mmd" else "probe accuracy"
+            lines.append(f"  - {d['method']} − {d['vs']}, {what}: {_says(d, d.get('verdict', '—'))}")
+    for key, what in (("probe_vs_forgetting", "probe accuracy"), ("probe_mmd_vs_forgetting", "MMD²")):
+        link = res.get(key) or {}
+        if link.get("rho") is not None:
+            lines.append(f"  - across {link['n']} trained methods, Spearman rho({what}, {link['forgetting_task']})"
+                         f" = {link['rho']:+.3f}, permutation p = {link['p']:.3g}")
+        elif link.get("n"):
+            lines.append(f"  - rho({what}, {link['forgetting_task']}): not computed ({link['n']} trained methods; "
+                         "it needs 3 with distinct values)")
     md += lines or [none]
     md.append("5. **Which ingredient carries the effect?** (each step of the chain against the one before)")
     md += _pair_lines(res, prim, list(zip(Q_CHAIN, Q_CHAIN[1:])), tasks) or [none]

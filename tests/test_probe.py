@@ -136,6 +136,10 @@ def test_run_probe_writes_results_and_the_report_shows_them(tmp_path, tiny):
     assert saved["chosen_layer"] == model.config.num_hidden_layers // 2     # default: the middle layer
     chosen = next(r for r in saved["layers"] if r["layer"] == saved["chosen_layer"])
     assert len(saved["chosen_items"]) == 30 and sum(saved["chosen_items"].values()) == chosen["correct"]
+    import numpy as np
+    with np.load(out / "probe" / "seed" / "features.npz") as z:   # the chosen layer's features, for the MMD test
+        assert z["x"].shape == (30, model.config.hidden_size) and z["x"].dtype == np.float16
+        assert list(z["ids"]) == list(saved["chosen_items"]) and sorted(set(z["y"].tolist())) == [0, 1]
     for row in saved["layers"]:
         assert 0 <= row["ci_low"] <= row["acc"] <= row["ci_high"] <= 1 and row["n"] == 30
         assert set(row["mmd"]) == {"a|b"}
@@ -312,3 +316,95 @@ def test_pool_runs_carries_the_pooled_probe(tmp_path):
     (row,) = pooled["probe_deltas"]
     assert (row["method"], row["vs"], row["n"]) == ("cdsdft", "seed", 24)
     assert row["delta"] == pytest.approx(-7 / 24) and row["p"] == pytest.approx(2 / 2 ** 7)
+
+
+def _features(root, m, x, y, ids=None):
+    """probe/<m>/{probe.json, features.npz} as run_probe writes them (mmd_mean from the stored float16 features)."""
+    import numpy as np
+
+    from crossdistill.statistics import _sq_dists_np, mmd_mean_from_dists
+
+    d = root / m
+    d.mkdir(parents=True)
+    x16 = np.asarray(x, dtype=np.float16)
+    mmd = mmd_mean_from_dists(_sq_dists_np(x16.astype(np.float64), x16.astype(np.float64)), np.asarray(y))
+    (d / "probe.json").write_text(json.dumps({"chosen_layer": 1, "layers": [
+        {"layer": 1, "acc": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": len(y), "mmd_mean": mmd}],
+        "chosen_items": {f"r{i}": 1 for i in range(len(y))}}))
+    np.savez_compressed(d / "features.npz", ids=np.array(ids or [f"r{i}" for i in range(len(y))]),
+                        y=np.asarray(y, dtype=np.int16), x=x16)
+
+
+def test_mmd_from_distances_is_the_probe_table_mean():
+    """statistics.mmd_mean_from_dists (numpy, what the paired test recomputes under each permutation) gives the
+    value probe.pairwise_mmd_table's mean gives on the same features (torch: lower median, unbiased MMD^2)."""
+    import numpy as np
+
+    from crossdistill.statistics import _sq_dists_np, mmd_mean_from_dists
+
+    x = torch.cat([_gauss(20, shift=0.0, seed=1), _gauss(21, shift=1.5, seed=2), _gauss(22, shift=-1.0, seed=3)])
+    y = torch.tensor([0] * 20 + [1] * 21 + [2] * 22)
+    table = pairwise_mmd_table(x, y, ["a", "b", "c"])
+    xn = x.double().numpy()
+    assert mmd_mean_from_dists(_sq_dists_np(xn, xn), y.numpy()) == pytest.approx(
+        sum(table.values()) / 3, rel=1e-5, abs=1e-7)
+
+
+def test_mmd_permutation_test_detects_collapsed_domains_and_not_noise():
+    """Paired swap permutation test of mmd_mean(B) - mmd_mean(A) on fixed features: B with the domains pulled
+    together is 'lower' with a small p; a second draw of A's law is not; identical features give delta 0, p 1."""
+    import numpy as np
+
+    from crossdistill.statistics import mmd_permutation_test
+
+    y = np.array([0] * 30 + [1] * 30)
+    xa = torch.cat([_gauss(30, shift=0.0, seed=4), _gauss(30, shift=2.0, seed=5)]).numpy()
+    collapsed = xa.copy()
+    collapsed[30:, 0] -= 1.6                       # the second domain moved most of the way onto the first
+    same_law = torch.cat([_gauss(30, shift=0.0, seed=6), _gauss(30, shift=2.0, seed=7)]).numpy()
+    r = mmd_permutation_test([(xa, collapsed, y)], permutations=400)
+    assert r["delta"] < 0 and r["p"] <= 0.01 and r["test"] == "mmd_swap_permutation" and r["n"] == 60
+    assert mmd_permutation_test([(xa, same_law, y)], permutations=400)["p"] > 0.05
+    ident = mmd_permutation_test([(xa, xa, y)], permutations=50)
+    assert ident["delta"] == 0 and ident["p"] == 1.0
+    # two runs: the statistic is the mean of the per-run differences
+    two = mmd_permutation_test([(xa, collapsed, y), (xa, xa, y)], permutations=50)
+    assert two["delta"] == pytest.approx(r["delta"] / 2) and two["runs"] == 2 and two["n"] == 120
+
+
+def test_probe_comparisons_test_the_mmd_of_invariance_methods_only(tmp_path):
+    """With features.npz beside probe.json, each invariance-trained method is tested against every other method on
+    the between-domain MMD^2 (paired by record id, Holm over those pairs); pairs of two methods without the term are
+    not; the MMD's link with drift is reported beside the accuracy's."""
+    import numpy as np
+
+    from crossdistill.statistics import probe_comparisons
+
+    y = [0] * 25 + [1] * 25
+    base = torch.cat([_gauss(25, shift=0.0, seed=8), _gauss(25, shift=2.5, seed=9)]).numpy()
+    pulled = base.copy()
+    pulled[25:, 0] -= 2.0
+    _features(tmp_path, "seed", base, y)
+    _features(tmp_path, "sft", base + 0.01, y)
+    half = base.copy()
+    half[25:, 0] -= 0.7
+    _features(tmp_path, "sdft", half, y)
+    # cdsdft's records stored in another order: they are paired by id, not by position
+    order = np.arange(50)[::-1]
+    _features(tmp_path, "cdsdft", pulled[order], [y[i] for i in order], ids=[f"r{i}" for i in order])
+    scores = [{"method": m, "task": "seed-kl", "metric": "kl", "value": v}
+              for m, v in (("sft", 0.02), ("sdft", 0.10), ("cdsdft", 0.30))]
+    out = probe_comparisons(tmp_path, ["seed", "sft", "sdft", "cdsdft"], scores, mmd_methods=["cdsdft"])
+    mmd = {(r["method"], r["vs"]): r for r in out["probe_deltas"] if r["metric"] == "probe_mmd"}
+    assert set(mmd) == {("cdsdft", "seed"), ("cdsdft", "sft"), ("cdsdft", "sdft")}
+    assert all(r["family"] == "invariance (MMD)" and r["verdict"] == "lower" and r["p_holm"] < 0.05
+               for r in mmd.values())
+    expected = out["probe"]["cdsdft"]["mmd_mean"] - out["probe"]["seed"]["mmd_mean"]
+    assert mmd[("cdsdft", "seed")]["delta"] == pytest.approx(expected, rel=1e-6)
+    assert len([r for r in out["probe_deltas"] if r["metric"] == "probe_acc"]) == 6   # McNemar rows unchanged
+    link = out["probe_mmd_vs_forgetting"]
+    assert link["probe_metric"] == "probe_mmd" and link["methods"] == ["sft", "sdft", "cdsdft"]
+    # MMD^2 sft > sdft > cdsdft, seed-kl sft < sdft < cdsdft: rho = -1, exact p = 2 of 3! orderings
+    assert link["rho"] == pytest.approx(-1.0) and link["p"] == pytest.approx(1 / 3)
+    assert probe_comparisons(tmp_path, ["seed", "sft", "sdft"], scores, mmd_methods=["cdsdft"])[
+        "probe_deltas"] == [r for r in probe_comparisons(tmp_path, ["seed", "sft", "sdft"], scores)["probe_deltas"]]

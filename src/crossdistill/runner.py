@@ -135,7 +135,8 @@ def probe_steps(cfg: Config, train_data_key: str, train_keys: dict[str, str], ou
     steps = []
     for method, overrides in cfg.methods.items():
         base = {"probe": dataclasses.asdict(cfg.probe), "data": train_data_key, "model": cfg.model,
-                "dtype": cfg.eval.dtype, "max_length": cfg.train.max_length}
+                "dtype": cfg.eval.dtype, "max_length": cfg.train.max_length,
+                "outputs": 2}   # 2: features.npz beside probe.json (the MMD test between methods reads it)
         if overrides is None:
             key = stable_hash({**base, "method": "seed", "inv_layer": cfg.train.inv_layer})
             steps.append(Step(f"probe/{method}", out / "probe" / method, key,
@@ -406,7 +407,8 @@ def _method_setup(cfg: Config, methods: list[str]) -> dict:
             continue
         t = cfg.train_config_for(m)
         out[m] = {"method": t.method, "lora_r": None if t.full_finetune else t.lora.r,
-                  "target_modules": t.lora.target_modules, "max_steps": t.max_steps, "epochs": t.epochs}
+                  "target_modules": t.lora.target_modules, "max_steps": t.max_steps, "epochs": t.epochs,
+                  "invariance": t.terms.invariance, "beta": t.beta if t.terms.invariance else 0.0}
     return out
 
 
@@ -487,7 +489,8 @@ def collect_results(cfg: Config) -> dict:
         "deltas": deltas,
         "retention": retention,
         # the domain probe: per method, paired tests between methods, and its link with drift from the seed
-        **probe_comparisons(out / "probe", methods, scores),
+        **probe_comparisons(out / "probe", methods, scores, mmd_methods=[
+            m for m, v in _method_setup(cfg, methods).items() if v["invariance"]]),
     }
     write_json(out / "results.json", results)
     return results

@@ -497,7 +497,8 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
               "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)),
               "in_domain_tasks": sorted(in_domain), "at_chance": at_chance, "scores": scores, "deltas": deltas,
               "retention": _pooled_retention(runs, items, methods, in_domain, deltas),
-              **probe_comparisons([d / "probe" for d in dirs], methods, scores)}
+              **probe_comparisons([d / "probe" for d in dirs], methods, scores, mmd_methods=sorted(
+                  {m for r in runs for m, v in (r.get("method_setup") or {}).items() if v.get("invariance")}))}
     if out is not None:
         write_json(Path(out), pooled)
     return pooled
@@ -568,13 +569,91 @@ def spearman_permutation(x: Sequence[float], y: Sequence[float], *, resamples: i
     return rho, (1 + hits) / (1 + resamples)
 
 
+# --- the probe's between-domain MMD: a paired permutation test ------------------------------------------------------
+
+MMD_BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)   # losses.mmd_fixed's multi-scale kernel
+MMD_PERMUTATIONS = 2000
+
+
+def _sq_dists_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+
+
+def mmd_mean_from_dists(d: np.ndarray, y: np.ndarray) -> float:
+    """probe.pairwise_mmd_table's mean from the squared distances `d` (n, n) of one set of pooled features with domain
+    ids `y`: unbiased MMD^2 of every pair of domains under the multi-scale Gaussian kernel whose base scale is the
+    (lower) median squared distance over all rows, averaged over the pairs."""
+    n = len(y)
+    upper = d[np.triu_indices(n, 1)]
+    scale = max(float(np.partition(upper, (len(upper) - 1) // 2)[(len(upper) - 1) // 2]), 1e-6) if n > 1 else 1.0
+    k = sum(np.exp(-d / (2.0 * s * s * scale)) for s in MMD_BANDWIDTHS) / len(MMD_BANDWIDTHS)
+    idx = [np.flatnonzero(y == c) for c in np.unique(y)]
+    vals = []
+    for i in range(len(idx)):
+        for j in range(i + 1, len(idx)):
+            a, b = idx[i], idx[j]
+            kaa, kbb = k[np.ix_(a, a)], k[np.ix_(b, b)]
+            vals.append((kaa.sum() - np.trace(kaa)) / (len(a) * (len(a) - 1))
+                        + (kbb.sum() - np.trace(kbb)) / (len(b) * (len(b) - 1)) - 2.0 * k[np.ix_(a, b)].mean())
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def mmd_permutation_test(runs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *,
+                         permutations: int = MMD_PERMUTATIONS, seed: int = 0) -> dict:
+    """Does method B's probe features separate the domains less (or more) than method A's? `runs`: one
+    (x_a, x_b, y) per run, the two methods' pooled features of the same probe records (row i is record i under both)
+    and the records' domain ids. Statistic: the mean over runs of mmd_mean(B) - mmd_mean(A). Under the null that a
+    record's two feature vectors are exchangeable, swapping them record by record (independently, within each run)
+    leaves the statistic's distribution unchanged: two-sided Monte Carlo p = (1 + #|perm| >= |obs|) / (1 + perms).
+    The MMD is a statistic of the whole set, so there is no per-item difference to bootstrap; no CI is given."""
+    rng = np.random.default_rng(seed)
+    prepared = []
+    for xa, xb, y in runs:
+        xa, xb = np.asarray(xa, dtype=np.float64), np.asarray(xb, dtype=np.float64)
+        prepared.append((_sq_dists_np(xa, xa), _sq_dists_np(xb, xb), _sq_dists_np(xa, xb), np.asarray(y)))
+
+    def stat(swaps):
+        total = 0.0
+        for (daa, dbb, dab, y), sw in zip(prepared, swaps):
+            if sw is None:
+                da, db = daa, dbb
+            else:   # row i of set A is record i under B when sw[i]: pick each distance from the matching block
+                si, sj = sw[:, None], sw[None, :]
+                da = np.where(~si & ~sj, daa, np.where(si & sj, dbb, np.where(~si & sj, dab, dab.T)))
+                db = np.where(~si & ~sj, dbb, np.where(si & sj, daa, np.where(~si & sj, dab.T, dab)))
+            total += mmd_mean_from_dists(db, y) - mmd_mean_from_dists(da, y)
+        return total / len(prepared)
+
+    obs = stat([None] * len(prepared))
+    tol = 1e-12 * max(1.0, abs(obs))
+    hits = sum(abs(stat([rng.random(len(p[3])) < 0.5 for p in prepared])) >= abs(obs) - tol
+               for _ in range(permutations))
+    return {"delta": obs, "ci_low": None, "ci_high": None, "n": int(sum(len(p[3]) for p in prepared)),
+            "paired": True, "test": "mmd_swap_permutation", "p": _round_p((1 + hits) / (1 + permutations)),
+            "mde": None, "runs": len(prepared)}
+
+
+def _probe_features(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+    f = folder / "features.npz"
+    if not f.exists():
+        return None
+    with np.load(f, allow_pickle=False) as z:
+        return [str(i) for i in z["ids"]], z["x"].astype(np.float64), z["y"].astype(np.int64)
+
+
 def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str], scores: list[dict],
-                      forgetting: str = "seed-kl") -> dict:
+                      forgetting: str = "seed-kl", mmd_methods: Sequence[str] = ()) -> dict:
     """From probe/<method>/probe.json: each method's probe accuracy at its invariance layer; every pair of methods
     (the later minus the earlier; paired by probe record, exact McNemar on the out-of-fold correctness), Holm over
     the pairs (family "invariance"; verdict "lower" / "higher" accuracy, i.e. more / less domain-invariant); and
     across the trained methods, the Spearman correlation of probe accuracy with the `forgetting` task's score
     (does more invariance go with less drift from the seed?).
+
+    The probe accuracy saturates when the domains differ in content (0.99 on the SmolLM2 experiment for the seed and
+    every method), so the between-domain MMD^2 of the same features is tested too: each of `mmd_methods` (those
+    trained with an invariance term) against every other method with stored features (probe/<m>/features.npz),
+    `mmd_permutation_test`, Holm over those pairs (family "invariance (MMD)"; verdict "lower" = more invariant),
+    and the Spearman correlation of MMD^2 with the forgetting task across the trained methods.
 
     Several probe roots (the runs of `pool_runs`, one per training seed) pool a method over the runs that all
     have it: its accuracy is the mean over the runs, and a pair is tested on the records of every run stacked
@@ -594,7 +673,8 @@ def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str],
         if len(runs) == 1:
             (row,) = rows_
             summary[m] = {"layer": row["layer"], "acc": row["acc"], "ci_low": row["ci_low"],
-                          "ci_high": row["ci_high"], "mmd_mean": row.get("mmd_mean"), "n": row["n"]}
+                          "ci_high": row["ci_high"], "mmd_mean": row.get("mmd_mean"), "n": row["n"],
+                          "chance": runs[0].get("chance")}
         else:
             from .evaluation.metrics import bootstrap_ci
 
@@ -603,7 +683,7 @@ def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str],
             mmd = [r.get("mmd_mean") for r in rows_]
             summary[m] = {"layer": rows_[0]["layer"], "acc": float(np.mean([r["acc"] for r in rows_])),
                           "ci_low": lo, "ci_high": hi, "n": sum(r["n"] for r in rows_), "runs": len(runs),
-                          "per_run": [r["acc"] for r in rows_],
+                          "per_run": [r["acc"] for r in rows_], "chance": runs[0].get("chance"),
                           "mmd_mean": None if None in mmd else float(np.mean(mmd))}
         if all(p.get("chosen_items") for p in runs):
             probes[m] = {"chosen_layer": rows_[0]["layer"],
@@ -622,10 +702,42 @@ def probe_comparisons(probe_root: Path | Sequence[Path], methods: Sequence[str],
         r["p_holm"] = None if ph is None else _round_p(ph)
         v = verdict(r)   # probe accuracy: a "better" (higher) one is the less invariant
         r["verdict"] = {"better": "higher", "worse": "lower"}.get(v, v)
+    feats = {}
+    for m in loaded:
+        per_run = [_probe_features(root / m) for root in roots]
+        if all(f is not None for f in per_run):
+            feats[m] = per_run
+    mmd_rows = []
+    with_feats = [m for m in methods if m in feats]
+    for i, base in enumerate(with_feats):
+        for m in with_feats[i + 1:]:
+            if base not in mmd_methods and m not in mmd_methods:
+                continue
+            runs_ = []
+            for (ids_a, xa, ya), (ids_b, xb, yb) in zip(feats[base], feats[m]):
+                pos_b = {k: j for j, k in enumerate(ids_b)}
+                keep = [(j, pos_b[k]) for j, k in enumerate(ids_a) if k in pos_b]
+                if keep:
+                    ja, jb = (np.array(v) for v in zip(*keep))
+                    runs_.append((xa[ja], xb[jb], ya[ja]))
+            if len(runs_) == len(feats[base]):
+                mmd_rows.append({"method": m, "vs": base, "task": "probe", "metric": "probe_mmd",
+                                 "layer": probes.get(m, {}).get("chosen_layer"), **mmd_permutation_test(runs_)})
+    for r, ph in zip(mmd_rows, holm([r["p"] for r in mmd_rows])):
+        r["family"] = "invariance (MMD)"
+        r["p_holm"] = None if ph is None else _round_p(ph)
+        r["verdict"] = ("lower" if r["delta"] < 0 else "higher") if ph is not None and ph < ALPHA else "n.s. (Holm)"
+    rows += mmd_rows
     drift = {s["method"]: s["value"] for s in scores if s["task"] == forgetting and not s.get("left_out_domain")}
     trained = [m for m in summary if m != SEED and m in drift]
-    rho, p = spearman_permutation([summary[m]["acc"] for m in trained], [drift[m] for m in trained])
-    link = {"forgetting_task": forgetting, "methods": trained, "n": len(trained),
-            "rho": None if rho is None else round(rho, 6), "p": None if p is None else _round_p(p),
-            "test": "spearman_permutation", "runs": len(roots)}
-    return {"probe": summary, "probe_deltas": rows, "probe_vs_forgetting": link}
+
+    def link_of(values: dict, what: str) -> dict:
+        ms = [m for m in trained if values.get(m) is not None]
+        rho, p = spearman_permutation([values[m] for m in ms], [drift[m] for m in ms])
+        return {"probe_metric": what, "forgetting_task": forgetting, "methods": ms, "n": len(ms),
+                "rho": None if rho is None else round(rho, 6), "p": None if p is None else _round_p(p),
+                "test": "spearman_permutation", "runs": len(roots)}
+
+    return {"probe": summary, "probe_deltas": rows,
+            "probe_vs_forgetting": link_of({m: v["acc"] for m, v in summary.items()}, "probe_acc"),
+            "probe_mmd_vs_forgetting": link_of({m: v.get("mmd_mean") for m, v in summary.items()}, "probe_mmd")}
