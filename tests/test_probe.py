@@ -329,8 +329,9 @@ def _features(root, m, x, y, ids=None):
     x16 = np.asarray(x, dtype=np.float16)
     mmd = mmd_mean_from_dists(_sq_dists_np(x16.astype(np.float64), x16.astype(np.float64)), np.asarray(y))
     (d / "probe.json").write_text(json.dumps({"chosen_layer": 1, "layers": [
-        {"layer": 1, "acc": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": len(y), "mmd_mean": mmd}],
-        "chosen_items": {f"r{i}": 1 for i in range(len(y))}}))
+        {"layer": 1, "acc": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": len(y), "mmd_mean": mmd, "mmd": {"a|b": mmd}}],
+        "chosen_items": {f"r{i}": 1 for i in range(len(y))}, "folds": 5, "chance": 0.5, "ci": "bootstrap",
+        "n_per_domain": {"a": int((np.asarray(y) == 0).sum()), "b": int((np.asarray(y) == 1).sum())}}))
     np.savez_compressed(d / "features.npz", ids=np.array(ids or [f"r{i}" for i in range(len(y))]),
                         y=np.asarray(y, dtype=np.int16), x=x16)
 
@@ -380,21 +381,22 @@ def test_probe_comparisons_test_the_mmd_of_invariance_methods_only(tmp_path):
 
     from crossdistill.statistics import probe_comparisons
 
+    root = tmp_path / "probe"
     y = [0] * 25 + [1] * 25
     base = torch.cat([_gauss(25, shift=0.0, seed=8), _gauss(25, shift=2.5, seed=9)]).numpy()
     pulled = base.copy()
     pulled[25:, 0] -= 2.0
-    _features(tmp_path, "seed", base, y)
-    _features(tmp_path, "sft", base + 0.01, y)
+    _features(root, "seed", base, y)
+    _features(root, "sft", base + 0.01, y)
     half = base.copy()
     half[25:, 0] -= 0.7
-    _features(tmp_path, "sdft", half, y)
+    _features(root, "sdft", half, y)
     # cdsdft's records stored in another order: they are paired by id, not by position
     order = np.arange(50)[::-1]
-    _features(tmp_path, "cdsdft", pulled[order], [y[i] for i in order], ids=[f"r{i}" for i in order])
+    _features(root, "cdsdft", pulled[order], [y[i] for i in order], ids=[f"r{i}" for i in order])
     scores = [{"method": m, "task": "seed-kl", "metric": "kl", "value": v}
               for m, v in (("sft", 0.02), ("sdft", 0.10), ("cdsdft", 0.30))]
-    out = probe_comparisons(tmp_path, ["seed", "sft", "sdft", "cdsdft"], scores, mmd_methods=["cdsdft"])
+    out = probe_comparisons(root, ["seed", "sft", "sdft", "cdsdft"], scores, mmd_methods=["cdsdft"])
     mmd = {(r["method"], r["vs"]): r for r in out["probe_deltas"] if r["metric"] == "probe_mmd"}
     assert set(mmd) == {("cdsdft", "seed"), ("cdsdft", "sft"), ("cdsdft", "sdft")}
     assert all(r["family"] == "invariance (MMD)" and r["verdict"] == "lower" and r["p_holm"] < 0.05
@@ -406,5 +408,10 @@ def test_probe_comparisons_test_the_mmd_of_invariance_methods_only(tmp_path):
     assert link["probe_metric"] == "probe_mmd" and link["methods"] == ["sft", "sdft", "cdsdft"]
     # MMD^2 sft > sdft > cdsdft, seed-kl sft < sdft < cdsdft: rho = -1, exact p = 2 of 3! orderings
     assert link["rho"] == pytest.approx(-1.0) and link["p"] == pytest.approx(1 / 3)
-    assert probe_comparisons(tmp_path, ["seed", "sft", "sdft"], scores, mmd_methods=["cdsdft"])[
-        "probe_deltas"] == [r for r in probe_comparisons(tmp_path, ["seed", "sft", "sdft"], scores)["probe_deltas"]]
+    assert probe_comparisons(root, ["seed", "sft", "sdft"], scores, mmd_methods=["cdsdft"])[
+        "probe_deltas"] == [r for r in probe_comparisons(root, ["seed", "sft", "sdft"], scores)["probe_deltas"]]
+    # the report: accuracy rows and MMD rows in their own tables (the MMD has no CI), both links in words
+    text = render_markdown(Report("t", Text(""), [invariance_section(tmp_path, results=out)]))
+    assert "| cdsdft | seed | " in text and "Between-domain MMD² at the invariance layer" in text
+    assert f"| cdsdft | seed | {mmd[('cdsdft', 'seed')]['delta']:+.4f} | 50 |" in text
+    assert "Spearman's rho between MMD² and seed-kl is -1.000" in text

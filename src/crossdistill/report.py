@@ -527,7 +527,7 @@ def invariance_section(out: Path, results: dict | None = None) -> Section | None
     blocks: list[Block] = [Text(note), Table(["method", "layer", "probe acc [95% CI]", "mean MMD²"]
                                              + [f"MMD² {p}" for p in pairs], rows)]
     res = (results if results is not None else _load(out / "results.json", {})) or {}
-    pd = res.get("probe_deltas") or []
+    pd = [d for d in res.get("probe_deltas") or [] if d.get("metric") != "probe_mmd"]
     if pd:
         blocks += [Text("Probe accuracy at the invariance layer, method − vs, paired by probe record (exact McNemar "
                         "on the out-of-fold correctness), Holm over these pairs: 'lower' = more domain-invariant."),
@@ -535,11 +535,20 @@ def invariance_section(out: Path, results: dict | None = None) -> Section | None
                          [[d["method"], d["vs"], f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]",
                            str(d["n"]), _fmt_p(d.get("p")), _fmt_p(d.get("p_holm")), d.get("verdict", "—")]
                           for d in pd])]
-    link = res.get("probe_vs_forgetting") or {}
-    if link.get("rho") is not None:
-        blocks.append(Text(f"Across the {link['n']} trained methods, Spearman's rho between probe accuracy and "
-                           f"{link['forgetting_task']} is {link['rho']:+.3f} (permutation p = {link['p']:.3g}): a "
-                           f"positive rho means the more domain-invariant methods drifted less from the seed."))
+    mmd = [d for d in res.get("probe_deltas") or [] if d.get("metric") == "probe_mmd"]
+    if mmd:
+        blocks += [Text("Between-domain MMD² at the invariance layer, method − vs, for the methods trained with an "
+                        "invariance term: paired swap-permutation test on the same probe records (a statistic of "
+                        "the whole set: no CI), Holm over these pairs: 'lower' = more domain-invariant."),
+                   Table(["method", "vs", "delta MMD²", "n", "p", "p (Holm)", "verdict"],
+                         [[d["method"], d["vs"], f"{d['delta']:+.4f}", str(d["n"]), _fmt_p(d.get("p")),
+                           _fmt_p(d.get("p_holm")), d.get("verdict", "—")] for d in mmd])]
+    for key, what in (("probe_vs_forgetting", "probe accuracy"), ("probe_mmd_vs_forgetting", "MMD²")):
+        link = res.get(key) or {}
+        if link.get("rho") is not None:
+            blocks.append(Text(f"Across the {link['n']} trained methods, Spearman's rho between {what} and "
+                               f"{link['forgetting_task']} is {link['rho']:+.3f} (permutation p = {link['p']:.3g}):"
+                               f" a positive rho means the more domain-invariant methods drifted less from the seed."))
     img = plot_probe(probes)
     if img:
         blocks.append(Image("Domain probe by layer", "probe.png", img))
