@@ -593,8 +593,12 @@ def mmd_mean_from_dists(d: np.ndarray, y: np.ndarray) -> float:
         for j in range(i + 1, len(idx)):
             a, b = idx[i], idx[j]
             kaa, kbb = k[np.ix_(a, a)], k[np.ix_(b, b)]
-            vals.append((kaa.sum() - np.trace(kaa)) / (len(a) * (len(a) - 1))
-                        + (kbb.sum() - np.trace(kbb)) / (len(b) * (len(b) - 1)) - 2.0 * k[np.ix_(a, b)].mean())
+            if len(a) >= 2 and len(b) >= 2:   # unbiased, as mmd_fixed(unbiased=True); biased below 2 rows, as it
+                eaa = (kaa.sum() - np.trace(kaa)) / (len(a) * (len(a) - 1))
+                ebb = (kbb.sum() - np.trace(kbb)) / (len(b) * (len(b) - 1))
+            else:
+                eaa, ebb = kaa.mean(), kbb.mean()
+            vals.append(eaa + ebb - 2.0 * k[np.ix_(a, b)].mean())
     return float(np.mean(vals)) if vals else 0.0
 
 
