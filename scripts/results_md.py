@@ -196,8 +196,14 @@ def questions_section(res: dict) -> list[str]:
             f"{m} {v['acc']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
             + ("" if v.get("mmd_mean") is None else f", MMD² {v['mmd_mean']:.4f}") for m, v in probe.items())
             + ("" if chance is None else f" (chance {chance:.3f})"))
+    cd_arms, others = ("cdsdft", "cdsdft-onpolicy"), ("seed", "sft", "sdft", "sdft-onpolicy", "+kl")
     for d in res.get("probe_deltas", []):
-        if d["method"] in ("cdsdft", "cdsdft-onpolicy") and d["vs"] in ("seed", "sft", "sdft", "sdft-onpolicy", "+kl"):
+        if d["vs"] in cd_arms and d["method"] in others:   # stored the other way round (plan order): read negated
+            ci = None if d.get("ci_low") is None else (0.0 - d["ci_high"], 0.0 - d["ci_low"])   # no "-0.0"
+            d = {**d, "method": d["vs"], "vs": d["method"], "delta": 0.0 - d["delta"],
+                 "ci_low": ci and ci[0], "ci_high": ci and ci[1],
+                 "verdict": {"lower": "higher", "higher": "lower"}.get(d.get("verdict"), d.get("verdict"))}
+        if d["method"] in cd_arms and d["vs"] in others:
             what = "MMD²" if d.get("metric") == "probe_mmd" else "probe accuracy"
             lines.append(f"  - {d['method']} − {d['vs']}, {what}: {_says(d, d.get('verdict', '—'))}")
     for key, what in (("probe_vs_forgetting", "probe accuracy"), ("probe_mmd_vs_forgetting", "MMD²")):

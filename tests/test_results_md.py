@@ -65,6 +65,9 @@ def test_the_experiments_questions_come_from_the_adjusted_rows():
     res["probe_deltas"].append({"method": "cdsdft", "vs": "sft", "task": "probe", "metric": "probe_mmd",
                                 "delta": -0.09, "ci_low": None, "ci_high": None, "n": 300, "p": 0.0005,
                                 "p_holm": 0.001, "mde": None, "verdict": "lower"})
+    res["probe_deltas"].append({"method": "sdft", "vs": "cdsdft", "task": "probe", "metric": "probe_mmd",
+                                "delta": 0.095, "ci_low": None, "ci_high": None, "n": 300, "p": 0.0005,
+                                "p_holm": 0.001, "mde": None, "verdict": "higher"})   # stored in plan order
     res["probe"] = {"seed": {"acc": 0.99, "ci_low": 0.977, "ci_high": 1.0, "mmd_mean": 0.2713, "chance": 1 / 3},
                     "cdsdft": {"acc": 0.99, "ci_low": 0.977, "ci_high": 1.0, "mmd_mean": 0.1801, "chance": 1 / 3}}
     res["probe_vs_forgetting"] = {"forgetting_task": "seed-kl", "n": 9, "rho": 0.7, "p": 0.04}
@@ -73,6 +76,7 @@ def test_the_experiments_questions_come_from_the_adjusted_rows():
     assert ("probe accuracy (95% CI) and MMD² per method: seed 0.990 [0.977, 1.000], MMD² 0.2713; cdsdft 0.990 "
             "[0.977, 1.000], MMD² 0.1801 (chance 0.333)") in md
     assert "cdsdft − sft, MMD²: **lower**: -0.0900, n = 300, p_Holm 0.001" in md     # a set statistic: no CI
+    assert "cdsdft − sdft, MMD²: **lower**: -0.0950, n = 300, p_Holm 0.001" in md    # read negated
     assert "rho(MMD², seed-kl): not computed (2 trained methods; it needs 3 with distinct values)" in md
     assert "cdsdft − seed, probe accuracy: **lower**: -0.2000 [-0.3000, -0.1000], n = 400, p_Holm 0.004" in md
     assert "across 9 trained methods, Spearman rho(probe accuracy, seed-kl) = +0.700, permutation p = 0.04" in md
