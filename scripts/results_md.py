@@ -103,6 +103,7 @@ Q_FORGETTING_PAIRS = [("sft", "cdsdft"), ("sdft", "cdsdft"), ("sft", "cdsdft-onp
                       ("sdft-onpolicy", "cdsdft-onpolicy")]
 Q_CHAIN = ["sdft", "+domain-ce", "+balanced", "+kl", "cdsdft"]
 Q_TARGET_PAIRS = [("sdft", "sdft-onpolicy"), ("cdsdft", "cdsdft-onpolicy"), ("trl-sdft", "sdft-onpolicy")]
+Q_BETA_PAIRS = [("+kl", "cdsdft-b1"), ("cdsdft-b1", "cdsdft")]   # the invariance weight: beta 0 -> 1 -> 5
 FLIP = {"better": "worse", "worse": "better"}
 
 
@@ -126,6 +127,8 @@ def _says(d: dict, v: str | None = None) -> str:
     v = v or verdict(d)
     if v in ("better", "worse", "lower", "higher"):
         return f"**{v}**: {eff}, n = {d['n']}, p_Holm {_p(d)}"
+    if v == "not detectable at n" and d.get("mde") == 0 and d["delta"] == 0 and d.get("ci_low") == d.get("ci_high"):
+        return f"no item differs (n = {d['n']}: both score the same on every item)"
     if v == "not detectable at n":
         mde = "—" if d.get("mde") is None else f"{d['mde']:.4f}"
         return f"not detectable at n = {d['n']} (MDE {mde}; {eff})"
@@ -158,7 +161,11 @@ def questions_section(res: dict) -> list[str]:
     none = "  - not in this run"
     md = ["### The questions of the experiment (generated from the stored Holm-adjusted rows)", "",
           "Each line: later − earlier method on the task's primary metric, with the paired 95% CI; a verdict only "
-          "from the Holm-adjusted test, else \"not detectable at n\" with the minimum detectable effect.", ""]
+          "from the Holm-adjusted test, else \"not detectable at n\" with the minimum detectable effect."
+          + (f" Pairs among the recipe's {len(res['planned'])} planned comparisons (`compare`: "
+             + ", ".join(f"{b} − {a}" for a, b in res["planned"]) + ") are Holm-adjusted together as one family; "
+             "any other pair of trained methods with every other such pair (\"ablations\")."
+             if res.get("planned") else ""), ""]
     md.append("1. **In-domain: does CD-SDFT keep ≥ 90% of rank-matched SFT's gain?** (results.json `retention`)")
     lines = []
     for r in res.get("retention", []):
@@ -196,7 +203,7 @@ def questions_section(res: dict) -> list[str]:
             f"{m} {v['acc']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
             + ("" if v.get("mmd_mean") is None else f", MMD² {v['mmd_mean']:.4f}") for m, v in probe.items())
             + ("" if chance is None else f" (chance {chance:.3f})"))
-    cd_arms, others = ("cdsdft", "cdsdft-onpolicy"), ("seed", "sft", "sdft", "sdft-onpolicy", "+kl")
+    cd_arms, others = ("cdsdft", "cdsdft-onpolicy", "cdsdft-b1"), ("seed", "sft", "sdft", "sdft-onpolicy", "+kl")
     for d in res.get("probe_deltas", []):
         if d["vs"] in cd_arms and d["method"] in others:   # stored the other way round (plan order): read negated
             ci = None if d.get("ci_low") is None else (0.0 - d["ci_high"], 0.0 - d["ci_low"])   # no "-0.0"
@@ -214,6 +221,8 @@ def questions_section(res: dict) -> list[str]:
         elif link.get("n"):
             lines.append(f"  - rho({what}, {link['forgetting_task']}): not computed ({link['n']} trained methods; "
                          "it needs 3 with distinct values)")
+    # the invariance weight on one seed: beta 0 (+kl) -> 1 (cdsdft-b1) -> 5 (cdsdft) on the forgetting tasks
+    lines += _pair_lines(res, prim, Q_BETA_PAIRS, general)
     md += lines or [none]
     md.append("5. **Which ingredient carries the effect?** (each step of the chain against the one before)")
     md += _pair_lines(res, prim, list(zip(Q_CHAIN, Q_CHAIN[1:])), tasks) or [none]

@@ -177,3 +177,17 @@ def test_logging_knobs_do_not_change_the_train_cache_key():
     assert stable_hash(train_key(base.train)) == stable_hash(train_key(logged.train))
     extra = load_config(None, ["train.trainer_args.max_grad_norm=0.5"])
     assert stable_hash(train_key(base.train)) != stable_hash(train_key(extra.train))
+
+
+def test_planned_comparisons_are_validated_with_their_line(tmp_path):
+    methods = "methods: {seed: null, sft: {method: sft}, sdft: {method: sdft}}\n"
+    ok = load_config(write(tmp_path, methods + "compare:\n  - [sft, sdft]\n"))
+    assert ok.compare == [["sft", "sdft"]]
+    assert load_config(write(tmp_path, methods)).compare == []
+    for bad, says in [("  - [sft, sdft]\n  - [seed, sft]\n", "'seed' is not a trained method"),
+                      ("  - [sft, sdft]\n  - [sft]\n", "expected [earlier, later]"),
+                      ("  - [sft, sdft]\n  - [sft, sft]\n", "expected [earlier, later]"),
+                      ("  - [sft, sdft]\n  - [sdft, sft]\n", "listed twice")]:
+        with pytest.raises(UserError) as e:
+            load_config(write(tmp_path, methods + "compare:\n" + bad))
+        assert says in str(e.value) and e.value.field == "compare[1]" and e.value.line == 4

@@ -82,11 +82,22 @@ def test_the_experiments_questions_come_from_the_adjusted_rows():
     assert "across 9 trained methods, Spearman rho(probe accuracy, seed-kl) = +0.700, permutation p = 0.04" in md
     assert "cdsdft − sft, seed-kl (kl): **better**: -0.0040 [-0.0050, -0.0030], n = 294, p_Holm 0.003" in md
     assert "cdsdft − sft, wiki-nll (bpb): not detectable at n = 294 (MDE 0.0030;" in md
+    same = {**row("cdsdft", "sft", "refusal", "refusal_rate", 0.0, "not detectable at n", 1.0, mde=0.0),
+            "ci_low": 0.0, "ci_high": 0.0}
+    assert mod._says(same) == "no item differs (n = 294: both score the same on every item)"
     assert "mmlu" not in md.split("3. **")[0].split("2. **")[1]          # at chance: not a forgetting claim
     assert "cdsdft vs sft, gsm8k (exact_match): retained 0.80 [0.50, 1.10]" in md and "**not detectable at n**" in md
     assert "without math: cdsdft − sft, gsm8k (exact_match): n.s. (Holm)" in md
     assert "cdsdft − +kl, gsm8k (exact_match): **better**: +0.0500 [+0.0490, +0.0510]" in md
     assert mod.questions_section({"methods": ["seed", "sft"], "scores": scores}) == []
+    # the beta arm: question 4 reads its forgetting rows (beta 0 -> 1 -> 5) and names the planned family
+    res["methods"].append("cdsdft-b1")
+    res["deltas"].append(row("cdsdft-b1", "+kl", "seed-kl", "kl", 0.03, "worse", 0.002))
+    res["planned"] = [["+kl", "cdsdft-b1"], ["cdsdft-b1", "cdsdft"]]
+    md = "\n".join(mod.questions_section(res))
+    q4 = md.split("4. **")[1].split("5. **")[0]
+    assert "cdsdft-b1 − +kl, seed-kl (kl): **worse**: +0.0300 [+0.0290, +0.0310], n = 294, p_Holm 0.002" in q4
+    assert "recipe's 2 planned comparisons (`compare`: cdsdft-b1 − +kl, cdsdft − cdsdft-b1)" in md
 
 
 def test_experiment_and_pilot_of_one_model_are_separate_groups(tmp_path):

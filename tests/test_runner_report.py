@@ -295,6 +295,29 @@ def test_lodo_runs_of_two_methods_are_compared_on_the_left_out_domain(tmp_path):
     assert "Two methods both trained without the domain" in md and "| cdsdft | sft | math | gsm8k |" in md
 
 
+def test_planned_pairs_are_their_own_family_in_results_and_in_the_pool(tmp_path):
+    """Recipe `compare`: the rows of a named pair of trained methods are Holm-adjusted among themselves ("planned"),
+    every other pair of trained methods stays "ablations"; results.json records the pairs and pooling reuses them."""
+    def run(name, seed, sft_vals):
+        (tmp_path / name).mkdir()
+        cfg = make_cfg(tmp_path / name, f"seed={seed}", "methods.sdft={method: sdft}", "compare=[[sft, cdsdft]]")
+        ev = Path(cfg.output_dir) / "eval"
+        for m, vals in (("seed", [True, False, True, False]), ("sft", sft_vals), ("sdft", [True, True, False, False]),
+                        ("cdsdft", [True, True, True, True])):
+            _eval_dir(ev / m, "gsm8k", vals)
+        return cfg, runner.collect_results(cfg)
+
+    cfg, res = run("s0", 0, [True, True, True, False])
+    assert res["planned"] == [["sft", "cdsdft"]]
+    fam = {(d["method"], d["vs"]): d["family"] for d in res["deltas"]}
+    assert fam[("cdsdft", "sft")] == "planned"
+    assert fam[("sdft", "sft")] == fam[("sdft", "cdsdft")] == "ablations" and fam[("sft", "seed")] == "in-domain gain"
+    cfg1, _ = run("s1", 1, [False, True, True, True])
+    pooled = statistics.pool_runs([cfg.output_dir, cfg1.output_dir])
+    assert pooled["planned"] == [["sft", "cdsdft"]]
+    assert {d["family"] for d in pooled["deltas"] if {d["method"], d["vs"]} == {"sft", "cdsdft"}} == {"planned"}
+
+
 def test_a_new_eval_task_keeps_the_finished_ones(tmp_path, fake_stages):
     """An eval step's folder survives a key change (each task's samples carry their own hash); a train step's not."""
     cfg = make_cfg(tmp_path)

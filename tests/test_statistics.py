@@ -52,7 +52,34 @@ def test_sign_flip_monte_carlo_is_seeded_and_near_the_exact_value():
     assert not exact and p_mc == S.sign_flip_test(d, exact_max=16)[0]     # fixed seed: same p
     p_exact, _ = S.sign_flip_test(d, exact_max=17)
     assert abs(p_mc - p_exact) < 0.02                                     # 10,000 flips: MC error ~0.005
-    assert S.sign_flip_test([1.0] * 40)[0] == pytest.approx(1 / 10_001)   # nothing as extreme in 10,000 flips
+    assert S.sign_flip_test([1.0] * 40)[0] == pytest.approx(2 * math.exp(-20))  # no flip as extreme: Hoeffding
+
+
+def test_sign_flip_below_the_monte_carlo_floor_is_hoeffdings_bound_of_the_exact_tail():
+    # 20 equal differences: the exact two-sided p is 2 / 2^20 (only the two constant sign vectors reach |T| = 10)
+    d = [0.5] * 20
+    exact_p, exact = S.sign_flip_test(d, exact_max=20)
+    assert exact and exact_p == pytest.approx(2 / 2 ** 20)
+    p, exact = S.sign_flip_test(d)                       # Monte Carlo: no flip in 10,000 reaches 10
+    assert not exact and p == pytest.approx(2 * math.exp(-10 ** 2 / (2 * 20 * 0.25)))   # 2 e^-10
+    assert exact_p <= p < 1 / 10_001                     # an upper bound of the exact p, below the MC floor
+    one, _ = S.sign_flip_test(d, alternative="greater")
+    assert one == pytest.approx(math.exp(-10))
+    assert S.sign_flip_test([-0.5] * 20, alternative="greater")[0] == pytest.approx(1.0)   # wrong side: no bound
+    # a weak effect keeps the Monte Carlo estimate (the bound is only used when no flip reaches |T|)
+    rng = np.random.default_rng(3)
+    w = rng.normal(0.05, 1.0, size=400)
+    p_w, _ = S.sign_flip_test(w)
+    assert p_w > 1 / 10_001 and p_w == pytest.approx(round(p_w * 10_001) / 10_001)
+
+
+def test_hoeffding_p_lets_a_large_effect_survive_holm_over_many_rows():
+    rng = np.random.default_rng(0)
+    strong = rng.normal(0.2, 0.1, size=500)              # a bits-per-byte gap like CD-SDFT vs SFT on gsm8k-nll
+    p, _ = S.sign_flip_test(strong)
+    assert p < 1e-50
+    adjusted = S.holm([p] + [0.5] * 935)                 # one row among 936 (13 methods' pairs x 12 tasks)
+    assert adjusted[0] < 0.05
 
 
 def test_paired_test_picks_the_test_by_the_data():
@@ -113,6 +140,20 @@ def test_families_holm_within_family_and_verdicts():
     rows[1].pop("family")
     S.adjust(rows, in_domain={"gsm8k"}, primary=prim, at_chance={"arc"})
     assert rows[1]["family"] == "forgetting (at chance)" and rows[1]["verdict"] == "at chance"
+
+
+def test_planned_pairs_form_their_own_family():
+    prim = {"kl": "kl"}
+    rows = [{"method": m, "vs": v, "task": "kl", "metric": "kl", "delta": 0.1, "p": p, "mde": 0.01}
+            for m, v, p in [("cdsdft", "sft", 0.01), ("sft", "cdsdft", 0.02), ("sdft", "sft", 0.001),
+                            ("sft-r64", "sft", 0.004), ("cdsdft", "seed", 0.01)]]
+    S.adjust(rows, in_domain=set(), primary=prim, planned=[["sft", "cdsdft"]])
+    # either order of the pair is planned; other trained pairs are exploratory; vs the seed keeps its family
+    assert [r["family"] for r in rows] == ["planned", "planned", "ablations", "ablations", "forgetting"]
+    assert [r["p_holm"] for r in rows[:4]] == [pytest.approx(0.02), pytest.approx(0.02), pytest.approx(0.002),
+                                               pytest.approx(0.004)]
+    S.adjust(rows, in_domain=set(), primary=prim)            # no planned pairs: every trained pair is "ablations"
+    assert [r["family"] for r in rows[:4]] == ["ablations"] * 4 and rows[2]["p_holm"] == pytest.approx(0.004)
 
 
 def test_pooled_verdict_needs_the_hierarchical_ci():
@@ -218,7 +259,8 @@ def test_retention_rows_read_eval_folders_and_adjust(tmp_path):
                             primary={"t": "bpb"}, share=0.9)
     by = {r["method"]: r for r in rows}
     assert set(by) == {"good", "poor"} and all(r["family"] == "retention" for r in rows)
-    assert by["good"]["verdict"] == "keeps >= 90%" and by["good"]["p_holm"] == pytest.approx(2 * by["good"]["p"])
+    assert by["good"]["verdict"] == "keeps >= 90%"
+    assert by["good"]["p_holm"] == pytest.approx(S.holm([by["good"]["p"], by["poor"]["p"]])[0])
     assert by["poor"]["verdict"] == "keeps < 90%" and by["poor"]["retained"] == pytest.approx(0.25, abs=0.05)
     assert by["good"]["retained_ci_low"] < 0.95 < by["good"]["retained_ci_high"]
     # with the adjusted deltas: where the reference's own gain over the seed was not detected, there is no question

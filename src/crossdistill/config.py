@@ -421,6 +421,10 @@ class Config:
     # Leave-one-domain-out: also train methods without each domain that has eval tasks. true: every trained
     # method; a list: those methods only (LODO multiplies training runs, so experiments usually name one or two).
     lodo: bool | list[str] = False
+    # Planned comparisons: [earlier, later] pairs of trained methods that the experiment's questions are about.
+    # Their rows form the Holm family "planned"; every other pair of trained methods stays "ablations"
+    # (exploratory), so the questions are not adjusted over every pair of a dozen methods. Empty: all "ablations".
+    compare: list[list[str]] = field(default_factory=list)
     recipe_path: str | None = None         # where it was loaded from (not a recipe key)
 
     def __post_init__(self):
@@ -450,6 +454,21 @@ class Config:
                     raise UserError(f"'{name}' is not a trained method of this recipe"
                                     f"{suggest(str(name), trained)}; trained: "
                                     f"{', '.join(trained)}", file=self.recipe_path, field="lodo")
+
+        trained = [m for m, o in self.methods.items() if o is not None]
+        seen = set()
+        for i, pair in enumerate(self.compare):
+            where = f"compare[{i}]"
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise UserError(f"expected [earlier, later]: two different trained methods, got {pair!r}",
+                                file=self.recipe_path, field=where)
+            for name in pair:
+                if self.methods.get(name) is None:   # not in the recipe, or the seed (its rows have families)
+                    raise UserError(f"'{name}' is not a trained method of this recipe{suggest(str(name), trained)}; "
+                                    f"trained: {', '.join(trained)}", file=self.recipe_path, field=where)
+            if frozenset(pair) in seen:
+                raise UserError(f"{pair!r} is listed twice", file=self.recipe_path, field=where)
+            seen.add(frozenset(pair))
 
     # --- derived views -------------------------------------------------------------------------
     def lodo_methods(self) -> list[str]:
@@ -667,6 +686,10 @@ def _line_map(text: str) -> dict[str, int]:
                 key = f"{prefix}.{k.value}" if prefix else str(k.value)
                 out[key] = k.start_mark.line + 1
                 walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):   # list items: 'compare[1]'
+            for i, v in enumerate(node.value):
+                out[f"{prefix}[{i}]"] = v.start_mark.line + 1
+                walk(v, f"{prefix}[{i}]")
 
     walk(root, "")
     return out

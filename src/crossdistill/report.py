@@ -401,7 +401,8 @@ def _comparisons_section(results: dict, prim: dict[str, str]) -> Section | None:
     else:
         base = ""
     note = (base + "method − vs on the same items. Holm–Bonferroni adjusts within each family (in-domain gain, forgetting, "
-            "ablations = every comparison of two trained methods, lodo); verdicts use the adjusted p only; "
+            "planned = the recipe's `compare` pairs of trained methods, ablations = every other pair, lodo); "
+            "verdicts use the adjusted p only; "
             "'not detectable at n': the difference is below the MDE of the paired test.")
     return Section("Trained methods compared",
                    [Table(["method", "vs", "task", "metric", "delta [95% CI]", "n", "test", "p", "p (Holm)", "MDE",

@@ -467,7 +467,7 @@ def collect_results(cfg: Config) -> dict:
     in_domain = [_task_name(t) for d in cfg.domains.values() for t in d.eval]
     at_chance = chance_flags(scores)
     primary = primary_metrics(scores)
-    adjust(deltas, in_domain=set(in_domain), primary=primary, at_chance=at_chance)
+    adjust(deltas, in_domain=set(in_domain), primary=primary, at_chance=at_chance, planned=cfg.compare)
     # Gain retention (recipe `retention`): every other trained method against the reference on the in-domain tasks
     ref = cfg.retention.reference
     retention = retention_rows(out / "eval", scores, reference=ref, methods=[m for m in methods if m not in (SEED, ref)],
@@ -480,6 +480,7 @@ def collect_results(cfg: Config) -> dict:
         "seed": cfg.seed,
         "methods": methods,
         "missing": missing,
+        "planned": cfg.compare,
         "tasks": cfg.eval_tasks(),
         "lodo_domains": sorted(set(lodo)),
         "scores": scores,

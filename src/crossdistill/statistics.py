@@ -10,7 +10,9 @@ Every delta row of results.json (`method` minus `vs` on one task and metric, on 
   - `sign_flip` otherwise (continuous per-item scores: bits per byte, KL, log-prob margins): the paired permutation
     test of the mean difference, flipping the sign of each item's difference. Exact (all 2^m sign vectors, m the
     non-zero differences) when m ≤ 16, else Monte Carlo with 10,000 flips from a fixed seed, p = (1 + #{|T*| ≥
-    |T|}) / (1 + 10,000);
+    |T|}) / (1 + 10,000). When no flip reaches |T| that estimate stops at 1/10,001, which Holm over a few hundred
+    rows would turn into "n.s." for any effect however large; then p = min(1/10,001, 2·exp(−T²/(2·Σd²))), Hoeffding's
+    bound on the exact sign-flip tail (an upper bound of the exact p, so the test stays valid at every level);
 * `family`, `p_holm`: Holm–Bonferroni adjustment within the row's family of claims in one results.json (see
   `family_of`): p-values sorted ascending, p_(i) · (m − i + 1), made monotone, capped at 1;
 * `mde`: the minimum detectable effect at this n — the paired normal approximation
@@ -95,7 +97,14 @@ def sign_flip_test(d: Sequence[float], *, exact_max: int = EXACT_MAX, resamples:
         signs = rng.integers(0, 2, size=(k, m)) * 2 - 1
         hits += int(np.sum(stat(signs @ x) >= t - tol))
         done += k
-    return (1 + hits) / (1 + resamples), False
+    p = (1 + hits) / (1 + resamples)
+    if hits == 0:
+        # Hoeffding: P(sum(eps_i x_i) >= t) <= exp(-t^2 / (2 sum x_i^2)) for independent random signs eps_i; twice
+        # that for |.|. It bounds the exact permutation p from above, so a p below the MC floor is still a valid one.
+        signed = float(x.sum()) if alternative == "greater" else t
+        if signed > 0:
+            p = min(p, (2.0 if alternative == "two-sided" else 1.0) * math.exp(-signed ** 2 / (2 * float(x @ x))))
+    return p, False
 
 
 def is_binary(values: Iterable[float]) -> bool:
@@ -168,19 +177,24 @@ def hierarchical_ci(diffs: np.ndarray, *, resamples: int = 2000, seed: int = 0,
 
 # --- families and verdicts ------------------------------------------------------------------------------
 
-def family_of(row: dict, *, in_domain: set[str], primary: dict[str, str]) -> str:
+def family_of(row: dict, *, in_domain: set[str], primary: dict[str, str],
+              planned: Iterable[Sequence[str]] = ()) -> str:
     """The family of claims a delta row belongs to (Holm adjusts within it):
 
     * "lodo": a leave-one-domain-out run against its full-data method or the seed;
     * "in-domain gain": a trained method vs the seed on a task of a trained domain (a domain's `eval` list);
     * "forgetting": a trained method vs the seed on any other task;
-    * "ablations": two trained methods compared (method choices and ablations alike).
+    * "planned": two trained methods that form one of the `planned` pairs (recipe `compare`, either order): the
+      comparisons the experiment's questions name, adjusted among themselves;
+    * "ablations": any other two trained methods (exploratory: method choices and ablations alike).
     A row on a task's secondary metric (acc_norm, margin, ...) goes to the same family name + " (secondary)", so
     the extra metrics of one task do not dilute the primary claims."""
     if row.get("left_out_domain"):
         fam = "lodo"
     elif row.get("vs") == SEED:
         fam = "in-domain gain" if row["task"] in in_domain else "forgetting"
+    elif frozenset((row.get("method"), row.get("vs"))) in {frozenset(p) for p in planned}:
+        fam = "planned"
     else:
         fam = "ablations"
     if primary.get(row["task"], row["metric"]) != row["metric"]:
@@ -203,14 +217,15 @@ def verdict(row: dict, *, alpha: float = ALPHA) -> str:
 
 
 def adjust(rows: list[dict], *, in_domain: set[str], primary: dict[str, str],
-           at_chance: Iterable[str] = ()) -> list[dict]:
+           at_chance: Iterable[str] = (), planned: Iterable[Sequence[str]] = ()) -> list[dict]:
     """Give every row its family, Holm-adjusted p (within the family) and verdict, in place; returns rows.
     Forgetting rows on a task in `at_chance` (the seed is at chance there) are kept out of the forgetting family:
     family "forgetting (at chance)", adjusted among themselves, verdict "at chance"."""
     at_chance = set(at_chance)
+    planned = [tuple(p) for p in planned]
     fams: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
-        r["family"] = family_of(r, in_domain=in_domain, primary=primary)
+        r["family"] = family_of(r, in_domain=in_domain, primary=primary, planned=planned)
         if r["family"].startswith("forgetting") and r["task"] in at_chance:
             r["family"] = "forgetting (at chance)"
         fams.setdefault(r["family"], []).append(i)
@@ -492,9 +507,11 @@ def pool_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> dict
     for r in runs:
         in_domain |= set(r.get("in_domain_tasks") or [])
         at_chance.update(r.get("at_chance") or {})
-    adjust(deltas, in_domain=in_domain, primary=primary_metrics(runs[0]["scores"]), at_chance=at_chance)
+    planned = runs[0].get("planned") or []
+    adjust(deltas, in_domain=in_domain, primary=primary_metrics(runs[0]["scores"]), at_chance=at_chance,
+           planned=planned)
     pooled = {"model": runs[0]["model"], "pooled_runs": [str(d) for d in dirs], "seeds": [r.get("seed") for r in runs],
-              "methods": methods, "tasks": list(dict.fromkeys(x["task"] for x in scores)),
+              "methods": methods, "planned": planned, "tasks": list(dict.fromkeys(x["task"] for x in scores)),
               "in_domain_tasks": sorted(in_domain), "at_chance": at_chance, "scores": scores, "deltas": deltas,
               "retention": _pooled_retention(runs, items, methods, in_domain, deltas),
               **probe_comparisons([d / "probe" for d in dirs], methods, scores, mmd_methods=sorted(
