@@ -29,9 +29,9 @@ CLI = str(Path(sys.executable).with_name("crossdistill"))
 
 def _eval(model: str, tasks: str, limit: int, threads: int, out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = open(out.with_suffix(".log"), "w")
-    return subprocess.Popen([CLI, "eval", "--model", model, "--tasks", tasks, "--limit", str(limit), "--out", str(out)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(out.with_suffix(".log"), "w") as log:   # the child keeps its own copy of the descriptor
+        return subprocess.Popen([CLI, "eval", "--model", model, "--tasks", tasks, "--limit", str(limit),
+                                 "--out", str(out)], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _wait(procs: list[subprocess.Popen], outs: list[Path]) -> None:

@@ -443,19 +443,11 @@ class Config:
             if overrides is not None:
                 self.train_config_for(name)  # validates the overrides now, not at training time
         ref = self.retention.reference
-        if ref is not None and self.methods.get(ref) is None:
-            trained = [m for m, o in self.methods.items() if o is not None]
-            raise UserError(f"'{ref}' is not a trained method of this recipe{suggest(str(ref), trained)}; trained: "
-                            f"{', '.join(trained)}", file=self.recipe_path, field="retention.reference")
+        if ref is not None:
+            self._check_trained(ref, "retention.reference")
         if isinstance(self.lodo, list):
             for name in self.lodo:
-                if self.methods.get(name) is None:   # not in the recipe, or the untrained seed model
-                    trained = [m for m, o in self.methods.items() if o is not None]
-                    raise UserError(f"'{name}' is not a trained method of this recipe"
-                                    f"{suggest(str(name), trained)}; trained: "
-                                    f"{', '.join(trained)}", file=self.recipe_path, field="lodo")
-
-        trained = [m for m, o in self.methods.items() if o is not None]
+                self._check_trained(name, "lodo")
         seen = set()
         for i, pair in enumerate(self.compare):
             where = f"compare[{i}]"
@@ -463,12 +455,17 @@ class Config:
                 raise UserError(f"expected [earlier, later]: two different trained methods, got {pair!r}",
                                 file=self.recipe_path, field=where)
             for name in pair:
-                if self.methods.get(name) is None:   # not in the recipe, or the seed (its rows have families)
-                    raise UserError(f"'{name}' is not a trained method of this recipe{suggest(str(name), trained)}; "
-                                    f"trained: {', '.join(trained)}", file=self.recipe_path, field=where)
+                self._check_trained(name, where)   # the seed's rows vs a method have their own families
             if frozenset(pair) in seen:
                 raise UserError(f"{pair!r} is listed twice", file=self.recipe_path, field=where)
             seen.add(frozenset(pair))
+
+    def _check_trained(self, name: str, where: str) -> None:
+        """`name` must be a trained method of the recipe (not missing, not the untrained seed model)."""
+        if self.methods.get(name) is None:
+            trained = [m for m, o in self.methods.items() if o is not None]
+            raise UserError(f"'{name}' is not a trained method of this recipe{suggest(str(name), trained)}; trained: "
+                            f"{', '.join(trained)}", file=self.recipe_path, field=where)
 
     # --- derived views -------------------------------------------------------------------------
     def lodo_methods(self) -> list[str]:

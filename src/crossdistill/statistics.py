@@ -32,7 +32,7 @@ import json
 import math
 from pathlib import Path
 from statistics import NormalDist
-from typing import Iterable, Sequence
+from typing import AbstractSet, Iterable, Sequence
 
 import numpy as np
 
@@ -101,9 +101,8 @@ def sign_flip_test(d: Sequence[float], *, exact_max: int = EXACT_MAX, resamples:
     if hits == 0:
         # Hoeffding: P(sum(eps_i x_i) >= t) <= exp(-t^2 / (2 sum x_i^2)) for independent random signs eps_i; twice
         # that for |.|. It bounds the exact permutation p from above, so a p below the MC floor is still a valid one.
-        signed = float(x.sum()) if alternative == "greater" else t
-        if signed > 0:
-            p = min(p, (2.0 if alternative == "two-sided" else 1.0) * math.exp(-signed ** 2 / (2 * float(x @ x))))
+        if t > 0:   # t is |sum| (two-sided) or sum (greater): the bound needs the statistic on the tested side
+            p = min(p, (2.0 if alternative == "two-sided" else 1.0) * math.exp(-t ** 2 / (2 * float(x @ x))))
     return p, False
 
 
@@ -178,13 +177,14 @@ def hierarchical_ci(diffs: np.ndarray, *, resamples: int = 2000, seed: int = 0,
 # --- families and verdicts ------------------------------------------------------------------------------
 
 def family_of(row: dict, *, in_domain: set[str], primary: dict[str, str],
-              planned: Iterable[Sequence[str]] = ()) -> str:
+              planned: AbstractSet[frozenset] = frozenset()) -> str:
     """The family of claims a delta row belongs to (Holm adjusts within it):
 
     * "lodo": a leave-one-domain-out run against its full-data method or the seed;
     * "in-domain gain": a trained method vs the seed on a task of a trained domain (a domain's `eval` list);
     * "forgetting": a trained method vs the seed on any other task;
-    * "planned": two trained methods that form one of the `planned` pairs (recipe `compare`, either order): the
+    * "planned": two trained methods that form one of the `planned` pairs (frozensets of the recipe's `compare`
+      pairs, so either order matches): the
       comparisons the experiment's questions name, adjusted among themselves;
     * "ablations": any other two trained methods (exploratory: method choices and ablations alike).
     A row on a task's secondary metric (acc_norm, margin, ...) goes to the same family name + " (secondary)", so
@@ -193,7 +193,7 @@ def family_of(row: dict, *, in_domain: set[str], primary: dict[str, str],
         fam = "lodo"
     elif row.get("vs") == SEED:
         fam = "in-domain gain" if row["task"] in in_domain else "forgetting"
-    elif frozenset((row.get("method"), row.get("vs"))) in {frozenset(p) for p in planned}:
+    elif frozenset((row.get("method"), row.get("vs"))) in planned:
         fam = "planned"
     else:
         fam = "ablations"
@@ -222,7 +222,7 @@ def adjust(rows: list[dict], *, in_domain: set[str], primary: dict[str, str],
     Forgetting rows on a task in `at_chance` (the seed is at chance there) are kept out of the forgetting family:
     family "forgetting (at chance)", adjusted among themselves, verdict "at chance"."""
     at_chance = set(at_chance)
-    planned = [tuple(p) for p in planned]
+    planned = {frozenset(p) for p in planned}
     fams: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
         r["family"] = family_of(r, in_domain=in_domain, primary=primary, planned=planned)
