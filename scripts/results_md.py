@@ -231,6 +231,199 @@ def questions_section(res: dict) -> list[str]:
     return md + [""]
 
 
+# --- the short conclusions: one line per question and arm, each a summary of the same adjusted rows -----------
+
+CD_ARMS = ("cdsdft", "cdsdft-onpolicy", "cdsdft-b1")
+WORDS = {  # (some better, some worse) -> the plain answer; per question, what "better" means
+    "drift": {(True, False): "less drift", (False, True): "more drift", (True, True): "mixed"},
+    "score": {(True, False): "better", (False, True): "worse", (True, True): "mixed"},
+}
+
+
+def _eff(d: dict) -> str:
+    return f"{d['delta']:+.3f}" + ("" if d.get("ci_low") is None else f" [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+
+
+def _summary(rows: list[tuple[str, dict]], words: dict) -> str | None:
+    """(task, delta row) pairs in words: the answer, then the decided tasks with effect and CI, then the undecided ones
+    ('not detectable at n' with each MDE, 'n.s. (Holm)', 'no item differs'); None when there are no rows."""
+    if not rows:
+        return None
+    better = [(t, d) for t, d in rows if verdict(d) in ("better", "lower")]
+    worse = [(t, d) for t, d in rows if verdict(d) in ("worse", "higher")]
+    same = [t for t, d in rows if verdict(d) == "not detectable at n" and d.get("mde") == 0 and d["delta"] == 0]
+    nd = [(t, d) for t, d in rows if verdict(d) == "not detectable at n" and t not in same]
+    ns = [t for t, d in rows if verdict(d) == "n.s. (Holm)"]
+    other = [f"{t} {verdict(d)}" for t, d in rows if verdict(d) in ("untested", "at chance")]
+    n = sorted({d["n"] for _, d in rows})
+    answer = words.get((bool(better), bool(worse))) or (f"not detectable at n = {'/'.join(map(str, n))}" if nd else
+                                                         "n.s. (Holm)" if ns else "no item differs" if same else
+                                                         "untested")
+    both = better and worse   # name the direction only where the answer does not already say it
+    parts = [(f"{words['label_better']} on " if both else "") + ", ".join(f"{t} {_eff(d)}" for t, d in better)] \
+        if better else []
+    parts += [(f"{words['label_worse']} on " if both else "") + ", ".join(f"{t} {_eff(d)}" for t, d in worse)] \
+        if worse else []
+    parts += ["not detectable on " + ", ".join(
+        f"{t} (n = {d['n']}, MDE {'—' if d.get('mde') is None else format(d['mde'], '.3f')})" for t, d in nd)] \
+        if nd else []
+    parts += [f"n.s. after Holm on {', '.join(ns)}"] if ns else []
+    parts += [f"no item differs on {', '.join(same)}"] if same else []
+    parts += other
+    return f"**{answer}**: " + "; ".join(parts)
+
+
+def _pair_summary(res, prim, earlier, later, tasks, kind, left_out=None) -> str | None:
+    rows = [(t, d) for t in tasks if (d := _find(res, prim, earlier, later, t, left_out)) is not None]
+    words = {**WORDS[kind], "label_better": "less drift" if kind == "drift" else "better",
+             "label_worse": "more drift" if kind == "drift" else "worse"}
+    return _summary(rows, words)
+
+
+def _retention_summary(rows: list[dict], share: float) -> str | None:
+    if not rows:
+        return None
+    kept = [r for r in rows if r["verdict"].startswith("keeps >=")]
+    lost = [r for r in rows if r["verdict"].startswith("keeps <")]
+    nd = [r for r in rows if r["verdict"] == "not detectable at n"]
+    noq = [r["task"] for r in rows if r["verdict"] in ("reference did not gain", "reference gain not detectable")]
+
+    def kept_str(r):
+        ci = "" if r.get("retained_ci_low") is None else f" [{r['retained_ci_low']:.2f}, {r['retained_ci_high']:.2f}]"
+        return f"{r['task']} {r['retained']:.2f}{ci}"
+
+    answer = {(True, False): "yes", (False, True): "no", (True, True): "mixed"}.get(
+        (bool(kept), bool(lost)), "not detectable at n" if nd else "no question at this n")
+    parts = [f"keeps ≥ {share:.0%} on " + ", ".join(map(kept_str, kept))] if kept else []
+    parts += [f"keeps < {share:.0%} on " + ", ".join(map(kept_str, lost))] if lost else []
+    parts += ["not detectable on " + ", ".join(f"{r['task']} (n = {r['n']})" for r in nd)] if nd else []
+    parts += [f"the reference gained nothing detectable on {', '.join(noq)} (nothing to keep)"] if noq else []
+    return f"**{answer}** (fraction of SFT's gain retained): " + "; ".join(parts)
+
+
+def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
+    """Issue 17's six questions, one line per arm or pair: the answer word and the rows it rests on, from `res`
+    (pooled over training seeds, or one run) and, for what `res` lacks (the chain, LODO, the probe: seed 0 only),
+    from `fallback`. Every word is a count of adjusted verdicts: 'more drift' means at least one forgetting task
+    worse after Holm and none better."""
+    srcs = [x for x in (res, fallback) if x]
+    if not any(x.get("in_domain_tasks") and any(d.get("p_holm") is not None for d in x.get("deltas", []))
+               for x in srcs):
+        return []
+
+    def scope(x):
+        return f"pooled over training seeds {', '.join(map(str, x['seeds']))}" if "pooled_runs" in x \
+            else f"training seed {x.get('seed')}"
+
+    def first(fn):
+        """(line, source) from the first source that answers."""
+        for x in srcs:
+            prim = primary([s for s in x["scores"] if not s.get("left_out_domain")])
+            out = fn(x, prim)
+            if out:
+                return out, x
+        return None, None
+
+    out = []
+    # 1. in-domain gain kept
+    for arm in CD_ARMS:
+        line, x = first(lambda x, prim: _retention_summary(
+            [r for r in x.get("retention", []) if r["method"] == arm], (x.get("retention") or [{}])[0].get("share", 0.9)))
+        if line:
+            out.append(f"1. In-domain, {arm} vs rank-matched SFT ({scope(x)}): {line}")
+    # 2. forgetting
+    for earlier, later in Q_FORGETTING_PAIRS:
+        line, x = first(lambda x, prim: _pair_summary(
+            x, prim, earlier, later, [t for t in prim if t not in set(x.get("in_domain_tasks", []))
+                                      and t not in set(x.get("at_chance", {}))], "drift"))
+        if line:
+            out.append(f"2. Forgetting, {later} − {earlier} ({scope(x)}): {line}")
+    # 3. leave-one-domain-out: the CD-SDFT arm and SFT both trained without the domain
+    for x in srcs:
+        lodo = sorted({(d["left_out_domain"], d["method"] if d["vs"] == "sft" else d["vs"]) for d in x.get("deltas", [])
+                       if d.get("left_out_domain") and {d["vs"], d["method"]} & set(CD_ARMS) and "sft" in
+                       (d["vs"], d["method"])})
+        prim = primary([s for s in x["scores"] if not s.get("left_out_domain")])
+        for left, arm in lodo:
+            tasks = list(dict.fromkeys(d["task"] for d in x["deltas"] if d.get("left_out_domain") == left))
+            line = _pair_summary(x, prim, "sft", arm, tasks, "score", left_out=left)
+            if line:
+                out.append(f"3. Without {left}, {arm} − sft on {left}'s tasks ({scope(x)}): {line}")
+        if lodo:
+            break
+    # 4. invariance: probe accuracy and MMD² of each CD-SDFT arm against the seed, and the link to forgetting
+    for x in srcs:
+        if not x.get("probe"):
+            continue
+        probe = x["probe"]
+        for arm in CD_ARMS:
+            if arm not in probe:
+                continue
+            cells = []
+            for d in x.get("probe_deltas", []):
+                if {d["method"], d["vs"]} == {arm, "seed"}:
+                    sign = 1.0 if d["method"] == arm else -1.0
+                    what = "MMD²" if d.get("metric") == "probe_mmd" else "probe accuracy"
+                    v = verdict(d) if sign > 0 else {"lower": "higher", "higher": "lower"}.get(verdict(d), verdict(d))
+                    mde = "" if d.get("mde") is None else f", MDE {d['mde']:.3f}"
+                    ph = f", p_Holm {_p(d)}" if v in ("lower", "higher") else ""
+                    cells.append(f"{what} {v} ({sign * d['delta']:+.3f}, n = {d['n']}{mde}{ph})")
+            acc = f"probe accuracy {probe['seed']['acc']:.3f} → {probe[arm]['acc']:.3f}" if "seed" in probe else ""
+            mmd = f", MMD² {probe['seed']['mmd_mean']:.3f} → {probe[arm]['mmd_mean']:.3f}" \
+                if probe.get("seed", {}).get("mmd_mean") is not None and probe[arm].get("mmd_mean") is not None else ""
+            chance = probe[arm].get("chance")
+            out.append(f"4. Invariance, {arm} vs seed ({scope(x)}): {acc}{mmd}"
+                       + ("" if chance is None else f" (chance {chance:.2f})") + ("; " + "; ".join(cells) if cells else ""))
+        for key, what in (("probe_vs_forgetting", "probe accuracy"), ("probe_mmd_vs_forgetting", "MMD²")):
+            link = x.get(key) or {}
+            if link.get("rho") is not None:
+                sig = "p < 0.05" if link["p"] < 0.05 else f"not detectable at {link['n']} methods"
+                out.append(f"4. Invariance and forgetting ({scope(x)}): across {link['n']} trained methods, "
+                           f"Spearman rho({what}, {link['forgetting_task']}) = {link['rho']:+.2f}, permutation p = "
+                           f"{link['p']:.2g} ({sig})")
+        break
+    for earlier, later in Q_BETA_PAIRS:
+        line, x = first(lambda x, prim: _pair_summary(
+            x, prim, earlier, later, [t for t in prim if t not in set(x.get("in_domain_tasks", []))
+                                      and t not in set(x.get("at_chance", {}))], "drift"))
+        if line:
+            out.append(f"4. Invariance weight, forgetting, {later} − {earlier} ({scope(x)}): {line}")
+    # 5. the chain and 6. the targets, on every task
+    for q, pairs in (("5. Ingredient", list(zip(Q_CHAIN, Q_CHAIN[1:]))), ("6. Targets", Q_TARGET_PAIRS)):
+        for earlier, later in pairs:
+            line, x = first(lambda x, prim: _pair_summary(x, prim, earlier, later, list(prim), "score"))
+            if line:
+                out.append(f"{q}, {later} − {earlier} ({scope(x)}): {line}")
+    asked = {"1": "In-domain gain kept", "2": "Forgetting", "3": "Leave-one-domain-out", "4": "Invariance",
+             "5": "Ingredient (the chain)", "6": "Targets (on-policy vs rewrite, ours vs TRL's SDFTTrainer)"}
+    for q, what in asked.items():   # a question no finished method answers yet says so in its place
+        if not any(line.startswith(q + ".") for line in out):
+            at = next((i for i, line in enumerate(out) if line.split(".")[0] > q), len(out))
+            out.insert(at, f"{q}. {what}: no results yet (its methods have not finished)")
+    return out
+
+
+def conclusions_section(groups: list[tuple[str, dict | None, dict | None]]) -> list[str]:
+    """The short conclusions on top of RESULTS.md: per model, its pooled results (or its most complete run) and the
+    run that has what the pooled one lacks; (model, None, None): the experiment has not run for that model."""
+    md = ["## Conclusions of issue 17's experiment (generated)", "",
+          "One line per question and arm, each the count of adjusted verdicts over that question's tasks: the answer "
+          "word, then the tasks it rests on (effect, paired 95% CI), then the tasks where no difference is "
+          "detectable at n, with each minimum detectable effect. Effects are later − earlier on the task's primary "
+          "metric (lower is better for kl and bpb). The full rows are in each model's question section below.", ""]
+    for model, res, fallback in groups:
+        md.append(f"**{model}**" + ("" if res else ": not run yet (see the scope note above)."))
+        if res:
+            missing = (fallback or res).get("missing") or []
+            if missing:
+                md.append(f"Interim — no results yet for {len(missing)} planned runs ({', '.join(missing)}); "
+                          "each line covers the methods finished so far.")
+            md.append("")
+            md += [f"- {line}" for line in conclusions_lines(res, fallback)] or ["- no tested rows yet"]
+        md.append("")
+    return md
+
+
 def model_section(res_path: Path, title: str | None = None) -> list[str]:
     res = json.loads(res_path.read_text())
     scores = [s for s in res["scores"] if not s.get("left_out_domain")]
@@ -375,6 +568,16 @@ def main(argv: list[str] | None = None) -> None:
             g["pooled"] = f
         else:
             g["runs"].append(f)
+    summary = []   # (model, results to conclude from, the seed-0 run for what the pooled results lack)
+    for folder, g in sorted(groups.items(), key=lambda kv: ("experiment" not in kv[0].parts, str(kv[0]))):
+        if "experiment" in folder.parts and g["runs"]:
+            main_res = json.loads(max(g["runs"], key=lambda p: len(json.loads(p.read_text())["methods"]))
+                                  .read_text())
+            pooled = json.loads(g["pooled"].read_text()) if g["pooled"] is not None else None
+            summary.append((g["model"], pooled or main_res, main_res if pooled else None))
+    summary += [(m, None, None) for m in dict.fromkeys(g["model"] for g in groups.values())
+                if m not in {x[0] for x in summary}]
+    md += conclusions_section(summary)
     for folder, g in sorted(groups.items(), key=lambda kv: ("experiment" not in kv[0].parts, str(kv[0]))):
         paths = g["runs"]
         if not paths:

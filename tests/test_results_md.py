@@ -123,7 +123,7 @@ def test_experiment_and_pilot_of_one_model_are_separate_groups(tmp_path):
     out = tmp_path / "R.md"
     _load().main(["--results", str(root), "--out", str(out), "--preamble", "none", "--conclusions", "none"])
     md = out.read_text()
-    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    heads = [line for line in md.splitlines() if line.startswith("## ") and "Conclusions" not in line]
     assert heads == [f"## m — issue 17's experiment (`{root / 'm' / 'experiment'}`)",
                      f"## m — the CPU pilot (`{root / 'm'}`)"]
     exp, pilot = md.split(heads[1])
@@ -171,3 +171,73 @@ def test_every_trained_domains_task_of_the_experiment_is_in_the_in_domain_table(
                   "--conclusions", "none"])
     table = out.read_text().split("### In-domain gain kept")[1].split("###")[0]
     assert {t for t in tasks if f"| sft − seed | {t} |" in table} == set(tasks)
+
+
+def test_the_short_conclusions_count_the_adjusted_verdicts(tmp_path):
+    """Issue 17's conclusions: one line per question and arm, its answer word from the adjusted verdicts only (a CI
+    that excludes 0 without a Holm-significant test does not count), the pooled results first and the seed-0 run for
+    what they lack (the chain), and a 'no results yet' line for a question nothing answers."""
+    mod = _load()
+
+    def row(method, vs, task, metric, delta, verdict, mde=0.01, n=300):
+        return {"method": method, "vs": vs, "task": task, "metric": metric, "delta": delta, "ci_low": delta - 0.01,
+                "ci_high": delta + 0.01, "n": n, "p": 0.001, "p_holm": 0.002 if verdict in ("better", "worse") else
+                0.5, "mde": mde, "verdict": verdict}
+
+    tasks = (("gsm8k-nll", "bpb"), ("seed-kl", "kl"), ("arc-easy", "acc"), ("mmlu", "acc"))
+    scores = [{"method": m, "task": t, "metric": k, "value": 0.5, "ci_low": 0, "ci_high": 1, "n": 300}
+              for m in ("seed", "sft", "sdft", "cdsdft", "+kl") for t, k in tasks]
+    base = {"in_domain_tasks": ["gsm8k-nll"], "at_chance": {"mmlu": "seed at chance"}, "scores": scores}
+    pooled = {**base, "pooled_runs": ["a", "b", "c"], "seeds": [0, 1, 2], "methods": ["seed", "sft", "sdft", "cdsdft"],
+              "deltas": [row("cdsdft", "sft", "seed-kl", "kl", 0.3, "worse"),
+                         # CI excludes 0 but the adjusted test does not decide: not a verdict
+                         row("cdsdft", "sft", "arc-easy", "acc", -0.03, "not detectable at n", mde=0.045, n=500),
+                         row("cdsdft", "sft", "mmlu", "acc", -0.2, "worse"),          # at chance: left out
+                         row("sdft", "cdsdft", "seed-kl", "kl", -0.1, "better"),       # stored the other way round
+                         row("sdft", "cdsdft", "arc-easy", "acc", 0.0, "not detectable at n", mde=0.0)],
+              "retention": [{"method": "cdsdft", "reference": "sft", "task": "gsm8k-nll", "metric": "bpb", "n": 500,
+                             "share": 0.9, "retained": -0.75, "retained_ci_low": -0.85, "retained_ci_high": -0.65,
+                             "p_holm": 1e-9, "verdict": "keeps < 90%"},
+                            {"method": "cdsdft", "reference": "sft", "task": "gsm8k", "metric": "exact_match",
+                             "n": 200, "share": 0.9, "retained": None, "p_holm": 1.0,
+                             "verdict": "reference did not gain"}]}
+    seed0 = {**base, "seed": 0, "methods": ["seed", "sft", "sdft", "cdsdft", "+kl"], "missing": ["sft__lodo-math"],
+             "deltas": [row("+kl", "cdsdft", "gsm8k-nll", "bpb", -0.19, "better"),
+                        row("+kl", "cdsdft", "seed-kl", "kl", -0.34, "better"),
+                        row("cdsdft", "sft", "seed-kl", "kl", 9.9, "worse")]}   # the pooled row wins over this
+    lines = mod.conclusions_lines(pooled, seed0)
+    text = "\n".join(lines)
+    assert ("1. In-domain, cdsdft vs rank-matched SFT (pooled over training seeds 0, 1, 2): **no** (fraction of "
+            "SFT's gain retained): keeps < 90% on gsm8k-nll -0.75 [-0.85, -0.65]; the reference gained nothing "
+            "detectable on gsm8k (nothing to keep)") in lines
+    assert ("2. Forgetting, cdsdft − sft (pooled over training seeds 0, 1, 2): **more drift**: seed-kl +0.300 "
+            "[+0.290, +0.310]; not detectable on arc-easy (n = 500, MDE 0.045)") in lines
+    assert "mmlu" not in text and "9.9" not in text
+    assert ("2. Forgetting, cdsdft − sdft (pooled over training seeds 0, 1, 2): **more drift**: seed-kl +0.100 "
+            "[+0.090, +0.110]; no item differs on arc-easy") in lines
+    assert ("5. Ingredient, cdsdft − +kl (training seed 0): **worse**: gsm8k-nll +0.190 [+0.180, +0.200], seed-kl "
+            "+0.340 [+0.330, +0.350]") in lines
+    assert "3. Leave-one-domain-out: no results yet (its methods have not finished)" in lines
+    assert [line.split(".")[0] for line in lines] == sorted(line.split(".")[0] for line in lines)
+    # both directions: 'mixed', each list named; nothing decided: 'not detectable at n'
+    seed0["deltas"] = [row("cdsdft", "sdft", "gsm8k-nll", "bpb", -0.02, "better"),
+                       row("cdsdft", "sdft", "arc-easy", "acc", -0.04, "worse")]
+    assert mod._pair_summary(seed0, mod.primary(scores), "sdft", "cdsdft", ["gsm8k-nll", "arc-easy"], "score") == \
+        "**mixed**: better on gsm8k-nll -0.020 [-0.030, -0.010]; worse on arc-easy -0.040 [-0.050, -0.030]"
+    seed0["deltas"] = [row("cdsdft", "sdft", "arc-easy", "acc", -0.01, "not detectable at n", mde=0.04)]
+    assert mod._pair_summary(seed0, mod.primary(scores), "sdft", "cdsdft", ["arc-easy"], "score") == \
+        "**not detectable at n = 300**: not detectable on arc-easy (n = 300, MDE 0.040)"
+    # in RESULTS.md: on top, the model without an experiment run named as not run
+    d = tmp_path / "results" / "m" / "experiment" / "seed0"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({**seed0, "model": "m"}))
+    p = tmp_path / "results" / "q" / "seed0"
+    p.mkdir(parents=True)
+    (p / "results.json").write_text(json.dumps({"model": "q", "seed": 0, "methods": ["seed"], "scores": scores[:4],
+                                                "deltas": []}))
+    out = tmp_path / "R.md"
+    mod.main(["--results", str(tmp_path / "results"), "--out", str(out), "--preamble", "none", "--conclusions", "none"])
+    md = out.read_text()
+    head = md.split("## Conclusions of issue 17's experiment (generated)")[1].split("\n## ")[0]
+    assert "Interim — no results yet for 1 planned runs (sft__lodo-math)" in head
+    assert "**q**: not run yet" in head and "- 6. Targets" in head
