@@ -447,6 +447,10 @@ def model_section(res_path: Path, title: str | None = None) -> list[str]:
             s = cell.get((m, t))
             row.append("—" if s is None else f"{s['value']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']}")
         md.append(f"| {m} | " + " | ".join(row) + " |")
+    if (rel / "plots" / "tradeoff.png").exists():   # written by the report of a run with seed-kl rows
+        md += ["", f"![In-domain gain vs drift from the seed]({rel}/plots/tradeoff.png)", "",
+               "*In-domain change vs the seed (up = better) against the drift from the seed (`seed-kl`, right = more), "
+               "per trained method, with paired 95% CIs; hollow: the gain is not decided after Holm.*"]
     q = questions_section(res)
     md += [""] + q if q else []
     md += claim_tables(res, prim, CLAIMS)

@@ -148,10 +148,14 @@ def test_an_interim_run_says_so_and_what_is_missing(tmp_path):
     assert "**Interim: no eval results yet for cdsdft, sft__lodo-math.** Every comparison and Holm's adjustment " \
            "below covers the 2 finished methods only." in md
     assert "Not finished yet in this run" in md and "Not run for this model" not in md
+    assert "tradeoff.png" not in md
     (d / "results.json").write_text(json.dumps(base))   # finished, no LODO in the recipe
+    (d / "plots").mkdir()
+    (d / "plots" / "tradeoff.png").write_bytes(b"\x89PNG")   # the report drew the gain-vs-drift plot
     _load().main(args)
     md = out.read_text()
     assert "Interim" not in md and "Not run for this model" in md
+    assert f"![In-domain gain vs drift from the seed]({d}/plots/tradeoff.png)" in md
 
 
 def test_every_trained_domains_task_of_the_experiment_is_in_the_in_domain_table(tmp_path):

@@ -536,3 +536,39 @@ def test_inv_grad_keys_only_the_methods_with_an_invariance_term(tmp_path):
     with pytest.raises(UserError, match="must be one of") as e:
         make_cfg(tmp_path, "train.inv_grad=rows")
     assert e.value.field == "train.inv_grad"
+
+
+def test_tradeoff_points_put_gain_up_and_drift_right():
+    """The gain-vs-drift plot's data on fixed rows: y is the in-domain change signed so that up is better (a bpb
+    that falls is a gain), its CI flipped with it; x is the drift row's delta; 'decided' only from the verdict; a
+    method without a drift row, the seed, LODO rows and non-primary metrics stay out."""
+    from crossdistill.report import plot_tradeoff, tradeoff_points
+
+    def row(method, task, metric, delta, lo, hi, verdict, vs="seed", **kw):
+        return {"method": method, "vs": vs, "task": task, "metric": metric, "delta": delta, "ci_low": lo,
+                "ci_high": hi, "n": 100, "verdict": verdict, **kw}
+
+    scores = [{"method": m, "task": t, "metric": k, "value": 0.5, "n": 100}
+              for m in ("seed", "sft", "cdsdft", "sdft") for t, k in (("gsm8k-nll", "bpb"), ("gsm8k", "exact_match"),
+                                                                      ("seed-kl", "kl"))]
+    res = {"methods": ["seed", "sft", "cdsdft", "sdft"], "scores": scores, "in_domain_tasks": ["gsm8k-nll", "gsm8k"],
+           "deltas": [row("sft", "gsm8k-nll", "bpb", -0.13, -0.14, -0.12, "better"),
+                      row("sft", "seed-kl", "kl", 0.08, 0.07, 0.09, "worse"),
+                      row("cdsdft", "gsm8k-nll", "bpb", 0.10, 0.09, 0.11, "worse"),
+                      row("cdsdft", "seed-kl", "kl", 0.38, 0.36, 0.40, "worse"),
+                      row("cdsdft", "gsm8k", "exact_match", -0.01, -0.03, 0.02, "not detectable at n"),
+                      row("cdsdft", "gsm8k-nll", "bpb", 9.0, 8.0, 10.0, "worse", left_out_domain="math"),
+                      row("cdsdft", "gsm8k-nll", "bpb", 7.0, 6.0, 8.0, "worse", vs="sft"),
+                      row("sdft", "gsm8k-nll", "bpb", -0.1, -0.11, -0.09, "better")]}   # no seed-kl row
+    pts = tradeoff_points(res)
+    assert list(pts) == ["gsm8k-nll (bpb)", "gsm8k (exact_match)"]
+    by = {p["method"]: p for p in pts["gsm8k-nll (bpb)"]}
+    assert set(by) == {"sft", "cdsdft"}
+    assert by["sft"]["y"] == pytest.approx(0.13) and (by["sft"]["y_lo"], by["sft"]["y_hi"]) == pytest.approx((0.12, 0.14))
+    assert by["sft"]["x"] == 0.08 and by["sft"]["decided"]
+    assert by["cdsdft"]["y"] == pytest.approx(-0.10) and by["cdsdft"]["x"] == 0.38
+    assert [p["decided"] for p in pts["gsm8k (exact_match)"]] == [False]
+    png = plot_tradeoff(pts)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert tradeoff_points({**res, "deltas": [d for d in res["deltas"] if d["task"] != "seed-kl"]}) == {}
+    assert plot_tradeoff({}) is None

@@ -122,6 +122,74 @@ def plot_deltas(methods, tasks, delta, paired: dict | None = None) -> bytes | No
     return data
 
 
+def tradeoff_points(results: dict, drift_task: str = "seed-kl") -> dict[str, list[dict]]:
+    """Per in-domain task, one point per trained method: x = its drift from the seed (`drift_task`'s delta vs the
+    seed), y = its in-domain change vs the seed signed so that up is better (bpb and kl negated), each with the
+    paired 95% CI and whether the adjusted test decided it. {} when the run has no drift rows."""
+    prim = primary_metrics(results.get("scores", []))
+    rows = {(d["method"], d["task"]): d for d in results.get("deltas", [])
+            if d.get("vs") == SEED and not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
+    methods = [m for m in results.get("methods", []) if m != SEED and (m, drift_task) in rows]
+    out: dict[str, list[dict]] = {}
+    for task in results.get("in_domain_tasks") or []:
+        if task not in prim or task == drift_task:
+            continue
+        sign = -1.0 if prim[task] in LOWER_IS_BETTER else 1.0
+        pts = []
+        for m in methods:
+            d, x = rows.get((m, task)), rows[(m, drift_task)]
+            if d is None or d.get("ci_low") is None or x.get("ci_low") is None:
+                continue
+            lo, hi = sorted((sign * d["ci_low"], sign * d["ci_high"]))
+            pts.append({"method": m, "x": x["delta"], "x_lo": x["ci_low"], "x_hi": x["ci_high"],
+                        "y": sign * d["delta"], "y_lo": lo, "y_hi": hi, "decided": _significant(d)})
+        if pts:
+            out[f"{task} ({prim[task]})"] = pts
+    return out
+
+
+def plot_tradeoff(points: dict[str, list[dict]], drift_task: str = "seed-kl") -> bytes | None:
+    """One panel per in-domain task: in-domain gain (up = better) against drift from the seed (right = more), each
+    method a point with its paired 95% CIs on both axes; a hollow marker where the adjusted test did not decide
+    the gain. The question of the experiment is which methods sit up and to the left."""
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(p["method"] for pts in points.values() for p in pts))
+    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    cols = min(4, len(points))
+    rows = -(-len(points) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    for ax, (task, pts) in zip(axes.flat, points.items()):
+        for p in pts:
+            c = colour[p["method"]]
+            ax.errorbar(p["x"], p["y"], xerr=[[p["x"] - p["x_lo"]], [p["x_hi"] - p["x"]]],
+                        yerr=[[p["y"] - p["y_lo"]], [p["y_hi"] - p["y"]]], fmt="o", color=c, capsize=2,
+                        markerfacecolor=c if p["decided"] else "white", label=p["method"])
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(task, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(points):]:
+        ax.axis("off")
+    for ax in list(axes.flat)[:len(points)]:
+        ax.set_xlabel(f"{drift_task} − seed (drift →)", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("in-domain change (↑ better)", fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[m], label=m) for m in methods]
+    legend_rows = -(-len(methods) // 7)
+    fig.suptitle("In-domain gain vs drift from the seed (paired 95% CIs; hollow: gain not decided after Holm)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 * legend_rows / rows, 1, 0.97))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(methods), 7), fontsize=8, frameon=False)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
 def plot_training(logs: dict[str, list[dict]]) -> bytes | None:
     logs = {m: rows for m, rows in logs.items() if rows}
     if not logs:
@@ -584,6 +652,8 @@ def build_report(out: Path) -> Report:
                   and d["vs"] not in (SEED, d["method"]) and d["metric"] == prim.get(d["task"])]
     plots = []
     for name, caption, data in (("deltas", "Deltas vs seed", plot_deltas(fm_methods, fm_tasks, delta, paired)),
+                                ("tradeoff", "In-domain gain vs drift from the seed",
+                                 plot_tradeoff(tradeoff_points(results))),
                                 ("training", "Training curves per loss term", plot_training(logs))):
         if data:
             plots.append(Section(caption, [Image(caption, f"{name}.png", data)]))
