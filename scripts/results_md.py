@@ -351,37 +351,39 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
                 out.append(f"3. Without {left}, {arm} − sft on {left}'s tasks ({scope(x)}): {line}")
         if lodo:
             break
-    # 4. invariance: probe accuracy and MMD² of each CD-SDFT arm against the seed, and the link to forgetting
-    for x in srcs:
-        if not x.get("probe"):
-            continue
-        probe = x["probe"]
-        for arm in CD_ARMS:
-            if arm not in probe:
-                continue
-            cells = []
-            for d in x.get("probe_deltas", []):
-                if {d["method"], d["vs"]} == {arm, "seed"}:
-                    sign = 1.0 if d["method"] == arm else -1.0
-                    what = "MMD²" if d.get("metric") == "probe_mmd" else "probe accuracy"
-                    v = verdict(d) if sign > 0 else {"lower": "higher", "higher": "lower"}.get(verdict(d), verdict(d))
-                    mde = "" if d.get("mde") is None else f", MDE {d['mde']:.3f}"
-                    ph = f", p_Holm {_p(d)}" if v in ("lower", "higher") else ""
-                    cells.append(f"{what} {v} ({sign * d['delta']:+.3f}, n = {d['n']}{mde}{ph})")
-            acc = f"probe accuracy {probe['seed']['acc']:.3f} → {probe[arm]['acc']:.3f}" if "seed" in probe else ""
-            mmd = f", MMD² {probe['seed']['mmd_mean']:.3f} → {probe[arm]['mmd_mean']:.3f}" \
-                if probe.get("seed", {}).get("mmd_mean") is not None and probe[arm].get("mmd_mean") is not None else ""
-            chance = probe[arm].get("chance")
-            out.append(f"4. Invariance, {arm} vs seed ({scope(x)}): {acc}{mmd}"
-                       + ("" if chance is None else f" (chance {chance:.2f})") + ("; " + "; ".join(cells) if cells else ""))
-        for key, what in (("probe_vs_forgetting", "probe accuracy"), ("probe_mmd_vs_forgetting", "MMD²")):
-            link = x.get(key) or {}
-            if link.get("rho") is not None:
-                sig = "p < 0.05" if link["p"] < 0.05 else f"not detectable at {link['n']} methods"
-                out.append(f"4. Invariance and forgetting ({scope(x)}): across {link['n']} trained methods, "
-                           f"Spearman rho({what}, {link['forgetting_task']}) = {link['rho']:+.2f}, permutation p = "
-                           f"{link['p']:.2g} ({sig})")
-        break
+    # 4. invariance: probe accuracy and MMD² of each CD-SDFT arm against the seed (each from the first source that
+    # probed it), and the link to forgetting across the trained methods
+    def probe_line(x, arm):
+        probe = x.get("probe") or {}
+        if arm not in probe:
+            return None
+        cells = []
+        for d in x.get("probe_deltas", []):
+            if {d["method"], d["vs"]} == {arm, "seed"}:
+                sign = 1.0 if d["method"] == arm else -1.0
+                what = "MMD²" if d.get("metric") == "probe_mmd" else "probe accuracy"
+                v = verdict(d) if sign > 0 else {"lower": "higher", "higher": "lower"}.get(verdict(d), verdict(d))
+                mde = "" if d.get("mde") is None else f", MDE {d['mde']:.3f}"
+                ph = f", p_Holm {_p(d)}" if v in ("lower", "higher") else ""
+                cells.append(f"{what} {v} ({sign * d['delta']:+.3f}, n = {d['n']}{mde}{ph})")
+        acc = f"probe accuracy {probe['seed']['acc']:.3f} → {probe[arm]['acc']:.3f}" if "seed" in probe else ""
+        mmd = f", MMD² {probe['seed']['mmd_mean']:.3f} → {probe[arm]['mmd_mean']:.3f}" \
+            if probe.get("seed", {}).get("mmd_mean") is not None and probe[arm].get("mmd_mean") is not None else ""
+        chance = probe[arm].get("chance")
+        return f"{acc}{mmd}" + ("" if chance is None else f" (chance {chance:.2f})") + \
+            ("; " + "; ".join(cells) if cells else "")
+
+    for arm in CD_ARMS:
+        line, x = first(lambda x, prim: probe_line(x, arm))
+        if line:
+            out.append(f"4. Invariance, {arm} vs seed ({scope(x)}): {line}")
+    for key, what in (("probe_vs_forgetting", "probe accuracy"), ("probe_mmd_vs_forgetting", "MMD²")):
+        link, x = first(lambda x, prim: x.get(key) if (x.get(key) or {}).get("rho") is not None else None)
+        if link:
+            sig = "p < 0.05" if link["p"] < 0.05 else f"not detectable at {link['n']} methods"
+            out.append(f"4. Invariance and forgetting ({scope(x)}): across {link['n']} trained methods, "
+                       f"Spearman rho({what}, {link['forgetting_task']}) = {link['rho']:+.2f}, permutation p = "
+                       f"{link['p']:.2g} ({sig})")
     for earlier, later in Q_BETA_PAIRS:
         line, x = first(lambda x, prim: _pair_summary(
             x, prim, earlier, later, [t for t in prim if t not in set(x.get("in_domain_tasks", []))

@@ -209,8 +209,22 @@ def test_the_short_conclusions_count_the_adjusted_verdicts(tmp_path):
              "deltas": [row("+kl", "cdsdft", "gsm8k-nll", "bpb", -0.19, "better"),
                         row("+kl", "cdsdft", "seed-kl", "kl", -0.34, "better"),
                         row("cdsdft", "sft", "seed-kl", "kl", 9.9, "worse")]}   # the pooled row wins over this
+    # the probe: each arm from the first source that probed it; the link to forgetting where it was computed
+    pooled["probe"] = {"seed": {"acc": 0.99, "mmd_mean": 0.27, "chance": 1 / 3},
+                       "cdsdft": {"acc": 0.995, "mmd_mean": 0.18, "chance": 1 / 3}}
+    pooled["probe_deltas"] = [{"method": "cdsdft", "vs": "seed", "metric": "probe_mmd", "delta": -0.09, "n": 600,
+                               "p_holm": 0.001, "mde": None, "verdict": "lower"}]
+    seed0["probe"] = {"seed": {"acc": 0.99, "ci_low": 0.97, "ci_high": 1.0, "mmd_mean": 0.27},
+                      "cdsdft-onpolicy": {"acc": 0.98, "ci_low": 0.96, "ci_high": 0.99, "mmd_mean": 0.19}}
+    seed0["probe_mmd_vs_forgetting"] = {"forgetting_task": "seed-kl", "n": 6, "rho": -0.43, "p": 0.42}
     lines = mod.conclusions_lines(pooled, seed0)
     text = "\n".join(lines)
+    assert ("4. Invariance, cdsdft vs seed (pooled over training seeds 0, 1, 2): probe accuracy 0.990 → 0.995, MMD² "
+            "0.270 → 0.180 (chance 0.33); MMD² lower (-0.090, n = 600, p_Holm 0.001)") in lines
+    assert "4. Invariance, cdsdft-onpolicy vs seed (training seed 0): probe accuracy 0.990 → 0.980, MMD² 0.270 → " \
+           "0.190" in lines
+    assert ("4. Invariance and forgetting (training seed 0): across 6 trained methods, Spearman rho(MMD², seed-kl) "
+            "= -0.43, permutation p = 0.42 (not detectable at 6 methods)") in lines
     assert ("1. In-domain, cdsdft vs rank-matched SFT (pooled over training seeds 0, 1, 2): **no** (fraction of "
             "SFT's gain retained): keeps < 90% on gsm8k-nll -0.75 [-0.85, -0.65]; the reference gained nothing "
             "detectable on gsm8k (nothing to keep)") in lines
