@@ -187,7 +187,7 @@ def questions_section(res: dict) -> list[str]:
     lines = []
     for d in res.get("deltas", []):
         if d.get("left_out_domain") and d["metric"] == prim.get(d["task"]) \
-                and {d["vs"], d["method"]} in ({"sft", "cdsdft"}, {"sft", "cdsdft-onpolicy"}):
+                and {d["vs"], d["method"]} in ({"sft", "cdsdft"}, {"sft", "cdsdft-onpolicy"}, {"sft", "cdsdft-b1"}):
             r = _find(res, prim, "sft", d["method"] if d["vs"] == "sft" else d["vs"], d["task"], d["left_out_domain"])
             lines.append(f"  - without {d['left_out_domain']}: {r['method']} − sft, {d['task']} ({d['metric']}): "
                          f"{_says(r)}")
