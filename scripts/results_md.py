@@ -324,6 +324,11 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
                 return out, x
         return None, None
 
+    def drift(x, prim, earlier, later):
+        """later − earlier on the forgetting tasks: outside the trained domains, seed above chance"""
+        tasks = [t for t in prim if t not in set(x.get("in_domain_tasks", [])) and t not in set(x.get("at_chance", {}))]
+        return _pair_summary(x, prim, earlier, later, tasks, "drift")
+
     out = []
     # 1. in-domain gain kept
     for arm in CD_ARMS:
@@ -333,9 +338,7 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
             out.append(f"1. In-domain, {arm} vs rank-matched SFT ({scope(x)}): {line}")
     # 2. forgetting
     for earlier, later in Q_FORGETTING_PAIRS:
-        line, x = first(lambda x, prim: _pair_summary(
-            x, prim, earlier, later, [t for t in prim if t not in set(x.get("in_domain_tasks", []))
-                                      and t not in set(x.get("at_chance", {}))], "drift"))
+        line, x = first(lambda x, prim: drift(x, prim, earlier, later))
         if line:
             out.append(f"2. Forgetting, {later} − {earlier} ({scope(x)}): {line}")
     # 3. leave-one-domain-out: the CD-SDFT arm and SFT both trained without the domain
@@ -385,9 +388,7 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
                        f"Spearman rho({what}, {link['forgetting_task']}) = {link['rho']:+.2f}, permutation p = "
                        f"{link['p']:.2g} ({sig})")
     for earlier, later in Q_BETA_PAIRS:
-        line, x = first(lambda x, prim: _pair_summary(
-            x, prim, earlier, later, [t for t in prim if t not in set(x.get("in_domain_tasks", []))
-                                      and t not in set(x.get("at_chance", {}))], "drift"))
+        line, x = first(lambda x, prim: drift(x, prim, earlier, later))
         if line:
             out.append(f"4. Invariance weight, forgetting, {later} − {earlier} ({scope(x)}): {line}")
     # 5. the chain and 6. the targets, on every task
