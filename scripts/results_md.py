@@ -104,7 +104,15 @@ Q_FORGETTING_PAIRS = [("sft", "cdsdft"), ("sdft", "cdsdft"), ("sft", "cdsdft-onp
 Q_CHAIN = ["sdft", "+domain-ce", "+balanced", "+kl", "cdsdft"]
 Q_TARGET_PAIRS = [("sdft", "sdft-onpolicy"), ("cdsdft", "cdsdft-onpolicy"), ("trl-sdft", "sdft-onpolicy")]
 Q_BETA_PAIRS = [("+kl", "cdsdft-b1"), ("cdsdft-b1", "cdsdft")]   # the invariance weight: beta 0 -> 1 -> 5
-FLIP = {"better": "worse", "worse": "better"}
+FLIP = {"better": "worse", "worse": "better", "lower": "higher", "higher": "lower"}
+CD_ARMS = ("cdsdft", "cdsdft-onpolicy", "cdsdft-b1")   # the CD-SDFT arms the questions are about
+
+
+def _negated(d: dict) -> dict:
+    """Row `d` (method − vs) read as vs − method: delta and CI negated (0.0 - x: never "-0.0"), verdict flipped."""
+    ci = None if d.get("ci_low") is None else (0.0 - d["ci_high"], 0.0 - d["ci_low"])
+    return {**d, "method": d["vs"], "vs": d["method"], "delta": 0.0 - d["delta"], "ci_low": ci and ci[0],
+            "ci_high": ci and ci[1], "verdict": FLIP.get(d.get("verdict"), d.get("verdict"))}
 
 
 def _find(res: dict, prim: dict[str, str], earlier: str, later: str, task: str, left_out: str | None = None):
@@ -115,8 +123,7 @@ def _find(res: dict, prim: dict[str, str], earlier: str, later: str, task: str, 
         if (d["vs"], d["method"]) == (earlier, later):
             return d
         if (d["vs"], d["method"]) == (later, earlier):
-            return {**d, "method": later, "vs": earlier, "delta": -d["delta"], "ci_low": -d["ci_high"],
-                    "ci_high": -d["ci_low"], "verdict": FLIP.get(d.get("verdict"), d.get("verdict"))}
+            return _negated(d)
     return None
 
 
@@ -150,7 +157,7 @@ def questions_section(res: dict) -> list[str]:
     run has none of the methods they are about."""
     methods = set(res.get("methods", []))
     # only runs of the current runner: it records the in-domain tasks and tests every row (the CPU pilot did not)
-    if not methods & {"cdsdft", "cdsdft-onpolicy"} or "in_domain_tasks" not in res \
+    if not methods & set(CD_ARMS) or "in_domain_tasks" not in res \
             or not any(d.get("p_holm") is not None for d in res.get("deltas", [])):
         return []
     prim = primary([s for s in res["scores"] if not s.get("left_out_domain")])
@@ -187,7 +194,7 @@ def questions_section(res: dict) -> list[str]:
     lines = []
     for d in res.get("deltas", []):
         if d.get("left_out_domain") and d["metric"] == prim.get(d["task"]) \
-                and {d["vs"], d["method"]} in ({"sft", "cdsdft"}, {"sft", "cdsdft-onpolicy"}, {"sft", "cdsdft-b1"}):
+                and "sft" in (d["vs"], d["method"]) and {d["vs"], d["method"]} & set(CD_ARMS):
             r = _find(res, prim, "sft", d["method"] if d["vs"] == "sft" else d["vs"], d["task"], d["left_out_domain"])
             lines.append(f"  - without {d['left_out_domain']}: {r['method']} − sft, {d['task']} ({d['metric']}): "
                          f"{_says(r)}")
@@ -203,14 +210,11 @@ def questions_section(res: dict) -> list[str]:
             f"{m} {v['acc']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
             + ("" if v.get("mmd_mean") is None else f", MMD² {v['mmd_mean']:.4f}") for m, v in probe.items())
             + ("" if chance is None else f" (chance {chance:.3f})"))
-    cd_arms, others = ("cdsdft", "cdsdft-onpolicy", "cdsdft-b1"), ("seed", "sft", "sdft", "sdft-onpolicy", "+kl")
+    others = ("seed", "sft", "sdft", "sdft-onpolicy", "+kl")
     for d in res.get("probe_deltas", []):
-        if d["vs"] in cd_arms and d["method"] in others:   # stored the other way round (plan order): read negated
-            ci = None if d.get("ci_low") is None else (0.0 - d["ci_high"], 0.0 - d["ci_low"])   # no "-0.0"
-            d = {**d, "method": d["vs"], "vs": d["method"], "delta": 0.0 - d["delta"],
-                 "ci_low": ci and ci[0], "ci_high": ci and ci[1],
-                 "verdict": {"lower": "higher", "higher": "lower"}.get(d.get("verdict"), d.get("verdict"))}
-        if d["method"] in cd_arms and d["vs"] in others:
+        if d["vs"] in CD_ARMS and d["method"] in others:   # stored the other way round (plan order): read negated
+            d = _negated(d)
+        if d["method"] in CD_ARMS and d["vs"] in others:
             what = "MMD²" if d.get("metric") == "probe_mmd" else "probe accuracy"
             lines.append(f"  - {d['method']} − {d['vs']}, {what}: {_says(d, d.get('verdict', '—'))}")
     for key, what in (("probe_vs_forgetting", "probe accuracy"), ("probe_mmd_vs_forgetting", "MMD²")):
@@ -233,18 +237,14 @@ def questions_section(res: dict) -> list[str]:
 
 # --- the short conclusions: one line per question and arm, each a summary of the same adjusted rows -----------
 
-CD_ARMS = ("cdsdft", "cdsdft-onpolicy", "cdsdft-b1")
-WORDS = {  # (some better, some worse) -> the plain answer; per question, what "better" means
-    "drift": {(True, False): "less drift", (False, True): "more drift", (True, True): "mixed"},
-    "score": {(True, False): "better", (False, True): "worse", (True, True): "mixed"},
-}
+WORDS = {"drift": ("less drift", "more drift"), "score": ("better", "worse")}   # per question: what better/worse mean
 
 
 def _eff(d: dict) -> str:
     return f"{d['delta']:+.3f}" + ("" if d.get("ci_low") is None else f" [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
 
 
-def _summary(rows: list[tuple[str, dict]], words: dict) -> str | None:
+def _summary(rows: list[tuple[str, dict]], words: tuple[str, str]) -> str | None:
     """(task, delta row) pairs in words: the answer, then the decided tasks with effect and CI, then the undecided ones
     ('not detectable at n' with each MDE, 'n.s. (Holm)', 'no item differs'); None when there are no rows."""
     if not rows:
@@ -256,13 +256,14 @@ def _summary(rows: list[tuple[str, dict]], words: dict) -> str | None:
     ns = [t for t, d in rows if verdict(d) == "n.s. (Holm)"]
     other = [f"{t} {verdict(d)}" for t, d in rows if verdict(d) in ("untested", "at chance")]
     n = sorted({d["n"] for _, d in rows})
-    answer = words.get((bool(better), bool(worse))) or (f"not detectable at n = {'/'.join(map(str, n))}" if nd else
+    answer = {(True, False): words[0], (False, True): words[1], (True, True): "mixed"}.get(
+        (bool(better), bool(worse))) or (f"not detectable at n = {'/'.join(map(str, n))}" if nd else
                                                          "n.s. (Holm)" if ns else "no item differs" if same else
                                                          "untested")
     both = better and worse   # name the direction only where the answer does not already say it
-    parts = [(f"{words['label_better']} on " if both else "") + ", ".join(f"{t} {_eff(d)}" for t, d in better)] \
+    parts = [(f"{words[0]} on " if both else "") + ", ".join(f"{t} {_eff(d)}" for t, d in better)] \
         if better else []
-    parts += [(f"{words['label_worse']} on " if both else "") + ", ".join(f"{t} {_eff(d)}" for t, d in worse)] \
+    parts += [(f"{words[1]} on " if both else "") + ", ".join(f"{t} {_eff(d)}" for t, d in worse)] \
         if worse else []
     parts += ["not detectable on " + ", ".join(
         f"{t} (n = {d['n']}, MDE {'—' if d.get('mde') is None else format(d['mde'], '.3f')})" for t, d in nd)] \
@@ -275,14 +276,13 @@ def _summary(rows: list[tuple[str, dict]], words: dict) -> str | None:
 
 def _pair_summary(res, prim, earlier, later, tasks, kind, left_out=None) -> str | None:
     rows = [(t, d) for t in tasks if (d := _find(res, prim, earlier, later, t, left_out)) is not None]
-    words = {**WORDS[kind], "label_better": "less drift" if kind == "drift" else "better",
-             "label_worse": "more drift" if kind == "drift" else "worse"}
-    return _summary(rows, words)
+    return _summary(rows, WORDS[kind])
 
 
-def _retention_summary(rows: list[dict], share: float) -> str | None:
+def _retention_summary(rows: list[dict]) -> str | None:
     if not rows:
         return None
+    share = rows[0]["share"]
     kept = [r for r in rows if r["verdict"].startswith("keeps >=")]
     lost = [r for r in rows if r["verdict"].startswith("keeps <")]
     nd = [r for r in rows if r["verdict"] == "not detectable at n"]
@@ -306,9 +306,9 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
     (pooled over training seeds, or one run) and, for what `res` lacks (the chain, LODO, the probe: seed 0 only),
     from `fallback`. Every word is a count of adjusted verdicts: 'more drift' means at least one forgetting task
     worse after Holm and none better."""
-    srcs = [x for x in (res, fallback) if x]
+    srcs = [(x, primary([s for s in x["scores"] if not s.get("left_out_domain")])) for x in (res, fallback) if x]
     if not any(x.get("in_domain_tasks") and any(d.get("p_holm") is not None for d in x.get("deltas", []))
-               for x in srcs):
+               for x, _ in srcs):
         return []
 
     def scope(x):
@@ -317,8 +317,7 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
 
     def first(fn):
         """(line, source) from the first source that answers."""
-        for x in srcs:
-            prim = primary([s for s in x["scores"] if not s.get("left_out_domain")])
+        for x, prim in srcs:
             out = fn(x, prim)
             if out:
                 return out, x
@@ -332,8 +331,7 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
     out = []
     # 1. in-domain gain kept
     for arm in CD_ARMS:
-        line, x = first(lambda x, prim: _retention_summary(
-            [r for r in x.get("retention", []) if r["method"] == arm], (x.get("retention") or [{}])[0].get("share", 0.9)))
+        line, x = first(lambda x, prim: _retention_summary([r for r in x.get("retention", []) if r["method"] == arm]))
         if line:
             out.append(f"1. In-domain, {arm} vs rank-matched SFT ({scope(x)}): {line}")
     # 2. forgetting
@@ -342,11 +340,10 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
         if line:
             out.append(f"2. Forgetting, {later} − {earlier} ({scope(x)}): {line}")
     # 3. leave-one-domain-out: the CD-SDFT arm and SFT both trained without the domain
-    for x in srcs:
+    for x, prim in srcs:
         lodo = sorted({(d["left_out_domain"], d["method"] if d["vs"] == "sft" else d["vs"]) for d in x.get("deltas", [])
                        if d.get("left_out_domain") and {d["vs"], d["method"]} & set(CD_ARMS) and "sft" in
                        (d["vs"], d["method"])})
-        prim = primary([s for s in x["scores"] if not s.get("left_out_domain")])
         for left, arm in lodo:
             tasks = list(dict.fromkeys(d["task"] for d in x["deltas"] if d.get("left_out_domain") == left))
             line = _pair_summary(x, prim, "sft", arm, tasks, "score", left_out=left)
@@ -363,12 +360,12 @@ def conclusions_lines(res: dict, fallback: dict | None = None) -> list[str]:
         cells = []
         for d in x.get("probe_deltas", []):
             if {d["method"], d["vs"]} == {arm, "seed"}:
-                sign = 1.0 if d["method"] == arm else -1.0
+                d = d if d["method"] == arm else _negated(d)
                 what = "MMD²" if d.get("metric") == "probe_mmd" else "probe accuracy"
-                v = verdict(d) if sign > 0 else {"lower": "higher", "higher": "lower"}.get(verdict(d), verdict(d))
+                v = verdict(d)
                 mde = "" if d.get("mde") is None else f", MDE {d['mde']:.3f}"
                 ph = f", p_Holm {_p(d)}" if v in ("lower", "higher") else ""
-                cells.append(f"{what} {v} ({sign * d['delta']:+.3f}, n = {d['n']}{mde}{ph})")
+                cells.append(f"{what} {v} ({d['delta']:+.3f}, n = {d['n']}{mde}{ph})")
         acc = f"probe accuracy {probe['seed']['acc']:.3f} → {probe[arm]['acc']:.3f}" if "seed" in probe else ""
         mmd = f", MMD² {probe['seed']['mmd_mean']:.3f} → {probe[arm]['mmd_mean']:.3f}" \
             if probe.get("seed", {}).get("mmd_mean") is not None and probe[arm].get("mmd_mean") is not None else ""
@@ -568,36 +565,36 @@ def main(argv: list[str] | None = None) -> None:
     # One group per experiment folder (results/<model>/[<experiment>/]<run>/results.json, the pooled run beside
     # the seeds' runs): issue 17's experiment (a folder named `experiment`) first, then the CPU pilot.
     groups: dict[Path, dict] = {}
-    for f in files:
-        res = json.loads(f.read_text())
+    loaded = {f: json.loads(f.read_text()) for f in files}   # each file read once
+    for f, res in loaded.items():
         g = groups.setdefault(f.parent.parent, {"model": res["model"], "runs": [], "pooled": None})
         if "pooled_runs" in res:
             g["pooled"] = f
         else:
             g["runs"].append(f)
+    ordered = sorted(groups.items(), key=lambda kv: ("experiment" not in kv[0].parts, str(kv[0])))
+    for _, g in ordered:   # the run with the most methods (the first of equals) is shown in full
+        g["main"] = max(g["runs"], key=lambda p: len(loaded[p]["methods"])) if g["runs"] else None
     summary = []   # (model, results to conclude from, the seed-0 run for what the pooled results lack)
-    for folder, g in sorted(groups.items(), key=lambda kv: ("experiment" not in kv[0].parts, str(kv[0]))):
-        if "experiment" in folder.parts and g["runs"]:
-            main_res = json.loads(max(g["runs"], key=lambda p: len(json.loads(p.read_text())["methods"]))
-                                  .read_text())
-            pooled = json.loads(g["pooled"].read_text()) if g["pooled"] is not None else None
+    for folder, g in ordered:
+        if "experiment" in folder.parts and g["main"] is not None:
+            main_res, pooled = loaded[g["main"]], g["pooled"] and loaded[g["pooled"]]
             summary.append((g["model"], pooled or main_res, main_res if pooled else None))
     summary += [(m, None, None) for m in dict.fromkeys(g["model"] for g in groups.values())
                 if m not in {x[0] for x in summary}]
     md += conclusions_section(summary)
-    for folder, g in sorted(groups.items(), key=lambda kv: ("experiment" not in kv[0].parts, str(kv[0]))):
+    for folder, g in ordered:
         paths = g["runs"]
         if not paths:
             continue
         title = f"{g['model']} — " + ("issue 17's experiment" if "experiment" in folder.parts else "the CPU pilot") \
             + f" (`{folder}`)"
-        # the run with the most methods in full; the others of the same group only in the across-seeds table
-        main_run = max(paths, key=lambda p: (len(json.loads(p.read_text())["methods"]), -paths.index(p)))
+        main_run = g["main"]   # the others of the same group only in the across-seeds table
         md += model_section(main_run, title)
         if g["pooled"] is not None:   # per-seed values and deltas are columns of the pooled tables
             md += pooled_section(g["pooled"], sorted(paths))
         elif len(paths) > 1:
-            md += seeds_section(sorted(paths, key=lambda p: json.loads(p.read_text()).get("seed") or 0))
+            md += seeds_section(sorted(paths, key=lambda p: loaded[p].get("seed") or 0))
     post = Path(a.conclusions)
     if post.exists():
         md += [post.read_text().rstrip(), ""]

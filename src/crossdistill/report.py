@@ -122,13 +122,18 @@ def plot_deltas(methods, tasks, delta, paired: dict | None = None) -> bytes | No
     return data
 
 
+def vs_seed_rows(results: dict, prim: dict[str, str]) -> dict[tuple[str, str], dict]:
+    """{(method, task): the paired delta row method − seed on the task's primary metric}, LODO runs left out."""
+    return {(d["method"], d["task"]): d for d in results.get("deltas", [])
+            if d.get("vs") == SEED and not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
+
+
 def tradeoff_points(results: dict, drift_task: str = "seed-kl") -> dict[str, list[dict]]:
     """Per in-domain task, one point per trained method: x = its drift from the seed (`drift_task`'s delta vs the
     seed), y = its in-domain change vs the seed signed so that up is better (bpb and kl negated), each with the
     paired 95% CI and whether the adjusted test decided it. {} when the run has no drift rows."""
     prim = primary_metrics(results.get("scores", []))
-    rows = {(d["method"], d["task"]): d for d in results.get("deltas", [])
-            if d.get("vs") == SEED and not d.get("left_out_domain") and d["metric"] == prim.get(d["task"])}
+    rows = vs_seed_rows(results, prim)
     methods = [m for m in results.get("methods", []) if m != SEED and (m, drift_task) in rows]
     out: dict[str, list[dict]] = {}
     for task in results.get("in_domain_tasks") or []:
@@ -644,8 +649,7 @@ def build_report(out: Path) -> Report:
 
     fm_methods, fm_tasks, delta = forgetting_matrix(scores)
     prim = primary_metrics(scores)
-    paired = {(d["method"], d["task"]): d for d in results.get("deltas", [])
-              if not d.get("left_out_domain") and d.get("vs") == SEED and d["metric"] == prim.get(d["task"])}
+    paired = vs_seed_rows(results, prim)
     paired_lodo = {(d["vs"] == SEED, d["method"], d["left_out_domain"], d["task"], d["metric"]): d
                    for d in results.get("deltas", []) if d.get("left_out_domain") and d["vs"] in (SEED, d["method"])}
     cross_lodo = [d for d in results.get("deltas", []) if d.get("left_out_domain")
