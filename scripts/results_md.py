@@ -176,7 +176,7 @@ def questions_section(res: dict) -> list[str]:
     md.append("1. **In-domain: does CD-SDFT keep ≥ 90% of rank-matched SFT's gain?** (results.json `retention`)")
     lines = []
     for r in res.get("retention", []):
-        if r["method"] not in ("cdsdft", "cdsdft-onpolicy"):
+        if r["method"] not in CD_ARMS:
             continue
         kept = "—" if r.get("retained") is None else f"{r['retained']:.2f}" + (
             "" if r.get("retained_ci_low") is None else f" [{r['retained_ci_low']:.2f}, {r['retained_ci_high']:.2f}]")
