@@ -38,8 +38,11 @@ def fake_stages(monkeypatch):
     def train(cfg, method):
         calls.append(f"train/{method}")
         d = Path(cfg.output_dir) / "train" / method
+        if (d / "adapter" / ".complete").exists():   # as training.py: a complete adapter is not trained again
+            return
         (d / "adapter").mkdir(exist_ok=True)
         (d / "adapter" / "adapter_model.safetensors").write_bytes(b"w")
+        (d / "adapter" / ".complete").write_text("ok\n")
         with open(d / "log.jsonl", "w") as f:
             for step in range(1, 4):
                 f.write(json.dumps({"step": step, "loss": 2.0 / step, "ce": 1.5 / step, "div": 0.1 * step}) + "\n")
@@ -99,8 +102,8 @@ def test_a_done_step_whose_weights_are_gone_is_rebuilt_only_when_read(tmp_path, 
     cfg = make_cfg(tmp_path)
     runner.run(cfg)
     out = Path(cfg.output_dir)
-    for m in ("sft", "cdsdft"):
-        shutil.rmtree(out / "train" / m / "adapter")
+    for m in ("sft", "cdsdft"):   # as scripts/stash.py leaves them: the adapter folder without its weights
+        (out / "train" / m / "adapter" / "adapter_model.safetensors").unlink()
     (out / "distill" / "distilled.jsonl").unlink()
     fake_stages.clear()
     summary = runner.run(cfg)
@@ -112,7 +115,7 @@ def test_a_done_step_whose_weights_are_gone_is_rebuilt_only_when_read(tmp_path, 
     assert summary["distill"]["status"] == summary["train/sft"]["status"] == "rebuilt"
     assert "train/sft: done, but adapter/*.safetensors is gone; rebuilding it for eval/sft" in capsys.readouterr().out
     assert (out / "train" / "sft" / "adapter" / "adapter_model.safetensors").exists()
-    assert not (out / "train" / "cdsdft" / "adapter").exists()
+    assert not (out / "train" / "cdsdft" / "adapter" / "adapter_model.safetensors").exists()
     assert all(s.status() == "cached" for s in runner.build_plan(cfg))
 
 

@@ -32,7 +32,10 @@ def test_save_then_restore_continues_the_run_elsewhere(tmp_path, fake_stages):  
     assert manifest["train/cdsdft"]["left_out"] == {} and manifest["eval/cdsdft"]["status"] == "resume"
     kept = tmp_path / "stash" / "train"
     assert (kept / "cdsdft" / "adapter" / "adapter_model.safetensors").exists()   # its eval still reads it
-    assert not (kept / "sft" / "adapter").exists() and not (kept / "sft" / "checkpoints").exists()
+    assert not (kept / "sft" / "checkpoints").exists()
+    # only the weights stay behind: the rest of the adapter folder, its .complete marker included, is carried
+    assert not (kept / "sft" / "adapter" / "adapter_model.safetensors").exists()
+    assert (kept / "sft" / "adapter" / ".complete").exists()
     assert (kept / "sft" / "log.jsonl").exists() and (kept / "sft" / ".done").exists()
 
     # a new machine: a fresh folder, the stash restored, the same recipe run there

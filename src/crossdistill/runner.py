@@ -282,7 +282,13 @@ def _rebuild_missing_deps(step: Step, by_name: dict[str, Step], out: Path, creat
         if dep.status() == "cached" and missing:
             _rebuild_missing_deps(dep, by_name, out, created_out, summary)
             tqdm.write(f"{dep.name}: done, but {', '.join(missing)} is gone; rebuilding it for {step.name}")
+            if not dep.keeps_outputs:
+                # from scratch: what is left of it (e.g. an adapter folder whose .complete marker survived without
+                # its weights) would otherwise pass for a finished output and the step would return at once
+                shutil.rmtree(dep.out)
             summary[dep.name] = {**_execute(dep, out, created_out), "status": "rebuilt"}
+            if dep.missing():
+                raise RuntimeError(f"{dep.name} was rebuilt but {', '.join(dep.missing())} is still missing in {dep.out}")
 
 
 def _record_machine(folder: Path) -> None:
