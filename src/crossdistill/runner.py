@@ -287,8 +287,8 @@ def _rebuild_missing_deps(step: Step, by_name: dict[str, Step], out: Path, creat
                 # its weights) would otherwise pass for a finished output and the step would return at once
                 shutil.rmtree(dep.out)
             summary[dep.name] = {**_execute(dep, out, created_out), "status": "rebuilt"}
-            if dep.missing():
-                raise RuntimeError(f"{dep.name} was rebuilt but {', '.join(dep.missing())} is still missing in {dep.out}")
+            if still := dep.missing():
+                raise RuntimeError(f"{dep.name} was rebuilt but {', '.join(still)} is still missing in {dep.out}")
 
 
 def _record_machine(folder: Path) -> None:
