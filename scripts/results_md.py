@@ -244,9 +244,11 @@ def _eff(d: dict) -> str:
     return f"{d['delta']:+.3f}" + ("" if d.get("ci_low") is None else f" [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
 
 
-def _summary(rows: list[tuple[str, dict]], words: tuple[str, str]) -> str | None:
+def _summary(rows: list[tuple[str, dict]], words: tuple[str, str], same_as: dict[str, str] | None = None) -> str | None:
     """(task, delta row) pairs in words: the answer, then the decided tasks with effect and CI, then the undecided ones
-    ('not detectable at n' with each MDE, 'n.s. (Holm)', 'no item differs'); None when there are no rows."""
+    ('not detectable at n' with each MDE, 'n.s. (Holm)', 'no item differs', each such task followed by
+    `same_as[task]` where given: the score both share); None when there are no rows."""
+    same_as = same_as or {}
     if not rows:
         return None
     better = [(t, d) for t, d in rows if verdict(d) in ("better", "lower")]
@@ -269,14 +271,37 @@ def _summary(rows: list[tuple[str, dict]], words: tuple[str, str]) -> str | None
         f"{t} (n = {d['n']}, MDE {'—' if d.get('mde') is None else format(d['mde'], '.3f')})" for t, d in nd)] \
         if nd else []
     parts += [f"n.s. after Holm on {', '.join(ns)}"] if ns else []
-    parts += [f"no item differs on {', '.join(same)}"] if same else []
+    parts += ["no item differs on " + ", ".join(t + (f" ({same_as[t]})" if t in same_as else "") for t in same)] \
+        if same else []
     parts += other
     return f"**{answer}**: " + "; ".join(parts)
 
 
+def _value(res: dict, prim: dict[str, str], method: str, task: str, left_out: str | None = None) -> float | None:
+    """`method`'s score on `task`'s primary metric (trained without `left_out`), or None."""
+    for s in res.get("scores", []):
+        if (s["method"], s["task"], s.get("metric"), s.get("left_out_domain")) == (method, task, prim.get(task),
+                                                                                   left_out):
+            return s["value"]
+    return None
+
+
+def _shared_score(res, prim, later, task, left_out=None) -> str | None:
+    """For a pair that differs on no item: the score both share, and whether it is the seed model's own, so that a
+    floor (both at the seed's 0.0) is not read as a finding about the two methods."""
+    v = _value(res, prim, later, task, left_out)
+    if v is None:
+        return None
+    seed = _value(res, prim, "seed", task)
+    return f"both {v:.3f}" + (", the seed model's score" if seed is not None and abs(seed - v) < 1e-12 and
+                               later != "seed" else "")
+
+
 def _pair_summary(res, prim, earlier, later, tasks, kind, left_out=None) -> str | None:
     rows = [(t, d) for t in tasks if (d := _find(res, prim, earlier, later, t, left_out)) is not None]
-    return _summary(rows, WORDS[kind])
+    same_as = {t: s for t, d in rows if d.get("mde") == 0 and d["delta"] == 0
+               and (s := _shared_score(res, prim, later, t, left_out))}
+    return _summary(rows, WORDS[kind], same_as)
 
 
 def _retention_summary(rows: list[dict]) -> str | None:

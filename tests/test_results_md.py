@@ -231,8 +231,13 @@ def test_the_short_conclusions_count_the_adjusted_verdicts(tmp_path):
     assert ("2. Forgetting, cdsdft − sft (pooled over training seeds 0, 1, 2): **more drift**: seed-kl +0.300 "
             "[+0.290, +0.310]; not detectable on arc-easy (n = 500, MDE 0.045)") in lines
     assert "mmlu" not in text and "9.9" not in text
+    # a pair that differs on no item names the score both share, and says when it is the seed model's own (a floor)
     assert ("2. Forgetting, cdsdft − sdft (pooled over training seeds 0, 1, 2): **more drift**: seed-kl +0.100 "
-            "[+0.090, +0.110]; no item differs on arc-easy") in lines
+            "[+0.090, +0.110]; no item differs on arc-easy (both 0.500, the seed model's score)") in lines
+    off_seed = {**pooled, "scores": [{**s, "value": 0.25} if (s["method"], s["task"]) == ("seed", "arc-easy") else s
+                                     for s in scores]}
+    assert "no item differs on arc-easy (both 0.500)" in mod._pair_summary(
+        off_seed, mod.primary(scores), "sdft", "cdsdft", ["seed-kl", "arc-easy"], "drift")
     assert ("5. Ingredient, cdsdft − +kl (training seed 0): **worse**: gsm8k-nll +0.190 [+0.180, +0.200], seed-kl "
             "+0.340 [+0.330, +0.350]") in lines
     assert "3. Leave-one-domain-out: no results yet (its methods have not finished)" in lines
