@@ -100,7 +100,7 @@ def claim_tables(res: dict, prim: dict[str, str], claims: list, per_run: bool = 
 # Issue 17's six questions: which rows of a results.json answer each (the pairs are (earlier, later) method names;
 # a pair stored the other way round is read negated).
 Q_FORGETTING_PAIRS = [("sft", "cdsdft"), ("sdft", "cdsdft"), ("sft", "cdsdft-onpolicy"),
-                      ("sdft-onpolicy", "cdsdft-onpolicy")]
+                      ("sdft-onpolicy", "cdsdft-onpolicy"), ("sft", "cdsdft-b1"), ("sdft", "cdsdft-b1")]
 Q_CHAIN = ["sdft", "+domain-ce", "+balanced", "+kl", "cdsdft"]
 Q_TARGET_PAIRS = [("sdft", "sdft-onpolicy"), ("cdsdft", "cdsdft-onpolicy"), ("trl-sdft", "sdft-onpolicy")]
 Q_BETA_PAIRS = [("+kl", "cdsdft-b1"), ("cdsdft-b1", "cdsdft")]   # the invariance weight: beta 0 -> 1 -> 5

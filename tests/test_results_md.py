@@ -236,6 +236,10 @@ def test_the_short_conclusions_count_the_adjusted_verdicts(tmp_path):
             "[+0.090, +0.110]; no item differs on arc-easy (both 0.500, the seed model's score)") in lines
     off_seed = {**pooled, "scores": [{**s, "value": 0.25} if (s["method"], s["task"]) == ("seed", "arc-easy") else s
                                      for s in scores]}
+    # the beta-1 CD-SDFT arm is asked question 2 as well
+    b1 = {**pooled, "deltas": pooled["deltas"] + [row("cdsdft-b1", "sft", "seed-kl", "kl", -0.02, "better")]}
+    assert ("2. Forgetting, cdsdft-b1 − sft (pooled over training seeds 0, 1, 2): **less drift**: seed-kl -0.020 "
+            "[-0.030, -0.010]") in mod.conclusions_lines(b1, seed0)
     assert "no item differs on arc-easy (both 0.500)" in mod._pair_summary(
         off_seed, mod.primary(scores), "sdft", "cdsdft", ["seed-kl", "arc-easy"], "drift")
     assert ("5. Ingredient, cdsdft − +kl (training seed 0): **worse**: gsm8k-nll +0.190 [+0.180, +0.200], seed-kl "
