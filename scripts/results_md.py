@@ -244,11 +244,10 @@ def _eff(d: dict) -> str:
     return f"{d['delta']:+.3f}" + ("" if d.get("ci_low") is None else f" [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
 
 
-def _summary(rows: list[tuple[str, dict]], words: tuple[str, str], same_as: dict[str, str] | None = None) -> str | None:
+def _summary(rows: list[tuple[str, dict]], words: tuple[str, str], shared=lambda task: None) -> str | None:
     """(task, delta row) pairs in words: the answer, then the decided tasks with effect and CI, then the undecided ones
-    ('not detectable at n' with each MDE, 'n.s. (Holm)', 'no item differs', each such task followed by
-    `same_as[task]` where given: the score both share); None when there are no rows."""
-    same_as = same_as or {}
+    ('not detectable at n' with each MDE, 'n.s. (Holm)', 'no item differs', each of the last followed by
+    `shared(task)` where that is not None: the score both share); None when there are no rows."""
     if not rows:
         return None
     better = [(t, d) for t, d in rows if verdict(d) in ("better", "lower")]
@@ -271,7 +270,7 @@ def _summary(rows: list[tuple[str, dict]], words: tuple[str, str], same_as: dict
         f"{t} (n = {d['n']}, MDE {'—' if d.get('mde') is None else format(d['mde'], '.3f')})" for t, d in nd)] \
         if nd else []
     parts += [f"n.s. after Holm on {', '.join(ns)}"] if ns else []
-    parts += ["no item differs on " + ", ".join(t + (f" ({same_as[t]})" if t in same_as else "") for t in same)] \
+    parts += ["no item differs on " + ", ".join(t + (f" ({s})" if (s := shared(t)) else "") for t in same)] \
         if same else []
     parts += other
     return f"**{answer}**: " + "; ".join(parts)
@@ -299,9 +298,7 @@ def _shared_score(res, prim, later, task, left_out=None) -> str | None:
 
 def _pair_summary(res, prim, earlier, later, tasks, kind, left_out=None) -> str | None:
     rows = [(t, d) for t in tasks if (d := _find(res, prim, earlier, later, t, left_out)) is not None]
-    same_as = {t: s for t, d in rows if d.get("mde") == 0 and d["delta"] == 0
-               and (s := _shared_score(res, prim, later, t, left_out))}
-    return _summary(rows, WORDS[kind], same_as)
+    return _summary(rows, WORDS[kind], lambda t: _shared_score(res, prim, later, t, left_out))
 
 
 def _retention_summary(rows: list[dict]) -> str | None:
